@@ -1,0 +1,382 @@
+//! Settings: a TOML file, then command-line flags over it, then validation.
+//! Every setting has a default; an error names the field and what it accepts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration of a host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Loopback unless told otherwise.
+    pub listen: SocketAddr,
+    /// Directory of `NAME.wasm` plugins, each served at `/ws/NAME`.
+    pub plugins_dir: Option<PathBuf>,
+    /// The plugin served at `/ws`.
+    pub default_plugin: String,
+    /// Serve the test page from this directory instead of the copy built into
+    /// the binary (handy while editing the page).
+    pub static_dir: Option<PathBuf>,
+    pub websocket: WebSocketConfig,
+    /// Limits for every plugin, unless `[plugins.NAME]` overrides them.
+    pub limits: PluginLimits,
+    /// Per-plugin overrides, keyed by plugin name.
+    pub plugins: BTreeMap<String, PluginOverrides>,
+}
+
+/// Socket-level settings, shared by every connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// How often the server pings each client; `0s` turns pings off.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_interval: Duration,
+    /// How long after a ping without any frame from the client it is dropped.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_timeout: Duration,
+    /// Size of each connection's socket read buffer.
+    pub receive_buffer_size: ByteSize,
+    /// Largest message a client may send (after reassembly); larger ones
+    /// close the connection with 1009.
+    pub max_message_size: ByteSize,
+    /// Largest single frame a client may send.
+    pub max_frame_size: ByteSize,
+    /// Origins allowed to connect. Empty: same-origin browsers and clients
+    /// that send no Origin. `["*"]`: any origin.
+    pub allowed_origins: Vec<String>,
+    /// Open connections across all plugins; more are refused with 503.
+    pub max_connections: usize,
+    /// Messages queued for one client before it is deemed too slow and is
+    /// closed with 1008.
+    pub send_queue: usize,
+    /// How long to wait for the client's reply to a close frame.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+}
+
+/// What one plugin call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Wall-clock budget of one event (`on-open`, `on-message`, `on-close`).
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Linear memory an instance may grow to.
+    pub memory: ByteSize,
+    /// Bytes of host-kept state per connection.
+    pub state_size: ByteSize,
+}
+
+/// `[plugins.NAME]`: anything left out comes from `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginOverrides {
+    #[serde(with = "humantime_serde::option")]
+    pub deadline: Option<Duration>,
+    pub memory: Option<ByteSize>,
+    pub state_size: Option<ByteSize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            plugins_dir: None,
+            default_plugin: "echo".into(),
+            static_dir: None,
+            websocket: WebSocketConfig::default(),
+            limits: PluginLimits::default(),
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(30),
+            // The ASP.NET Core sample's 4 KiB: a small buffer per idle
+            // connection instead of tungstenite's 128 KiB.
+            receive_buffer_size: ByteSize::kib(4),
+            max_message_size: ByteSize::mib(1),
+            max_frame_size: ByteSize::mib(1),
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            send_queue: 1024,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(100),
+            memory: ByteSize::mib(64),
+            state_size: ByteSize::kib(64),
+        }
+    }
+}
+
+/// Bounds that keep a value from disabling a protection by accident.
+const MIN_BUFFER: u64 = 256;
+const MAX_BUFFER: u64 = 16 << 20;
+const MAX_MESSAGE: u64 = 1 << 30;
+const MAX_MEMORY: u64 = 4 << 30;
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+impl Config {
+    /// Reads a TOML file. Unknown keys are errors, so a typo is not ignored.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// The limits that apply to plugin `name`.
+    pub fn limits_for(&self, name: &str) -> PluginLimits {
+        let mut limits = self.limits;
+        if let Some(o) = self.plugins.get(name) {
+            limits.deadline = o.deadline.unwrap_or(limits.deadline);
+            limits.memory = o.memory.unwrap_or(limits.memory);
+            limits.state_size = o.state_size.unwrap_or(limits.state_size);
+        }
+        limits
+    }
+
+    /// The largest memory any plugin may use: the size of a pooled memory slot.
+    pub fn largest_memory(&self) -> u64 {
+        self.plugins
+            .keys()
+            .map(|name| self.limits_for(name).memory.as_u64())
+            .chain([self.limits.memory.as_u64()])
+            .max()
+            .unwrap_or(self.limits.memory.as_u64())
+    }
+
+    /// Checks every value; the error names the first bad field and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ws = &self.websocket;
+        check_range(
+            "websocket.receive_buffer_size",
+            ws.receive_buffer_size.as_u64(),
+            MIN_BUFFER,
+            MAX_BUFFER,
+        )?;
+        check_range("websocket.max_frame_size", ws.max_frame_size.as_u64(), 16, MAX_MESSAGE)?;
+        check_range(
+            "websocket.max_message_size",
+            ws.max_message_size.as_u64(),
+            16,
+            MAX_MESSAGE,
+        )?;
+        if ws.max_frame_size > ws.max_message_size {
+            return Err(invalid(
+                "websocket.max_frame_size",
+                format!(
+                    "{} is larger than websocket.max_message_size ({}); a frame cannot exceed a message",
+                    ws.max_frame_size, ws.max_message_size
+                ),
+            ));
+        }
+        if ws.max_connections == 0 || ws.max_connections > MAX_CONNECTIONS {
+            return Err(invalid(
+                "websocket.max_connections",
+                format!("must be from 1 to {MAX_CONNECTIONS}, got {}", ws.max_connections),
+            ));
+        }
+        if ws.send_queue == 0 || ws.send_queue > 1 << 20 {
+            return Err(invalid(
+                "websocket.send_queue",
+                format!("must be from 1 to 1048576 messages, got {}", ws.send_queue),
+            ));
+        }
+        if !ws.keep_alive_interval.is_zero() && ws.keep_alive_timeout.is_zero() {
+            return Err(invalid(
+                "websocket.keep_alive_timeout",
+                "must be more than 0s while keep_alive_interval is on (set keep_alive_interval = \"0s\" to turn pings off)",
+            ));
+        }
+        if ws.close_timeout.is_zero() {
+            return Err(invalid("websocket.close_timeout", "must be more than 0s, e.g. \"5s\""));
+        }
+        for origin in &ws.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(
+                    "websocket.allowed_origins",
+                    format!(
+                        "{origin:?} is not an origin: use \"*\" or a scheme and host such as \"https://example.com\""
+                    ),
+                ));
+            }
+        }
+        if !is_plugin_name(&self.default_plugin) {
+            return Err(invalid(
+                "default_plugin",
+                format!("{:?} {PLUGIN_NAME_RULE}", self.default_plugin),
+            ));
+        }
+        validate_limits("limits", &self.limits)?;
+        for name in self.plugins.keys() {
+            if !is_plugin_name(name) {
+                return Err(invalid(
+                    format!("plugins.{name}"),
+                    format!("{name:?} {PLUGIN_NAME_RULE}"),
+                ));
+            }
+            validate_limits(&format!("plugins.{name}"), &self.limits_for(name))?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_limits(table: &str, limits: &PluginLimits) -> Result<(), ConfigError> {
+    if limits.deadline < Duration::from_millis(1) || limits.deadline > Duration::from_secs(600) {
+        return Err(invalid(
+            format!("{table}.deadline"),
+            format!(
+                "must be from 1ms to 10m, got {}",
+                humantime::format_duration(limits.deadline)
+            ),
+        ));
+    }
+    check_range(&format!("{table}.memory"), limits.memory.as_u64(), 1 << 16, MAX_MEMORY)?;
+    check_range(&format!("{table}.state_size"), limits.state_size.as_u64(), 0, 64 << 20)?;
+    Ok(())
+}
+
+fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            field,
+            format!(
+                "must be from {} to {}, got {}",
+                ByteSize(min),
+                ByteSize(max),
+                ByteSize(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) const PLUGIN_NAME_RULE: &str =
+    "is not a plugin name: use 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter or digit";
+
+/// Plugin names become URL path segments and file names.
+pub fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert!(c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[websocket]\nmax_mesage_size = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_mesage_size"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_field_and_range() {
+        let c = Config::from_toml("[websocket]\nreceive_buffer_size = \"10B\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("websocket.receive_buffer_size") && err.contains("must be from"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn frame_larger_than_message_is_refused() {
+        let c = Config::from_toml("[websocket]\nmax_frame_size = \"2MiB\"\nmax_message_size = \"1MiB\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("websocket.max_frame_size"), "{err}");
+    }
+
+    #[test]
+    fn plugin_overrides_fall_back_to_defaults() {
+        let c = Config::from_toml("[limits]\ndeadline = \"50ms\"\n[plugins.big]\nmemory = \"256MiB\"\n").unwrap();
+        c.validate().unwrap();
+        let big = c.limits_for("big");
+        assert_eq!(big.memory, ByteSize::mib(256));
+        assert_eq!(big.deadline, Duration::from_millis(50));
+        assert_eq!(c.limits_for("other").memory, ByteSize::mib(64));
+        assert_eq!(c.largest_memory(), 256 << 20);
+    }
+
+    #[test]
+    fn durations_and_sizes_read_as_people_write_them() {
+        let c = Config::from_toml(
+            "[websocket]\nkeep_alive_interval = \"2m\"\nmax_message_size = \"16 MiB\"\nmax_frame_size = \"64KiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.websocket.keep_alive_interval, Duration::from_secs(120));
+        assert_eq!(c.websocket.max_message_size, ByteSize::mib(16));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn plugin_names() {
+        assert!(is_plugin_name("echo"));
+        assert!(is_plugin_name("chat-2_x"));
+        assert!(!is_plugin_name(""));
+        assert!(!is_plugin_name("Echo"));
+        assert!(!is_plugin_name("../x"));
+        assert!(!is_plugin_name("-x"));
+    }
+}

@@ -1,0 +1,398 @@
+//! The WebSocket handshake, done here rather than by warp's `ws()` filter so
+//! the socket gets our own tungstenite settings (warp cannot set the read
+//! buffer size). The plugin's `on-open` runs before the 101 response, so it
+//! can refuse a connection with a real HTTP status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig as TungsteniteConfig};
+use warp::reply::{Reply, Response};
+
+use crate::config::WebSocketConfig;
+use crate::connection::{Session, fault_closes, new_instance};
+use crate::metrics::Event;
+use crate::plugin::{OpenResponse, Plugin, Request};
+use crate::server::AppState;
+
+/// What warp extracted from an upgrade request.
+pub struct UpgradeRequest {
+    /// `None` for `/ws`: the default plugin.
+    pub plugin: Option<String>,
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub remote: Option<SocketAddr>,
+    pub on_upgrade: Option<OnUpgrade>,
+}
+
+fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) -> Response {
+    state.metrics.handshake_refused(reason);
+    let mut response = warp::reply::with_status(body, status).into_response();
+    if status == StatusCode::UPGRADE_REQUIRED {
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    response
+}
+
+/// Answers a request on a WebSocket route.
+pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
+    let plugin = match &req.plugin {
+        None => state.registry.default_plugin(),
+        Some(name) => state.registry.get(name),
+    };
+    let Some(plugin) = plugin else {
+        let name = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
+        return refuse(
+            &state,
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            format!("no plugin named {name:?}\n"),
+        );
+    };
+    if let Err((status, message)) = check_websocket_request(&req.method, &req.headers) {
+        return refuse(&state, status, "not_websocket", format!("{message}\n"));
+    }
+    if !origin_allowed(&state.ws, &req.headers) {
+        return refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed\n".into());
+    }
+    if state.shutdown.is_cancelled() {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is shutting down\n".into(),
+        );
+    }
+    let Some(version) = plugin.current() else {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_unavailable",
+            format!("plugin {:?} failed to load; see /api/plugins\n", &*plugin.name),
+        );
+    };
+    let Some(slot) = state.hub.reserve() else {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "full",
+            "too many connections\n".into(),
+        );
+    };
+    let Some(on_upgrade) = req.on_upgrade else {
+        return refuse(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            "connection cannot be upgraded\n".into(),
+        );
+    };
+    let key = req
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let Some(accept_key) = key else {
+        return refuse(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            "missing Sec-WebSocket-Key\n".into(),
+        );
+    };
+
+    let request = wit_request(&req.path, &req.query, &req.headers, req.remote);
+    let (conn, outbound) = state.hub.register(plugin.name.clone(), state.ws.send_queue);
+    plugin.metrics.connections_open.inc();
+    let mut instance = match new_instance(&conn, &plugin, &state.hub, &state.ws, version).await {
+        Ok(instance) => instance,
+        Err(_) => return refuse_after_open(&state, &plugin, &conn.id, "instance could not start"),
+    };
+    let started = Instant::now();
+    let decision = instance.on_open(&request).await;
+    plugin
+        .metrics
+        .call(Event::Open)
+        .observe(started.elapsed().as_secs_f64());
+    let subprotocol = match decision {
+        Ok(OpenResponse::Accept(subprotocol)) => subprotocol,
+        Ok(OpenResponse::Reject(rejection)) => {
+            forget(&state, &plugin, &conn.id);
+            let status = StatusCode::from_u16(rejection.status)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::FORBIDDEN);
+            let mut body = rejection.body;
+            truncate(&mut body, 4096);
+            return refuse(&state, status, "plugin_rejected", body);
+        }
+        Err(fault) => {
+            fault_closes(&conn, &plugin, &instance.version().short, &fault, "on-open");
+            return refuse_after_open(&state, &plugin, &conn.id, "plugin failed in on-open");
+        }
+    };
+    if let Some(chosen) = &subprotocol
+        && !request.subprotocols.contains(chosen)
+    {
+        tracing::warn!(
+            plugin = &*plugin.name,
+            "on-open chose subprotocol {chosen:?}, which the client did not offer"
+        );
+        // The plugin accepted: it is owed its on-close.
+        let session = session(&state, conn, plugin, instance, outbound, slot);
+        tokio::spawn(session.abandon());
+        return refuse(
+            &state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "bad_subprotocol",
+            "plugin chose a subprotocol the client did not offer\n".into(),
+        );
+    }
+
+    plugin.metrics.connections_total.inc();
+    let session = session(&state, conn, plugin, instance, outbound, slot);
+    let socket_config = socket_config(&state.ws);
+    state.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(socket_config)).await;
+                session.run(socket).await;
+            }
+            Err(e) => {
+                tracing::debug!(conn = &*session.conn.id, "upgrade did not complete: {e}");
+                session.abandon().await;
+            }
+        }
+    });
+
+    let mut response = Response::default();
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if let Some(value) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    response
+}
+
+fn session(
+    state: &AppState,
+    conn: Arc<crate::hub::Connection>,
+    plugin: Arc<Plugin>,
+    instance: crate::plugin::Instance,
+    outbound: tokio::sync::mpsc::Receiver<crate::hub::Outbound>,
+    slot: crate::hub::Slot,
+) -> Session {
+    Session {
+        conn,
+        plugin,
+        instance,
+        hub: state.hub.clone(),
+        settings: state.ws.clone(),
+        outbound,
+        slot,
+    }
+}
+
+/// Undo `register` for a connection that never opened.
+fn forget(state: &AppState, plugin: &Plugin, id: &str) {
+    state.hub.remove(id);
+    plugin.metrics.connections_open.dec();
+}
+
+fn refuse_after_open(state: &AppState, plugin: &Plugin, id: &str, message: &str) -> Response {
+    forget(state, plugin, id);
+    refuse(
+        state,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "plugin_fault",
+        format!("{message}\n"),
+    )
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The tungstenite settings of every accepted socket.
+pub fn socket_config(ws: &WebSocketConfig) -> TungsteniteConfig {
+    let max_message = usize::try_from(ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
+    let max_frame = usize::try_from(ws.max_frame_size.as_u64()).unwrap_or(usize::MAX);
+    let read_buffer = usize::try_from(ws.receive_buffer_size.as_u64()).unwrap_or(4096);
+    // Frames are batched up to this size before a write; the cap bounds what
+    // a stalled socket may hold beyond it (one more whole message).
+    let write_buffer = 64 << 10;
+    TungsteniteConfig::default()
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(write_buffer)
+        .max_write_buffer_size(write_buffer + max_message + 64)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_frame))
+}
+
+/// RFC 6455 section 4.2.1: what makes a request a WebSocket upgrade.
+fn check_websocket_request(method: &Method, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if method != Method::GET || !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "this is a WebSocket endpoint: connect with a WebSocket client",
+        ));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err((StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version: use 13"));
+    }
+    if headers.get(header::SEC_WEBSOCKET_KEY).is_none() {
+        return Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
+    }
+    Ok(())
+}
+
+/// Browsers send Origin; other clients usually do not. By default only a
+/// page from this same host may connect (guards against cross-site
+/// WebSocket hijacking); `allowed_origins` widens that.
+fn origin_allowed(ws: &WebSocketConfig, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    if ws
+        .allowed_origins
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    if !ws.allowed_origins.is_empty() {
+        return false;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+fn wit_request(path: &str, query: &str, headers: &HeaderMap, remote: Option<SocketAddr>) -> Request {
+    let subprotocols = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    Request {
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+            .collect(),
+        remote_address: remote.map(|a| a.to_string()),
+        subprotocols,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_by_default() {
+        let ws = WebSocketConfig::default();
+        assert!(origin_allowed(&ws, &headers(&[("host", "127.0.0.1:5000")])));
+        assert!(origin_allowed(
+            &ws,
+            &headers(&[("host", "127.0.0.1:5000"), ("origin", "http://127.0.0.1:5000")])
+        ));
+        assert!(!origin_allowed(
+            &ws,
+            &headers(&[("host", "127.0.0.1:5000"), ("origin", "https://evil.example")])
+        ));
+    }
+
+    #[test]
+    fn configured_origins() {
+        let ws = WebSocketConfig {
+            allowed_origins: vec!["https://app.example".into()],
+            ..Default::default()
+        };
+        assert!(origin_allowed(
+            &ws,
+            &headers(&[("host", "h"), ("origin", "https://app.example")])
+        ));
+        assert!(!origin_allowed(
+            &ws,
+            &headers(&[("host", "h"), ("origin", "https://other.example")])
+        ));
+        let any = WebSocketConfig {
+            allowed_origins: vec!["*".into()],
+            ..Default::default()
+        };
+        assert!(origin_allowed(
+            &any,
+            &headers(&[("host", "h"), ("origin", "https://other.example")])
+        ));
+    }
+
+    #[test]
+    fn upgrade_headers_are_required() {
+        let ok = headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "keep-alive, Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        assert!(check_websocket_request(&Method::GET, &ok).is_ok());
+        assert_eq!(
+            check_websocket_request(&Method::POST, &ok).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check_websocket_request(&Method::GET, &HeaderMap::new()).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        let old = headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-version", "8"),
+        ]);
+        assert_eq!(
+            check_websocket_request(&Method::GET, &old).unwrap_err().0,
+            StatusCode::UPGRADE_REQUIRED
+        );
+    }
+}

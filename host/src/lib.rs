@@ -1,0 +1,21 @@
+//! wasmsocket: a WebSocket server whose message handlers are WebAssembly
+//! components.
+//!
+//! The path of a message through the host, top to bottom:
+//! [`server`] (routes, start-up, shutdown) → [`handshake`] (upgrade and the
+//! plugin's `on-open`) → [`connection`] (reader, writer, close handshake) →
+//! [`plugin`] (instances, limits, the host side of the WIT imports) →
+//! [`hub`] (every open connection, reachable by id).
+
+pub mod api;
+pub mod config;
+pub mod connection;
+pub mod handshake;
+pub mod hub;
+pub mod metrics;
+pub mod plugin;
+pub mod server;
+pub mod static_files;
+
+pub use config::Config;
+pub use server::{Server, StartError};

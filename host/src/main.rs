@@ -1,0 +1,144 @@
+//! The `wasmsocket` command: flags over a TOML file, then serve until
+//! SIGINT or SIGTERM.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytesize::ByteSize;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wasmsocket::{Config, Server};
+
+/// A WebSocket server whose message handlers are WebAssembly components.
+///
+/// With no arguments it serves the built-in echo plugin at
+/// ws://127.0.0.1:5000/ws and the test page at http://127.0.0.1:5000/.
+/// Flags override the config file; every setting has a default.
+#[derive(Debug, Parser)]
+#[command(name = "wasmsocket", version)]
+struct Cli {
+    /// TOML config file (see the README for every key).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Directory of NAME.wasm plugins, each served at /ws/NAME.
+    #[arg(long, value_name = "DIR")]
+    plugins: Option<PathBuf>,
+    /// Plugin served at /ws [default: echo].
+    #[arg(long, value_name = "NAME")]
+    default_plugin: Option<String>,
+    /// Serve the test page from DIR instead of the built-in copy.
+    #[arg(long, value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+    /// Server ping interval; 0s turns pings off [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    keep_alive_interval: Option<Duration>,
+    /// Drop a client silent this long after a ping [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    keep_alive_timeout: Option<Duration>,
+    /// Socket read buffer per connection [default: 4KiB].
+    #[arg(long, value_name = "SIZE")]
+    receive_buffer_size: Option<ByteSize>,
+    /// Largest message a client may send [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_message_size: Option<ByteSize>,
+    /// Largest frame a client may send [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_frame_size: Option<ByteSize>,
+    /// An origin allowed to connect (repeatable; "*" for any)
+    /// [default: same origin only].
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// Most open connections [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Messages queued per client before it is closed as too slow [default: 1024].
+    #[arg(long, value_name = "N")]
+    send_queue: Option<usize>,
+    /// Time budget of one plugin call [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// Memory cap of one plugin instance [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    memory_limit: Option<ByteSize>,
+    /// Log filter, e.g. "info" or "wasmsocket=debug,plugin=trace".
+    #[arg(long, env = "WASMSOCKET_LOG", default_value = "info", value_name = "FILTER")]
+    log: String,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let ws = &mut c.websocket;
+        set(&mut c.listen, self.listen);
+        if self.plugins.is_some() {
+            c.plugins_dir = self.plugins;
+        }
+        set(&mut c.default_plugin, self.default_plugin);
+        if self.static_dir.is_some() {
+            c.static_dir = self.static_dir;
+        }
+        set(&mut ws.keep_alive_interval, self.keep_alive_interval);
+        set(&mut ws.keep_alive_timeout, self.keep_alive_timeout);
+        set(&mut ws.receive_buffer_size, self.receive_buffer_size);
+        set(&mut ws.max_message_size, self.max_message_size);
+        set(&mut ws.max_frame_size, self.max_frame_size);
+        if !self.allowed_origins.is_empty() {
+            ws.allowed_origins = self.allowed_origins;
+        }
+        set(&mut ws.max_connections, self.max_connections);
+        set(&mut ws.send_queue, self.send_queue);
+        set(&mut c.limits.deadline, self.deadline);
+        set(&mut c.limits.memory, self.memory_limit);
+        Ok(c)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("invalid --log filter {:?}", cli.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let config = cli.into_config()?;
+    let server = Server::start(config).await?;
+    let addr = server.local_addr();
+    // One line on stdout that scripts (and the tests) can wait for.
+    println!("wasmsocket listening on http://{addr} (WebSocket: ws://{addr}/ws)");
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

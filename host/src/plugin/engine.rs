@@ -1,0 +1,120 @@
+//! The wasmtime engine every plugin shares: compiler and allocator settings,
+//! the epoch clock behind per-call deadlines, and the linker that provides
+//! the host interfaces.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{WebsocketPlugin, WebsocketPluginPre};
+use super::instance::Ctx;
+
+/// One epoch tick. Deadlines are counted in ticks, and a running plugin
+/// yields to the async runtime once per tick.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Why a component cannot serve as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("does not fit the wasmsocket:plugin world: {0}")]
+    World(String),
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+}
+
+/// Sizes for the pooling allocator.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// Instances that may exist at once (one per open connection, plus
+    /// room for the short-lived ones made at handshake and for clean-up).
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may have.
+    pub max_memory: u64,
+}
+
+/// Compiles components and prepares them for fast instantiation.
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Arc<Linker<Ctx>>,
+}
+
+impl PluginEngine {
+    pub fn new(settings: EngineSettings) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = settings.max_instances.max(16);
+        // Scripting-language components hold several core instances and
+        // memories (their runtime plus adapters).
+        const PER_COMPONENT: u32 = 4;
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(PER_COMPONENT))
+            .total_memories(instances.saturating_mul(PER_COMPONENT))
+            .total_tables(instances.saturating_mul(PER_COMPONENT))
+            .total_stacks(instances)
+            .max_memories_per_component(PER_COMPONENT * 4)
+            .max_tables_per_component(PER_COMPONENT * 4)
+            .max_core_instances_per_component(64)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .table_elements(100_000)
+            .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX));
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            // A slot per memory sized to the largest allowed memory: bounds
+            // checks stay explicit, but many thousands of slots fit in the
+            // address space.
+            .memory_reservation(settings.max_memory)
+            .memory_reservation_for_growth(0)
+            .memory_guard_size(64 << 10)
+            .async_stack_size(2 << 20)
+            .max_wasm_stack(1 << 20)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<Ctx>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        WebsocketPlugin::add_to_linker::<Ctx, HasSelf<super::host_api::HostApi>>(&mut linker, |ctx| &mut ctx.host)?;
+
+        spawn_epoch_clock(&engine)?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes` and checks it against the world. CPU-heavy for
+    /// large components: call it off the async runtime.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<WebsocketPluginPre<Ctx>, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        WebsocketPluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))
+    }
+}
+
+/// Advances the engine's epoch every tick for as long as the engine lives.
+fn spawn_epoch_clock(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    thread::Builder::new().name("wasmsocket-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            thread::sleep(TICK);
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Plugins: compiling components, the registry of loaded versions, one
+//! instance per connection, and the host side of the WIT imports.
+
+mod bindings;
+mod engine;
+mod host_api;
+mod instance;
+mod registry;
+mod stdio;
+
+pub use bindings::{CloseFrame, Message, OpenResponse, Request};
+pub use engine::{EngineSettings, LoadError, PluginEngine};
+pub use host_api::HostApi;
+pub use instance::{Fault, Instance};
+pub use registry::{Plugin, PluginInfo, Registry, Version};

@@ -1,0 +1,111 @@
+//! A plugin's stdout and stderr, turned into host log lines tagged with the
+//! plugin, its version and the connection.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use super::host_api::{HostApi, clip};
+
+#[derive(Clone, Copy)]
+enum Which {
+    Stdout,
+    Stderr,
+}
+
+/// The log tags of one instance.
+#[derive(Clone)]
+pub struct LogStream {
+    tags: Arc<(String, String, String)>,
+    which: Which,
+}
+
+impl LogStream {
+    pub fn stdout(host: &HostApi) -> Self {
+        Self::new(host, Which::Stdout)
+    }
+
+    pub fn stderr(host: &HostApi) -> Self {
+        Self::new(host, Which::Stderr)
+    }
+
+    fn new(host: &HostApi, which: Which) -> Self {
+        let tags = (
+            host.plugin().to_string(),
+            host.connection().to_string(),
+            host.version().to_string(),
+        );
+        Self {
+            tags: Arc::new(tags),
+            which,
+        }
+    }
+
+    fn emit(&self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let (plugin, conn, version) = (&self.tags.0, &self.tags.1, &self.tags.2);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let line = clip(line);
+            match self.which {
+                Which::Stdout => tracing::info!(target: "plugin::stdout", plugin, conn, version, "{line}"),
+                Which::Stderr => tracing::warn!(target: "plugin::stderr", plugin, conn, version, "{line}"),
+            }
+        }
+    }
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogStream {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LogStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.emit(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(4096)
+    }
+}
+
+impl AsyncWrite for LogStream {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.emit(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

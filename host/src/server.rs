@@ -1,0 +1,196 @@
+//! Start-up, the warp routes, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use warp::Filter;
+
+use crate::config::{Config, ConfigError, WebSocketConfig};
+use crate::handshake::{UpgradeRequest, upgrade};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::plugin::{EngineSettings, LoadError, PluginEngine, Registry};
+use crate::{api, static_files};
+
+/// The echo plugin, built from `plugins/echo` and embedded at build time.
+pub const BUILTIN_ECHO: &[u8] = include_bytes!(env!("WASMSOCKET_ECHO_WASM"));
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("plugins directory: {0}")]
+    Plugins(LoadError),
+    #[error("default_plugin {0:?} is neither built in nor in the plugins directory")]
+    NoDefaultPlugin(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub ws: Arc<WebSocketConfig>,
+    pub registry: Arc<Registry>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when shutdown begins: new upgrades are refused.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// A host that has loaded its plugins and bound its socket.
+pub struct Server {
+    state: Arc<AppState>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Validates the configuration, loads the plugins and binds.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let max_connections = config.websocket.max_connections;
+        let engine = PluginEngine::new(EngineSettings {
+            // Room for handshakes in flight and for clean-up instances.
+            max_instances: u32::try_from(max_connections + max_connections / 8 + 16).unwrap_or(u32::MAX),
+            max_memory: config.largest_memory(),
+        })
+        .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let registry = Arc::new(Registry::new(engine, config.clone(), metrics.clone()));
+
+        // Built-in first, so a file of the same name in the directory wins.
+        let _ = registry.load("echo", "built-in".into(), BUILTIN_ECHO.to_vec()).await;
+        if let Some(dir) = &config.plugins_dir {
+            registry.load_dir(dir).await.map_err(StartError::Plugins)?;
+        }
+        if registry.default_plugin().is_none() {
+            return Err(StartError::NoDefaultPlugin(config.default_plugin.clone()));
+        }
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let state = Arc::new(AppState {
+            ws: Arc::new(config.websocket.clone()),
+            hub: Hub::new(max_connections),
+            config,
+            registry,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.state.config.listen)
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `signal` completes, then closes every WebSocket with
+    /// 1001 (going away), waits for their close handshakes, and returns.
+    pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) {
+        let Server { state, listener } = self;
+        let stop_http = CancellationToken::new();
+        let http = warp::serve(routes(state.clone()))
+            .incoming(listener)
+            .graceful(stop_http.clone().cancelled_owned())
+            .run();
+        let http = tokio::spawn(http);
+
+        signal.await;
+        tracing::info!(
+            connections = state.hub.len(),
+            "shutting down: closing every connection with 1001"
+        );
+        state.shutdown.cancel();
+        stop_http.cancel();
+        state.hub.close_all(&CloseFrame {
+            code: CloseCode::Away,
+            reason: "server shutting down".into(),
+        });
+        state.tasks.close();
+        let grace = state.ws.close_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {grace:?}; exiting anyway");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    }
+}
+
+/// Every route of the host.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+
+    let plugin_name = warp::path("ws")
+        .and(warp::path::end())
+        .map(|| None)
+        .or(warp::path!("ws" / String).map(Some))
+        .unify();
+    let websocket = plugin_name
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
+        .and(with_state.clone())
+        .then(
+            |plugin, method, path: warp::path::FullPath, query, headers, remote, on_upgrade, state| {
+                let request = UpgradeRequest {
+                    plugin,
+                    method,
+                    path: path.as_str().to_string(),
+                    query,
+                    headers,
+                    remote,
+                    on_upgrade,
+                };
+                upgrade(state, request)
+            },
+        );
+
+    let api = api::routes(with_state.clone());
+    let page = static_files::routes(state.config.static_dir.clone());
+
+    websocket
+        .or(api)
+        .unify()
+        .or(page)
+        .unify()
+        .recover(|rejection: warp::Rejection| async move { Ok::<_, std::convert::Infallible>(not_found(rejection)) })
+        .unify()
+        .with(warp::trace::request())
+}
+
+fn not_found(rejection: warp::Rejection) -> warp::reply::Response {
+    use warp::Reply;
+    if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return warp::reply::with_status("method not allowed\n", http::StatusCode::METHOD_NOT_ALLOWED).into_response();
+    }
+    warp::reply::with_status("not found\n", http::StatusCode::NOT_FOUND).into_response()
+}

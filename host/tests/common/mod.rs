@@ -1,0 +1,268 @@
+//! Test harness: the real `wasmsocket` binary on a free loopback port, and a
+//! real tokio-tungstenite client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Long enough for a slow CI machine; a guard against hangs, not a timing
+/// assertion.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub const TESTBED_WASM: &str = env!("WASMSOCKET_TESTBED_WASM");
+pub const ECHO_WASM: &str = env!("WASMSOCKET_ECHO_WASM");
+
+/// A running host process; killed when dropped.
+pub struct Host {
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: Option<TempDir>,
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "wasmsocket-test-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A plugins directory holding the testbed plugin as `testbed.wasm`, plus
+/// any extra `(file name, bytes)`.
+pub fn plugins_dir(extra: &[(&str, &[u8])]) -> TempDir {
+    let dir = TempDir::new("plugins");
+    std::fs::copy(TESTBED_WASM, dir.0.join("testbed.wasm")).expect("copy testbed plugin");
+    for (name, bytes) in extra {
+        std::fs::write(dir.0.join(name), bytes).expect("write plugin file");
+    }
+    dir
+}
+
+impl Host {
+    /// Starts the host with the testbed plugin and `args`.
+    pub async fn start(args: &[&str]) -> Host {
+        Self::start_with(plugins_dir(&[]), args).await
+    }
+
+    pub async fn start_with(dir: TempDir, args: &[&str]) -> Host {
+        let mut all = vec!["--plugins".to_string(), dir.0.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut host = Self::spawn(&all)
+            .await
+            .unwrap_or_else(|log| panic!("host did not start:\n{log}"));
+        host._dir = Some(dir);
+        host
+    }
+
+    /// Runs the binary with `args` (plus `--listen 127.0.0.1:0` unless
+    /// given). Ok once it listens; Err with its log if it exits instead.
+    pub async fn spawn(args: &[String]) -> Result<Host, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmsocket"));
+        if !args.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .env("WASMSOCKET_LOG", "info,plugin=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn wasmsocket");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let found = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    return addr.parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        // Keep draining stdout so the host never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        match found {
+            Some(addr) => Ok(Host {
+                addr,
+                child,
+                log,
+                _dir: None,
+            }),
+            None => {
+                let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(log.lock().unwrap().join("\n"))
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn connect(&self, path: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.url(path)).await.expect("connect");
+        ws
+    }
+
+    /// The handshake's HTTP status when it is refused.
+    pub async fn refused_status(&self, request: impl IntoClientRequest + Unpin) -> (u16, String) {
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => panic!("handshake unexpectedly succeeded"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                (response.status().as_u16(), body)
+            }
+            Err(e) => panic!("unexpected handshake error: {e}"),
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.http(path))
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(self.http(path)).await.expect("GET");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+
+    /// The host's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the log has a line containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::time::Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("host is running")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{sig} failed");
+    }
+
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("host did not exit")
+            .expect("wait")
+    }
+}
+
+pub fn path(p: &str) -> &Path {
+    Path::new(p)
+}
+
+/// The next data or close message (pings and pongs are skipped).
+pub async fn next(ws: &mut Client) -> Option<Message> {
+    loop {
+        let item = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("timed out waiting for a message");
+        match item {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(m)) => return Some(m),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+pub async fn expect_text(ws: &mut Client) -> String {
+    match next(ws).await {
+        Some(Message::Text(t)) => t.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Sends `text` and returns the reply.
+pub async fn ask(ws: &mut Client, text: &str) -> String {
+    send_text(ws, text).await;
+    expect_text(ws).await
+}
+
+/// Reads until the server's close frame and returns it.
+pub async fn expect_close(ws: &mut Client) -> CloseFrame {
+    loop {
+        match next(ws).await {
+            Some(Message::Close(Some(frame))) => return frame,
+            Some(Message::Close(None)) => panic!("close frame without a code"),
+            Some(_) => continue,
+            None => panic!("connection ended without a close frame"),
+        }
+    }
+}

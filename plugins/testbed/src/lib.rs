@@ -1,0 +1,126 @@
+//! A plugin for the host's own tests. It echoes like `echo`, and on command it
+//! misbehaves (traps, loops forever, exhausts memory) or exercises a host
+//! interface, so the tests can check what the host does about it.
+//!
+//! Commands are text messages:
+//! - `trap`, `loop`, `oom`: fail in that way.
+//! - `close CODE REASON`: ask the host to close this connection.
+//! - `send ID TEXT`: send TEXT to connection ID; replies `sent` or the error.
+//! - `set TEXT` / `get`: store TEXT in the connection's host-kept state / read it back.
+//! - `whoami`: replies with this connection's id.
+//!
+//! On open, the query string chooses: `reject=STATUS` refuses the connection;
+//! `watch=ID` makes `on-close` report `closed ID CODE REASON` to connection ID
+//! (`none` when no close frame came); `trap-open` traps. The first offered
+//! subprotocol is accepted.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "websocket-plugin",
+});
+
+use exports::wasmsocket::plugin::handler::{CloseFrame, ConnectionId, Guest, Message, OpenResponse, Request};
+use wasmsocket::plugin::types::Rejection;
+use wasmsocket::plugin::{connections, log, state};
+
+struct Testbed;
+
+const WATCH_KEY: &str = "watch=";
+
+impl Guest for Testbed {
+    fn on_open(id: ConnectionId, request: Request) -> OpenResponse {
+        for pair in request.query.split('&') {
+            if let Some(status) = pair.strip_prefix("reject=") {
+                return OpenResponse::Reject(Rejection {
+                    status: status.parse().unwrap_or(403),
+                    body: format!("rejected by testbed: {}", request.path),
+                });
+            }
+            if let Some(watcher) = pair.strip_prefix(WATCH_KEY) {
+                // Instances are disposable: remember the watcher in host state.
+                let _ = state::set(&id, format!("{WATCH_KEY}{watcher}").as_bytes());
+            }
+            if pair == "trap-open" {
+                panic!("testbed asked to trap in on-open");
+            }
+        }
+        log::log(log::Level::Info, &format!("opened {}", request.path));
+        OpenResponse::Accept(request.subprotocols.into_iter().next())
+    }
+
+    fn on_message(id: ConnectionId, message: Message) {
+        let Message::Text(text) = &message else {
+            reply(&id, message);
+            return;
+        };
+        let (command, rest) = text.split_once(' ').unwrap_or((text.as_str(), ""));
+        match command {
+            "trap" => panic!("testbed asked to trap"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "close" => {
+                let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+                let code = code.parse().unwrap_or(1000);
+                if let Err(e) = connections::close(&id, code, reason) {
+                    reply(&id, Message::Text(format!("error {e:?}")));
+                }
+            }
+            "send" => {
+                let (target, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                let outcome = match connections::send(&target.to_string(), &Message::Text(body.into())) {
+                    Ok(()) => "sent".to_string(),
+                    Err(e) => format!("error {e:?}"),
+                };
+                reply(&id, Message::Text(outcome));
+            }
+            "set" => {
+                let outcome = match state::set(&id, rest.as_bytes()) {
+                    Ok(()) => "stored".to_string(),
+                    Err(e) => format!("error {e:?}"),
+                };
+                reply(&id, Message::Text(outcome));
+            }
+            "get" => {
+                let value = match state::get(&id) {
+                    Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Ok(None) => "none".to_string(),
+                    Err(e) => format!("error {e:?}"),
+                };
+                reply(&id, Message::Text(value));
+            }
+            "whoami" => reply(&id, Message::Text(id.clone())),
+            _ => reply(&id, message),
+        }
+    }
+
+    fn on_close(id: ConnectionId, close: Option<CloseFrame>) {
+        let Ok(Some(saved)) = state::get(&id) else {
+            return;
+        };
+        let saved = String::from_utf8_lossy(&saved);
+        if let Some(watcher) = saved.strip_prefix(WATCH_KEY) {
+            let how = match close {
+                Some(frame) => format!("{} {}", frame.code, frame.reason),
+                None => "none".to_string(),
+            };
+            let _ = connections::send(&watcher.to_string(), &Message::Text(format!("closed {id} {how}")));
+        }
+    }
+}
+
+fn reply(id: &ConnectionId, message: Message) {
+    let _ = connections::send(id, &message);
+}
+
+export!(Testbed);
