@@ -17,10 +17,7 @@ const GUESTS: &[&str] = &["echo", "testbed"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir
-        .parent()
-        .expect("host/ lives inside the workspace")
-        .to_path_buf();
+    let root = manifest_dir.parent().expect("host/ lives inside the workspace").to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     build_guests(&root, &out_dir);
@@ -34,11 +31,7 @@ fn build_guests(root: &Path, out_dir: &Path) {
     }
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out: share one guest
     // build per target directory instead of one per profile.
-    let target_dir = out_dir
-        .ancestors()
-        .nth(4)
-        .map(|t| t.join("guests"))
-        .unwrap_or_else(|| out_dir.join("guests"));
+    let target_dir = out_dir.ancestors().nth(4).map(|t| t.join("guests")).unwrap_or_else(|| out_dir.join("guests"));
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -86,12 +79,8 @@ fn embed_static(dir: &Path, out_dir: &Path) {
     let mut table = String::from("&[\n");
     for (rel, abs) in &files {
         println!("cargo:rerun-if-changed={}", abs.display());
-        writeln!(
-            table,
-            "    ({rel:?}, include_bytes!({:?}) as &[u8]),",
-            abs.display().to_string()
-        )
-        .expect("writing to a String");
+        writeln!(table, "    ({rel:?}, include_bytes!({:?}) as &[u8]),", abs.display().to_string())
+            .expect("writing to a String");
     }
     table.push(']');
     fs::write(out_dir.join("static_files.rs"), table).expect("write static_files.rs");

@@ -21,10 +21,7 @@ pub enum ConfigError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { field: field.into(), message: message.into() }
 }
 
 /// The whole configuration of a host.
@@ -134,11 +131,7 @@ impl Default for WebSocketConfig {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self {
-            deadline: Duration::from_millis(100),
-            memory: ByteSize::mib(64),
-            state_size: ByteSize::kib(64),
-        }
+        Self { deadline: Duration::from_millis(100), memory: ByteSize::mib(64), state_size: ByteSize::kib(64) }
     }
 }
 
@@ -152,15 +145,10 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 impl Config {
     /// Reads a TOML file. Unknown keys are errors, so a typo is not ignored.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
         })
     }
@@ -196,19 +184,9 @@ impl Config {
     /// Checks every value; the error names the first bad field and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ws = &self.websocket;
-        check_range(
-            "websocket.receive_buffer_size",
-            ws.receive_buffer_size.as_u64(),
-            MIN_BUFFER,
-            MAX_BUFFER,
-        )?;
+        check_range("websocket.receive_buffer_size", ws.receive_buffer_size.as_u64(), MIN_BUFFER, MAX_BUFFER)?;
         check_range("websocket.max_frame_size", ws.max_frame_size.as_u64(), 16, MAX_MESSAGE)?;
-        check_range(
-            "websocket.max_message_size",
-            ws.max_message_size.as_u64(),
-            16,
-            MAX_MESSAGE,
-        )?;
+        check_range("websocket.max_message_size", ws.max_message_size.as_u64(), 16, MAX_MESSAGE)?;
         if ws.max_frame_size > ws.max_message_size {
             return Err(invalid(
                 "websocket.max_frame_size",
@@ -250,18 +228,12 @@ impl Config {
             }
         }
         if !is_plugin_name(&self.default_plugin) {
-            return Err(invalid(
-                "default_plugin",
-                format!("{:?} {PLUGIN_NAME_RULE}", self.default_plugin),
-            ));
+            return Err(invalid("default_plugin", format!("{:?} {PLUGIN_NAME_RULE}", self.default_plugin)));
         }
         validate_limits("limits", &self.limits)?;
         for name in self.plugins.keys() {
             if !is_plugin_name(name) {
-                return Err(invalid(
-                    format!("plugins.{name}"),
-                    format!("{name:?} {PLUGIN_NAME_RULE}"),
-                ));
+                return Err(invalid(format!("plugins.{name}"), format!("{name:?} {PLUGIN_NAME_RULE}")));
             }
             validate_limits(&format!("plugins.{name}"), &self.limits_for(name))?;
         }
@@ -273,10 +245,7 @@ fn validate_limits(table: &str, limits: &PluginLimits) -> Result<(), ConfigError
     if limits.deadline < Duration::from_millis(1) || limits.deadline > Duration::from_secs(600) {
         return Err(invalid(
             format!("{table}.deadline"),
-            format!(
-                "must be from 1ms to 10m, got {}",
-                humantime::format_duration(limits.deadline)
-            ),
+            format!("must be from 1ms to 10m, got {}", humantime::format_duration(limits.deadline)),
         ));
     }
     check_range(&format!("{table}.memory"), limits.memory.as_u64(), 1 << 16, MAX_MEMORY)?;
@@ -288,12 +257,7 @@ fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), Config
     if value < min || value > max {
         return Err(invalid(
             field,
-            format!(
-                "must be from {} to {}, got {}",
-                ByteSize(min),
-                ByteSize(max),
-                ByteSize(value)
-            ),
+            format!("must be from {} to {}, got {}", ByteSize(min), ByteSize(max), ByteSize(value)),
         ));
     }
     Ok(())
@@ -306,9 +270,7 @@ pub(crate) const PLUGIN_NAME_RULE: &str =
 pub fn is_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
@@ -325,9 +287,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_toml("[websocket]\nmax_mesage_size = 10\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[websocket]\nmax_mesage_size = 10\n").unwrap_err().to_string();
         assert!(err.contains("max_mesage_size"), "{err}");
     }
 
@@ -335,10 +295,7 @@ mod tests {
     fn bad_value_names_field_and_range() {
         let c = Config::from_toml("[websocket]\nreceive_buffer_size = \"10B\"\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("websocket.receive_buffer_size") && err.contains("must be from"),
-            "{err}"
-        );
+        assert!(err.contains("websocket.receive_buffer_size") && err.contains("must be from"), "{err}");
     }
 
     #[test]

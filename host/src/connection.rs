@@ -3,25 +3,25 @@
 //! queue and pings, and the close handshake between them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::time::{MissedTickBehavior, sleep_until, timeout};
+use tokio::time::sleep_until;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WebSocketConfig;
 use crate::hub::{Connection, Hub, Outbound, Slot};
 use crate::metrics::Event;
-use crate::plugin::{self, Fault, Instance, Plugin};
+use crate::plugin::{self, Fault, HostLimits, Instance, Plugin};
+use crate::writer::{Liveness, Output, write_loop};
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -47,23 +47,15 @@ enum Serving {
 impl Session {
     /// Serves the connection until it closes, then tells the plugin.
     pub async fn run(self, socket: Socket) {
-        let Session {
-            conn,
-            plugin,
-            instance,
-            hub,
-            settings,
-            outbound,
-            slot,
-        } = self;
+        let Session { conn, plugin, instance, hub, settings, outbound, slot } = self;
         let (sink, stream) = socket.split();
-        let liveness = Arc::new(Liveness::new());
+        let output = Output::new(sink, plugin.metrics.clone());
+        let liveness = Arc::new(Liveness::default());
         let finished = CancellationToken::new();
         let writer = tokio::spawn(write_loop(
-            sink,
+            output.clone(),
             outbound,
             conn.clone(),
-            plugin.clone(),
             settings.clone(),
             liveness.clone(),
             finished.clone(),
@@ -73,9 +65,13 @@ impl Session {
             plugin: &plugin,
             hub: &hub,
             settings: &settings,
+            output: &output,
+            finished: &finished,
             serving: Serving::Ready(instance),
         };
-        let peer_close = reader.read_loop(stream, &liveness, &finished).await;
+        // What on-open sent goes out first.
+        reader.write_replies().await;
+        let peer_close = reader.read_loop(stream, &liveness).await;
         finished.cancel();
         let _ = writer.await;
         let serving = reader.serving;
@@ -86,15 +82,7 @@ impl Session {
     /// The client went away before the upgrade completed: the plugin said
     /// yes to `on-open`, so it still gets its `on-close`.
     pub async fn abandon(self) {
-        let Session {
-            conn,
-            plugin,
-            instance,
-            hub,
-            settings,
-            slot,
-            ..
-        } = self;
+        let Session { conn, plugin, instance, hub, settings, slot, .. } = self;
         finish(&conn, &plugin, &hub, &settings, Serving::Ready(instance), None).await;
         drop(slot);
     }
@@ -105,26 +93,30 @@ struct Reader<'a> {
     plugin: &'a Arc<Plugin>,
     hub: &'a Arc<Hub>,
     settings: &'a WebSocketConfig,
+    output: &'a Output,
+    finished: &'a CancellationToken,
     serving: Serving,
 }
 
 impl Reader<'_> {
     /// Reads until the connection ends; returns the peer's close frame.
-    async fn read_loop(
-        &mut self,
-        mut stream: SplitStream<Socket>,
-        liveness: &Liveness,
-        finished: &CancellationToken,
-    ) -> Option<CloseFrame> {
+    async fn read_loop(&mut self, mut stream: SplitStream<Socket>, liveness: &Liveness) -> Option<CloseFrame> {
         let mut peer_close = None;
         // Once a close is under way, the peer has close_timeout to answer.
         let mut close_deadline: Option<tokio::time::Instant> = None;
         let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        // Made once, not per message: registering a waiter costs a lock.
+        let finished = self.finished.clone();
+        let finished = finished.cancelled();
+        tokio::pin!(finished);
+        let close_started = self.conn.close_started().clone();
+        let close_started = close_started.cancelled();
+        tokio::pin!(close_started);
         loop {
             let item = tokio::select! {
                 biased;
-                _ = finished.cancelled() => break,
-                _ = self.conn.close_started().cancelled(), if close_deadline.is_none() => {
+                _ = &mut finished => break,
+                _ = &mut close_started, if close_deadline.is_none() => {
                     close_deadline = Some(tokio::time::Instant::now() + self.settings.close_timeout);
                     continue;
                 }
@@ -172,13 +164,32 @@ impl Reader<'_> {
         };
         let started = Instant::now();
         let result = instance.on_message(message).await;
-        plugin
-            .metrics
-            .call(Event::Message)
-            .observe(started.elapsed().as_secs_f64());
+        plugin.metrics.call(Event::Message).observe(started.elapsed().as_secs_f64());
         if let Err(fault) = result {
             fault_closes(conn, plugin, &instance.version().short, &fault, "on-message");
             self.serving = Serving::Faulted;
+            return;
+        }
+        self.write_replies().await;
+    }
+
+    /// Writes what the last call sent to this connection, right here.
+    async fn write_replies(&mut self) {
+        let Serving::Ready(instance) = &mut self.serving else { return };
+        let replies = instance.take_replies();
+        if replies.is_empty() {
+            return;
+        }
+        // A client that does not read makes this wait; an abort or the end
+        // of the connection (keep-alive) interrupts it.
+        let written = tokio::select! {
+            biased;
+            _ = self.conn.aborted().cancelled() => return,
+            _ = self.finished.cancelled() => return,
+            ok = self.output.write(replies) => ok,
+        };
+        if !written {
+            self.finished.cancel();
         }
     }
 
@@ -217,10 +228,7 @@ async fn finish(
     serving: Serving,
     peer_close: Option<&CloseFrame>,
 ) {
-    let close = peer_close.map(|f| plugin::CloseFrame {
-        code: f.code.into(),
-        reason: f.reason.as_str().to_owned(),
-    });
+    let close = peer_close.map(|f| plugin::CloseFrame { code: f.code.into(), reason: f.reason.as_str().to_owned() });
     let instance = match serving {
         Serving::Ready(instance) => Some(instance),
         Serving::Faulted => match plugin.current() {
@@ -231,10 +239,7 @@ async fn finish(
     if let Some(mut instance) = instance {
         let started = Instant::now();
         let result = instance.on_close(close.as_ref()).await;
-        plugin
-            .metrics
-            .call(Event::Close)
-            .observe(started.elapsed().as_secs_f64());
+        plugin.metrics.call(Event::Close).observe(started.elapsed().as_secs_f64());
         if let Err(fault) = result {
             plugin.metrics.fault(fault.kind());
             tracing::warn!(
@@ -258,13 +263,12 @@ pub async fn new_instance(
     settings: &WebSocketConfig,
     version: Arc<plugin::Version>,
 ) -> Result<Instance, Fault> {
-    let host = plugin::HostApi::new(
-        hub.clone(),
-        conn.clone(),
-        version.short.clone(),
-        usize::try_from(settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
-        usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
-    );
+    let limits = HostLimits {
+        max_message: usize::try_from(settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
+        max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
+        max_replies: settings.send_queue,
+    };
+    let host = plugin::HostApi::new(hub.clone(), conn.clone(), version.short.clone(), limits);
     let short = version.short.clone();
     Instance::new(version, host, plugin.limits)
         .await
@@ -280,10 +284,7 @@ pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &F
         version,
         "plugin {fault} during {during}; closing the connection with 1011"
     );
-    conn.abort(CloseFrame {
-        code: CloseCode::Error,
-        reason: "plugin error".into(),
-    });
+    conn.abort(CloseFrame { code: CloseCode::Error, reason: "plugin error".into() });
 }
 
 /// The close code owed to a peer whose input broke a rule; `None` when the
@@ -297,10 +298,7 @@ fn close_for_error(e: &WsError) -> Option<CloseFrame> {
         WsError::Protocol(_) => (CloseCode::Protocol, "protocol error"),
         _ => return None,
     };
-    Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    })
+    Some(CloseFrame { code, reason: reason.into() })
 }
 
 fn message_len(m: &plugin::Message) -> usize {
@@ -308,158 +306,4 @@ fn message_len(m: &plugin::Message) -> usize {
         plugin::Message::Text(t) => t.len(),
         plugin::Message::Binary(b) => b.len(),
     }
-}
-
-/// When the peer last sent anything, for keep-alive.
-struct Liveness {
-    start: Instant,
-    last_seen_ms: AtomicU64,
-}
-
-impl Liveness {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_seen_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_seen_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn silent_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
-
-/// Most messages written before one flush: batches under load, without
-/// holding a message back when the queue is quiet.
-const WRITE_BATCH: usize = 64;
-
-/// What the writer does after one step.
-enum Step {
-    Continue,
-    Stop,
-}
-
-/// Owns the socket's write half: drains the queue in order and pings.
-struct Writer {
-    sink: SplitSink<Socket, Message>,
-    outbound: tokio::sync::mpsc::Receiver<Outbound>,
-    conn: Arc<Connection>,
-    plugin: Arc<Plugin>,
-    settings: Arc<WebSocketConfig>,
-    liveness: Arc<Liveness>,
-    pings: Option<tokio::time::Interval>,
-    close_sent: bool,
-}
-
-impl Writer {
-    /// Writes the next batch, or the next ping. Cancel-safe at every await:
-    /// tungstenite keeps whole frames in its buffer.
-    async fn step(&mut self) -> Step {
-        let ping_due = async {
-            match &mut self.pings {
-                Some(pings) => pings.tick().await,
-                None => std::future::pending().await,
-            }
-        };
-        let item = tokio::select! {
-            item = self.outbound.recv(), if !self.close_sent => item,
-            _ = ping_due, if !self.close_sent => {
-                let silent = self.liveness.silent_for();
-                if silent > self.settings.keep_alive_interval + self.settings.keep_alive_timeout {
-                    tracing::debug!(conn = &*self.conn.id, "no answer to keep-alive pings; dropping the connection");
-                    return Step::Stop;
-                }
-                return if self.sink.send(Message::Ping(Bytes::new())).await.is_ok() { Step::Continue } else { Step::Stop };
-            }
-            // After our close frame nothing more is written; wait to be stopped.
-            _ = std::future::pending::<()>(), if self.close_sent => return Step::Continue,
-        };
-        let Some(first) = item else { return Step::Stop };
-        let metrics = &self.plugin.metrics;
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(item) = next.take() {
-            let fed = match item {
-                Outbound::Message(message) => {
-                    metrics.messages_out.inc();
-                    metrics.bytes_out.inc_by(message.len() as u64);
-                    self.sink.feed(message).await
-                }
-                Outbound::Close(frame) => {
-                    self.close_sent = true;
-                    self.sink.feed(Message::Close(Some(frame))).await
-                }
-            };
-            written += 1;
-            if fed.is_err() {
-                return Step::Stop;
-            }
-            if self.close_sent || written >= WRITE_BATCH {
-                break;
-            }
-            next = self.outbound.try_recv().ok();
-        }
-        if self.sink.flush().await.is_err() {
-            Step::Stop
-        } else {
-            Step::Continue
-        }
-    }
-}
-
-async fn write_loop(
-    sink: SplitSink<Socket, Message>,
-    outbound: tokio::sync::mpsc::Receiver<Outbound>,
-    conn: Arc<Connection>,
-    plugin: Arc<Plugin>,
-    settings: Arc<WebSocketConfig>,
-    liveness: Arc<Liveness>,
-    finished: CancellationToken,
-) {
-    let period = settings.keep_alive_interval;
-    let pings = (!period.is_zero()).then(|| {
-        let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        pings
-    });
-    let aborted = conn.aborted().clone();
-    let mut writer = Writer {
-        sink,
-        outbound,
-        conn,
-        plugin,
-        settings,
-        liveness,
-        pings,
-        close_sent: false,
-    };
-    loop {
-        // A write to a client that does not read can wait forever: an abort
-        // or the end of the connection must be able to interrupt it.
-        let step = tokio::select! {
-            biased;
-            _ = aborted.cancelled() => None,
-            _ = finished.cancelled() => Some(Step::Stop),
-            step = writer.step() => Some(step),
-        };
-        match step {
-            Some(Step::Continue) => continue,
-            Some(Step::Stop) => break,
-            None => {
-                if !writer.close_sent {
-                    let close = writer.sink.send(Message::Close(writer.conn.take_abort_frame()));
-                    let _ = timeout(writer.settings.close_timeout, close).await;
-                }
-                break;
-            }
-        }
-    }
-    // The socket cannot be written any more: make the reader stop too.
-    finished.cancel();
 }

@@ -38,9 +38,7 @@ fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) -> R
     state.metrics.handshake_refused(reason);
     let mut response = warp::reply::with_status(body, status).into_response();
     if status == StatusCode::UPGRADE_REQUIRED {
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
     response
 }
@@ -53,12 +51,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     };
     let Some(plugin) = plugin else {
         let name = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
-        return refuse(
-            &state,
-            StatusCode::NOT_FOUND,
-            "unknown_plugin",
-            format!("no plugin named {name:?}\n"),
-        );
+        return refuse(&state, StatusCode::NOT_FOUND, "unknown_plugin", format!("no plugin named {name:?}\n"));
     };
     if let Err((status, message)) = check_websocket_request(&req.method, &req.headers) {
         return refuse(&state, status, "not_websocket", format!("{message}\n"));
@@ -67,12 +60,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
         return refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed\n".into());
     }
     if state.shutdown.is_cancelled() {
-        return refuse(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "server is shutting down\n".into(),
-        );
+        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "server is shutting down\n".into());
     }
     let Some(version) = plugin.current() else {
         return refuse(
@@ -83,32 +71,14 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
         );
     };
     let Some(slot) = state.hub.reserve() else {
-        return refuse(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "full",
-            "too many connections\n".into(),
-        );
+        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "full", "too many connections\n".into());
     };
     let Some(on_upgrade) = req.on_upgrade else {
-        return refuse(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "not_websocket",
-            "connection cannot be upgraded\n".into(),
-        );
+        return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "connection cannot be upgraded\n".into());
     };
-    let key = req
-        .headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()));
+    let key = req.headers.get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes()));
     let Some(accept_key) = key else {
-        return refuse(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "not_websocket",
-            "missing Sec-WebSocket-Key\n".into(),
-        );
+        return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "missing Sec-WebSocket-Key\n".into());
     };
 
     let request = wit_request(&req.path, &req.query, &req.headers, req.remote);
@@ -120,10 +90,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     };
     let started = Instant::now();
     let decision = instance.on_open(&request).await;
-    plugin
-        .metrics
-        .call(Event::Open)
-        .observe(started.elapsed().as_secs_f64());
+    plugin.metrics.call(Event::Open).observe(started.elapsed().as_secs_f64());
     let subprotocol = match decision {
         Ok(OpenResponse::Accept(subprotocol)) => subprotocol,
         Ok(OpenResponse::Reject(rejection)) => {
@@ -144,10 +111,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     if let Some(chosen) = &subprotocol
         && !request.subprotocols.contains(chosen)
     {
-        tracing::warn!(
-            plugin = &*plugin.name,
-            "on-open chose subprotocol {chosen:?}, which the client did not offer"
-        );
+        tracing::warn!(plugin = &*plugin.name, "on-open chose subprotocol {chosen:?}, which the client did not offer");
         // The plugin accepted: it is owed its on-close.
         let session = session(&state, conn, plugin, instance, outbound, slot);
         tokio::spawn(session.abandon());
@@ -198,15 +162,7 @@ fn session(
     outbound: tokio::sync::mpsc::Receiver<crate::hub::Outbound>,
     slot: crate::hub::Slot,
 ) -> Session {
-    Session {
-        conn,
-        plugin,
-        instance,
-        hub: state.hub.clone(),
-        settings: state.ws.clone(),
-        outbound,
-        slot,
-    }
+    Session { conn, plugin, instance, hub: state.hub.clone(), settings: state.ws.clone(), outbound, slot }
 }
 
 /// Undo `register` for a connection that never opened.
@@ -217,12 +173,7 @@ fn forget(state: &AppState, plugin: &Plugin, id: &str) {
 
 fn refuse_after_open(state: &AppState, plugin: &Plugin, id: &str, message: &str) -> Response {
     forget(state, plugin, id);
-    refuse(
-        state,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "plugin_fault",
-        format!("{message}\n"),
-    )
+    refuse(state, StatusCode::INTERNAL_SERVER_ERROR, "plugin_fault", format!("{message}\n"))
 }
 
 fn truncate(s: &mut String, max: usize) {
@@ -254,17 +205,13 @@ pub fn socket_config(ws: &WebSocketConfig) -> TungsteniteConfig {
 /// RFC 6455 section 4.2.1: what makes a request a WebSocket upgrade.
 fn check_websocket_request(method: &Method, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-                .unwrap_or(false)
-        })
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))).unwrap_or(false))
     };
     if method != Method::GET || !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "this is a WebSocket endpoint: connect with a WebSocket client",
-        ));
+        return Err((StatusCode::BAD_REQUEST, "this is a WebSocket endpoint: connect with a WebSocket client"));
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
         return Err((StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version: use 13"));
@@ -282,11 +229,7 @@ fn origin_allowed(ws: &WebSocketConfig, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
-    if ws
-        .allowed_origins
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
+    if ws.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
         return true;
     }
     if !ws.allowed_origins.is_empty() {
@@ -334,38 +277,17 @@ mod tests {
     fn same_origin_by_default() {
         let ws = WebSocketConfig::default();
         assert!(origin_allowed(&ws, &headers(&[("host", "127.0.0.1:5000")])));
-        assert!(origin_allowed(
-            &ws,
-            &headers(&[("host", "127.0.0.1:5000"), ("origin", "http://127.0.0.1:5000")])
-        ));
-        assert!(!origin_allowed(
-            &ws,
-            &headers(&[("host", "127.0.0.1:5000"), ("origin", "https://evil.example")])
-        ));
+        assert!(origin_allowed(&ws, &headers(&[("host", "127.0.0.1:5000"), ("origin", "http://127.0.0.1:5000")])));
+        assert!(!origin_allowed(&ws, &headers(&[("host", "127.0.0.1:5000"), ("origin", "https://evil.example")])));
     }
 
     #[test]
     fn configured_origins() {
-        let ws = WebSocketConfig {
-            allowed_origins: vec!["https://app.example".into()],
-            ..Default::default()
-        };
-        assert!(origin_allowed(
-            &ws,
-            &headers(&[("host", "h"), ("origin", "https://app.example")])
-        ));
-        assert!(!origin_allowed(
-            &ws,
-            &headers(&[("host", "h"), ("origin", "https://other.example")])
-        ));
-        let any = WebSocketConfig {
-            allowed_origins: vec!["*".into()],
-            ..Default::default()
-        };
-        assert!(origin_allowed(
-            &any,
-            &headers(&[("host", "h"), ("origin", "https://other.example")])
-        ));
+        let ws = WebSocketConfig { allowed_origins: vec!["https://app.example".into()], ..Default::default() };
+        assert!(origin_allowed(&ws, &headers(&[("host", "h"), ("origin", "https://app.example")])));
+        assert!(!origin_allowed(&ws, &headers(&[("host", "h"), ("origin", "https://other.example")])));
+        let any = WebSocketConfig { allowed_origins: vec!["*".into()], ..Default::default() };
+        assert!(origin_allowed(&any, &headers(&[("host", "h"), ("origin", "https://other.example")])));
     }
 
     #[test]
@@ -377,22 +299,9 @@ mod tests {
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ]);
         assert!(check_websocket_request(&Method::GET, &ok).is_ok());
-        assert_eq!(
-            check_websocket_request(&Method::POST, &ok).unwrap_err().0,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            check_websocket_request(&Method::GET, &HeaderMap::new()).unwrap_err().0,
-            StatusCode::BAD_REQUEST
-        );
-        let old = headers(&[
-            ("upgrade", "websocket"),
-            ("connection", "upgrade"),
-            ("sec-websocket-version", "8"),
-        ]);
-        assert_eq!(
-            check_websocket_request(&Method::GET, &old).unwrap_err().0,
-            StatusCode::UPGRADE_REQUIRED
-        );
+        assert_eq!(check_websocket_request(&Method::POST, &ok).unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert_eq!(check_websocket_request(&Method::GET, &HeaderMap::new()).unwrap_err().0, StatusCode::BAD_REQUEST);
+        let old = headers(&[("upgrade", "websocket"), ("connection", "upgrade"), ("sec-websocket-version", "8")]);
+        assert_eq!(check_websocket_request(&Method::GET, &old).unwrap_err().0, StatusCode::UPGRADE_REQUIRED);
     }
 }

@@ -57,22 +57,27 @@ impl Connection {
         }
         self.tx.try_send(Outbound::Message(message)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
-                self.abort(CloseFrame {
-                    code: CloseCode::Policy,
-                    reason: "send queue full: client too slow".into(),
-                });
+                self.abort(CloseFrame { code: CloseCode::Policy, reason: "send queue full: client too slow".into() });
                 DeliveryError::QueueFull
             }
             mpsc::error::TrySendError::Closed(_) => DeliveryError::Closed,
         })
     }
 
-    /// Starts a close handshake after the messages already queued.
-    pub fn close(&self, frame: CloseFrame) -> Result<(), DeliveryError> {
+    /// Marks the connection as closing; false if it already was.
+    pub fn begin_close(&self) -> bool {
         if self.closing.swap(true, Ordering::AcqRel) {
-            return Err(DeliveryError::Closed);
+            return false;
         }
         self.close_started.cancel();
+        true
+    }
+
+    /// Starts a close handshake after the messages already queued.
+    pub fn close(&self, frame: CloseFrame) -> Result<(), DeliveryError> {
+        if !self.begin_close() {
+            return Err(DeliveryError::Closed);
+        }
         match self.tx.try_send(Outbound::Close(frame)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(Outbound::Close(frame))) => {
@@ -166,10 +171,7 @@ impl Hub {
             if current >= self.max_connections {
                 return None;
             }
-            match self
-                .reserved
-                .compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.reserved.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Some(Slot { hub: self.clone() }),
                 Err(now) => current = now,
             }
@@ -222,11 +224,7 @@ impl Hub {
     /// Asks every connection to close with `frame` after what it has
     /// queued (used at shutdown).
     pub fn close_all(&self, frame: &CloseFrame) {
-        let all: Vec<_> = self
-            .connections
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let all: Vec<_> = self.connections.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
         for conn in all {
             let _ = conn.close(frame.clone());
         }

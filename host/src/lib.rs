@@ -3,7 +3,7 @@
 //!
 //! The path of a message through the host, top to bottom:
 //! [`server`] (routes, start-up, shutdown) → [`handshake`] (upgrade and the
-//! plugin's `on-open`) → [`connection`] (reader, writer, close handshake) →
+//! plugin's `on-open`) → [`connection`] (reader, close handshake) and [`writer`] (replies, queue, pings) →
 //! [`plugin`] (instances, limits, the host side of the WIT imports) →
 //! [`hub`] (every open connection, reachable by id).
 
@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod server;
 pub mod static_files;
+pub mod writer;
 
 pub use config::Config;
 pub use server::{Server, StartError};

@@ -93,33 +93,13 @@ impl Metrics {
             plugin_loads: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections_open",
-            "Open WebSocket connections",
-            m.connections_open.clone(),
-        );
-        registry.register(
-            "connections",
-            "WebSocket connections accepted",
-            m.connections_total.clone(),
-        );
-        registry.register(
-            "messages_received",
-            "Messages received from clients",
-            m.messages_in.clone(),
-        );
+        registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
+        registry.register("connections", "WebSocket connections accepted", m.connections_total.clone());
+        registry.register("messages_received", "Messages received from clients", m.messages_in.clone());
         registry.register("messages_sent", "Messages sent to clients", m.messages_out.clone());
-        registry.register(
-            "received_bytes",
-            "Payload bytes received from clients",
-            m.bytes_in.clone(),
-        );
+        registry.register("received_bytes", "Payload bytes received from clients", m.bytes_in.clone());
         registry.register("sent_bytes", "Payload bytes sent to clients", m.bytes_out.clone());
-        registry.register(
-            "plugin_call_seconds",
-            "Time spent in one plugin call, by event",
-            m.call_seconds.clone(),
-        );
+        registry.register("plugin_call_seconds", "Time spent in one plugin call, by event", m.call_seconds.clone());
         registry.register(
             "plugin_faults",
             "Plugin calls that trapped, ran past their deadline or exhausted their memory",
@@ -145,15 +125,8 @@ impl Metrics {
     /// Handles on one plugin's series, resolved once per connection so the
     /// message path touches only atomics.
     pub fn for_plugin(&self, plugin: &str) -> PluginMetrics {
-        let label = PluginLabel {
-            plugin: plugin.to_string(),
-        };
-        let call = |event| {
-            self.call_seconds.get_or_create_owned(&CallLabels {
-                plugin: plugin.to_string(),
-                event,
-            })
-        };
+        let label = PluginLabel { plugin: plugin.to_string() };
+        let call = |event| self.call_seconds.get_or_create_owned(&CallLabels { plugin: plugin.to_string(), event });
         PluginMetrics {
             plugin: plugin.to_string(),
             connections_open: self.connections_open.get_or_create_owned(&label),
@@ -170,20 +143,11 @@ impl Metrics {
     }
 
     pub fn handshake_refused(&self, reason: &str) {
-        self.handshakes_refused
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_string(),
-            })
-            .inc();
+        self.handshakes_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
     }
 
     pub fn plugin_loaded(&self, plugin: &str, outcome: &str) {
-        self.plugin_loads
-            .get_or_create(&LoadLabels {
-                plugin: plugin.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        self.plugin_loads.get_or_create(&LoadLabels { plugin: plugin.to_string(), outcome: outcome.to_string() }).inc();
     }
 }
 
@@ -213,11 +177,6 @@ impl PluginMetrics {
     }
 
     pub fn fault(&self, kind: FaultKind) {
-        self.faults
-            .get_or_create(&FaultLabels {
-                plugin: self.plugin.clone(),
-                kind,
-            })
-            .inc();
+        self.faults.get_or_create(&FaultLabels { plugin: self.plugin.clone(), kind }).inc();
     }
 }

@@ -82,10 +82,7 @@ impl Server {
 
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
             hub: Hub::new(max_connections),
@@ -111,23 +108,15 @@ impl Server {
     pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) {
         let Server { state, listener } = self;
         let stop_http = CancellationToken::new();
-        let http = warp::serve(routes(state.clone()))
-            .incoming(listener)
-            .graceful(stop_http.clone().cancelled_owned())
-            .run();
+        let http =
+            warp::serve(routes(state.clone())).incoming(listener).graceful(stop_http.clone().cancelled_owned()).run();
         let http = tokio::spawn(http);
 
         signal.await;
-        tracing::info!(
-            connections = state.hub.len(),
-            "shutting down: closing every connection with 1001"
-        );
+        tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
         state.shutdown.cancel();
         stop_http.cancel();
-        state.hub.close_all(&CloseFrame {
-            code: CloseCode::Away,
-            reason: "server shutting down".into(),
-        });
+        state.hub.close_all(&CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() });
         state.tasks.close();
         let grace = state.ws.close_timeout + Duration::from_secs(1);
         if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
@@ -146,11 +135,8 @@ pub fn routes(
         warp::any().map(move || state.clone())
     };
 
-    let plugin_name = warp::path("ws")
-        .and(warp::path::end())
-        .map(|| None)
-        .or(warp::path!("ws" / String).map(Some))
-        .unify();
+    let plugin_name =
+        warp::path("ws").and(warp::path::end()).map(|| None).or(warp::path!("ws" / String).map(Some)).unify();
     let websocket = plugin_name
         .and(warp::method())
         .and(warp::path::full())
@@ -159,20 +145,11 @@ pub fn routes(
         .and(warp::addr::remote())
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_state.clone())
-        .then(
-            |plugin, method, path: warp::path::FullPath, query, headers, remote, on_upgrade, state| {
-                let request = UpgradeRequest {
-                    plugin,
-                    method,
-                    path: path.as_str().to_string(),
-                    query,
-                    headers,
-                    remote,
-                    on_upgrade,
-                };
-                upgrade(state, request)
-            },
-        );
+        .then(|plugin, method, path: warp::path::FullPath, query, headers, remote, on_upgrade, state| {
+            let request =
+                UpgradeRequest { plugin, method, path: path.as_str().to_string(), query, headers, remote, on_upgrade };
+            upgrade(state, request)
+        });
 
     let api = api::routes(with_state.clone());
     let page = static_files::routes(state.config.static_dir.clone());

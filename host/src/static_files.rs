@@ -16,9 +16,7 @@ pub fn routes(dir: Option<PathBuf>) -> warp::filters::BoxedFilter<(Response,)> {
             .and(warp::fs::dir(dir))
             .map(|file: warp::fs::File| {
                 let mut response = file.into_response();
-                response
-                    .headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 response
             })
             .boxed(),
@@ -32,11 +30,7 @@ pub fn routes(dir: Option<PathBuf>) -> warp::filters::BoxedFilter<(Response,)> {
 }
 
 fn embedded(path: &str) -> Option<Response> {
-    let path = if path.is_empty() || path.ends_with('/') {
-        format!("{path}index.html")
-    } else {
-        path.to_string()
-    };
+    let path = if path.is_empty() || path.ends_with('/') { format!("{path}index.html") } else { path.to_string() };
     let (_, body) = FILES.iter().find(|(name, _)| *name == path)?;
     let mut response = body.to_vec().into_response();
     let headers = response.headers_mut();

@@ -34,26 +34,12 @@ async fn api_plugins_lists_each_plugin_with_its_version_and_connections() {
 
 #[tokio::test]
 async fn a_broken_plugin_file_is_reported_and_the_others_serve() {
-    let dir = plugins_dir(&[
-        ("broken.wasm", b"\0asm this is not a component"),
-        ("garbage.wasm", b"hello"),
-    ]);
+    let dir = plugins_dir(&[("broken.wasm", b"\0asm this is not a component"), ("garbage.wasm", b"hello")]);
     let host = Host::start_with(dir, &[]).await;
     let list = host.get_json("/api/plugins").await;
-    let broken = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "broken")
-        .expect("broken listed");
+    let broken = list.as_array().unwrap().iter().find(|p| p["name"] == "broken").expect("broken listed");
     assert_eq!(broken["state"], "error");
-    assert!(
-        broken["error"]
-            .as_str()
-            .unwrap()
-            .contains("not a valid WebAssembly component"),
-        "{broken}"
-    );
+    assert!(broken["error"].as_str().unwrap().contains("not a valid WebAssembly component"), "{broken}");
     assert_eq!(broken["error_hash"].as_str().unwrap().len(), 64);
     assert!(host.log().contains("broken") && host.log().contains("failed to load"));
     let (status, body) = host.refused_status(host.url("/ws/broken")).await;
@@ -70,20 +56,9 @@ async fn a_component_of_another_world_is_refused() {
     let empty_component: &[u8] = b"\0asm\x0d\0\x01\0";
     let host = Host::start_with(plugins_dir(&[("other.wasm", empty_component)]), &[]).await;
     let list = host.get_json("/api/plugins").await;
-    let other = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "other")
-        .expect("listed");
+    let other = list.as_array().unwrap().iter().find(|p| p["name"] == "other").expect("listed");
     assert_eq!(other["state"], "error");
-    assert!(
-        other["error"]
-            .as_str()
-            .unwrap()
-            .contains("does not fit the wasmsocket:plugin world"),
-        "{other}"
-    );
+    assert!(other["error"].as_str().unwrap().contains("does not fit the wasmsocket:plugin world"), "{other}");
 }
 
 #[tokio::test]
@@ -121,16 +96,8 @@ async fn plugin_output_goes_to_the_host_log_tagged() {
     let host = Host::start(&[]).await;
     let _ws = host.connect("/ws/testbed?x=1").await;
     assert!(host.wait_for_log("opened /ws/testbed").await, "{}", host.log());
-    let line = host
-        .log()
-        .lines()
-        .find(|l| l.contains("opened /ws/testbed"))
-        .unwrap()
-        .to_string();
-    assert!(
-        line.contains("plugin=\"testbed\"") || line.contains("plugin=testbed"),
-        "{line}"
-    );
+    let line = host.log().lines().find(|l| l.contains("opened /ws/testbed")).unwrap().to_string();
+    assert!(line.contains("plugin=\"testbed\"") || line.contains("plugin=testbed"), "{line}");
     assert!(line.contains("conn="), "{line}");
 }
 
@@ -139,19 +106,10 @@ async fn bad_configuration_names_the_field_and_the_fix() {
     let dir = TempDir::new("config");
     let file = dir.0.join("wasmsocket.toml");
     std::fs::write(&file, "[websocket]\nreceive_buffer_size = \"10B\"\n").unwrap();
-    let err = Host::spawn(&["--config".into(), file.display().to_string()])
-        .await
-        .err()
-        .expect("must not start");
-    assert!(
-        err.contains("websocket.receive_buffer_size") && err.contains("must be from"),
-        "{err}"
-    );
+    let err = Host::spawn(&["--config".into(), file.display().to_string()]).await.err().expect("must not start");
+    assert!(err.contains("websocket.receive_buffer_size") && err.contains("must be from"), "{err}");
 
     std::fs::write(&file, "[websocket]\nmax_mesage_size = \"1MiB\"\n").unwrap();
-    let err = Host::spawn(&["--config".into(), file.display().to_string()])
-        .await
-        .err()
-        .expect("must not start");
+    let err = Host::spawn(&["--config".into(), file.display().to_string()]).await.err().expect("must not start");
     assert!(err.contains("max_mesage_size"), "{err}");
 }

@@ -15,14 +15,8 @@ async fn oversize_message_is_closed_with_1009() {
     let mut ws = host.connect("/ws").await;
     // Frames within max_frame_size that add up past max_message_size.
     for i in 0..5 {
-        let opcode = if i == 0 {
-            OpCode::Data(Data::Binary)
-        } else {
-            OpCode::Data(Data::Continue)
-        };
-        ws.send(Message::Frame(Frame::message(vec![0u8; 16 * 1024], opcode, i == 4)))
-            .await
-            .unwrap();
+        let opcode = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
+        ws.send(Message::Frame(Frame::message(vec![0u8; 16 * 1024], opcode, i == 4))).await.unwrap();
     }
     assert_eq!(expect_close(&mut ws).await.code, CloseCode::Size);
 }
@@ -128,10 +122,7 @@ async fn a_client_that_does_not_read_is_closed_not_buffered_forever() {
             break;
         }
     }
-    assert!(
-        outcome == "error HostError::QueueFull" || outcome == "error HostError::Closed",
-        "{outcome}"
-    );
+    assert!(outcome == "error HostError::QueueFull" || outcome == "error HostError::Closed", "{outcome}");
     // The slow client's connection is over; on-close reported it.
     loop {
         let line = expect_text(&mut watcher).await;

@@ -48,11 +48,7 @@ async fn reassembles_fragmented_messages() {
     let mut ws = host.connect("/ws").await;
     let parts = ["frag", "ment", "ed ✓"];
     for (i, part) in parts.iter().enumerate() {
-        let opcode = if i == 0 {
-            OpCode::Data(Data::Text)
-        } else {
-            OpCode::Data(Data::Continue)
-        };
+        let opcode = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
         let frame = Frame::message(part.as_bytes().to_vec(), opcode, i == parts.len() - 1);
         ws.send(Message::Frame(frame)).await.unwrap();
     }
@@ -72,16 +68,10 @@ async fn answers_pings() {
 async fn close_code_and_reason_are_echoed() {
     let host = Host::start(&[]).await;
     let mut ws = host.connect("/ws").await;
-    let frame = CloseFrame {
-        code: CloseCode::Library(4321),
-        reason: "done here".into(),
-    };
+    let frame = CloseFrame { code: CloseCode::Library(4321), reason: "done here".into() };
     ws.send(Message::Close(Some(frame.clone()))).await.unwrap();
     assert_eq!(expect_close(&mut ws).await, frame);
-    assert!(
-        next(&mut ws).await.is_none(),
-        "the server ends the connection after the handshake"
-    );
+    assert!(next(&mut ws).await.is_none(), "the server ends the connection after the handshake");
 }
 
 #[tokio::test]
@@ -135,8 +125,5 @@ async fn plugins_cannot_reach_connections_of_other_plugins() {
     let own = ask(&mut testbed, "whoami").await;
     let (prefix, seq) = own.rsplit_once('-').unwrap();
     let echo_id = format!("{prefix}-{:x}", u64::from_str_radix(seq, 16).unwrap() - 1);
-    assert_eq!(
-        ask(&mut testbed, &format!("send {echo_id} intrusion")).await,
-        "error HostError::NotFound"
-    );
+    assert_eq!(ask(&mut testbed, &format!("send {echo_id} intrusion")).await, "error HostError::NotFound");
 }

@@ -60,10 +60,7 @@ async fn a_looping_plugin_does_not_stall_other_connections() {
         }
     }
     // The echoes above all finished while the loop was still running.
-    assert!(
-        !host.log().contains("ran past its"),
-        "the loop ended before the others were served"
-    );
+    assert!(!host.log().contains("ran past its"), "the loop ended before the others were served");
     assert_eq!(expect_close(&mut culprit).await.code, CloseCode::Error);
 }
 

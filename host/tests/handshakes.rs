@@ -48,36 +48,24 @@ async fn a_trap_in_on_open_refuses_with_500() {
 async fn cross_origin_browsers_are_refused_by_default() {
     let host = Host::start(&[]).await;
     let mut request = host.url("/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("origin", HeaderValue::from_static("https://evil.example"));
+    request.headers_mut().insert("origin", HeaderValue::from_static("https://evil.example"));
     assert_eq!(host.refused_status(request).await.0, 403);
 
     // A page served by the host itself may connect.
     let mut request = host.url("/ws").into_client_request().unwrap();
     let own = format!("http://{}", host.addr);
-    request
-        .headers_mut()
-        .insert("origin", HeaderValue::from_str(&own).unwrap());
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("same-origin connect");
+    request.headers_mut().insert("origin", HeaderValue::from_str(&own).unwrap());
+    tokio_tungstenite::connect_async(request).await.expect("same-origin connect");
 }
 
 #[tokio::test]
 async fn allowed_origins_are_configurable() {
     let host = Host::start(&["--allowed-origin", "https://app.example"]).await;
     let mut request = host.url("/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("origin", HeaderValue::from_static("https://app.example"));
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("allowed origin connects");
+    request.headers_mut().insert("origin", HeaderValue::from_static("https://app.example"));
+    tokio_tungstenite::connect_async(request).await.expect("allowed origin connects");
     let mut request = host.url("/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("origin", HeaderValue::from_static("https://evil.example"));
+    request.headers_mut().insert("origin", HeaderValue::from_static("https://evil.example"));
     assert_eq!(host.refused_status(request).await.0, 403);
 }
 
@@ -85,9 +73,7 @@ async fn allowed_origins_are_configurable() {
 async fn the_plugin_chooses_among_offered_subprotocols() {
     let host = Host::start(&[]).await;
     let mut request = host.url("/ws/testbed").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_static("chat.v2, chat.v1"));
+    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("chat.v2, chat.v1"));
     let (_ws, response) = tokio_tungstenite::connect_async(request).await.expect("connect");
     assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "chat.v2");
 }

@@ -84,10 +84,7 @@ impl PluginEngine {
         WebsocketPlugin::add_to_linker::<Ctx, HasSelf<super::host_api::HostApi>>(&mut linker, |ctx| &mut ctx.host)?;
 
         spawn_epoch_clock(&engine)?;
-        Ok(Self {
-            engine,
-            linker: Arc::new(linker),
-        })
+        Ok(Self { engine, linker: Arc::new(linker) })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -98,10 +95,7 @@ impl PluginEngine {
     /// large components: call it off the async runtime.
     pub fn prepare(&self, bytes: &[u8]) -> Result<WebsocketPluginPre<Ctx>, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
         WebsocketPluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))
     }
 }

@@ -6,7 +6,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::bindings::{HostError, Message, connections, log, state, types};
-use crate::hub::{Connection, DeliveryError, Hub};
+use crate::hub::{Connection, DeliveryError, Hub, Outbound};
 
 /// What an instance may reach: the hub, scoped to its own plugin.
 pub struct HostApi {
@@ -17,17 +17,46 @@ pub struct HostApi {
     version: Arc<str>,
     max_message: usize,
     max_state: usize,
+    /// What the plugin sent to its own connection during the current call.
+    /// The connection's task writes these itself when the call returns, so
+    /// a reply costs no hand-off to another task. Bounded like the queue.
+    replies: Vec<Outbound>,
+    max_replies: usize,
+}
+
+/// Limits an instance's host API enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    pub max_message: usize,
+    pub max_state: usize,
+    pub max_replies: usize,
 }
 
 impl HostApi {
-    pub fn new(hub: Arc<Hub>, own: Arc<Connection>, version: Arc<str>, max_message: usize, max_state: usize) -> Self {
+    pub fn new(hub: Arc<Hub>, own: Arc<Connection>, version: Arc<str>, limits: HostLimits) -> Self {
         Self {
             hub,
             own,
             version,
-            max_message,
-            max_state,
+            max_message: limits.max_message,
+            max_state: limits.max_state,
+            replies: Vec::new(),
+            max_replies: limits.max_replies,
         }
+    }
+
+    /// Takes the replies queued by the last call, in order.
+    pub fn take_replies(&mut self) -> Vec<Outbound> {
+        std::mem::take(&mut self.replies)
+    }
+
+    fn reply(&mut self, item: Outbound) -> Result<(), HostError> {
+        if self.replies.len() >= self.max_replies {
+            self.own.abort(WsCloseFrame { code: CloseCode::Policy, reason: "send queue full: client too slow".into() });
+            return Err(HostError::QueueFull);
+        }
+        self.replies.push(item);
+        Ok(())
     }
 
     pub fn plugin(&self) -> &str {
@@ -74,7 +103,14 @@ impl connections::Host for HostApi {
                 self.max_message
             )));
         }
-        Ok(self.target(&id)?.send(message.into())?)
+        let target = self.target(&id)?;
+        if Arc::ptr_eq(&target, &self.own) {
+            if target.is_closing() {
+                return Err(HostError::Closed);
+            }
+            return self.reply(Outbound::Message(message.into()));
+        }
+        Ok(target.send(message.into())?)
     }
 
     fn close(&mut self, id: String, code: u16, reason: String) -> Result<(), HostError> {
@@ -89,11 +125,15 @@ impl connections::Host for HostApi {
                 reason.len()
             )));
         }
-        let frame = WsCloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        Ok(self.target(&id)?.close(frame)?)
+        let frame = WsCloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        let target = self.target(&id)?;
+        if Arc::ptr_eq(&target, &self.own) {
+            if !target.begin_close() {
+                return Err(HostError::Closed);
+            }
+            return self.reply(Outbound::Close(frame));
+        }
+        Ok(target.close(frame)?)
     }
 }
 

@@ -51,10 +51,7 @@ pub struct Ctx {
 
 impl WasiView for Ctx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -136,15 +133,14 @@ impl Instance {
         });
         arm(&mut store, limits.deadline);
         match version.pre.instantiate_async(&mut store).await {
-            Ok(bindings) => Ok(Self {
-                store,
-                bindings,
-                version,
-                limits,
-                id,
-            }),
+            Ok(bindings) => Ok(Self { store, bindings, version, limits, id }),
             Err(e) => Err(classify(&store, &limits, e)),
         }
+    }
+
+    /// What the last calls sent to the instance's own connection.
+    pub fn take_replies(&mut self) -> Vec<crate::hub::Outbound> {
+        self.store.data_mut().host.take_replies()
     }
 
     pub fn version(&self) -> &Arc<Version> {
@@ -153,31 +149,20 @@ impl Instance {
 
     pub async fn on_open(&mut self, request: &Request) -> Result<OpenResponse, Fault> {
         arm(&mut self.store, self.limits.deadline);
-        let result = self
-            .bindings
-            .wasmsocket_plugin_handler()
-            .call_on_open(&mut self.store, &self.id, request)
-            .await;
+        let result = self.bindings.wasmsocket_plugin_handler().call_on_open(&mut self.store, &self.id, request).await;
         result.map_err(|e| classify(&self.store, &self.limits, e))
     }
 
     pub async fn on_message(&mut self, message: &Message) -> Result<(), Fault> {
         arm(&mut self.store, self.limits.deadline);
-        let result = self
-            .bindings
-            .wasmsocket_plugin_handler()
-            .call_on_message(&mut self.store, &self.id, message)
-            .await;
+        let result =
+            self.bindings.wasmsocket_plugin_handler().call_on_message(&mut self.store, &self.id, message).await;
         result.map_err(|e| classify(&self.store, &self.limits, e))
     }
 
     pub async fn on_close(&mut self, close: Option<&CloseFrame>) -> Result<(), Fault> {
         arm(&mut self.store, self.limits.deadline);
-        let result = self
-            .bindings
-            .wasmsocket_plugin_handler()
-            .call_on_close(&mut self.store, &self.id, close)
-            .await;
+        let result = self.bindings.wasmsocket_plugin_handler().call_on_close(&mut self.store, &self.id, close).await;
         result.map_err(|e| classify(&self.store, &self.limits, e))
     }
 }

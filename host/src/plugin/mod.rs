@@ -10,6 +10,6 @@ mod stdio;
 
 pub use bindings::{CloseFrame, Message, OpenResponse, Request};
 pub use engine::{EngineSettings, LoadError, PluginEngine};
-pub use host_api::HostApi;
+pub use host_api::{HostApi, HostLimits};
 pub use instance::{Fault, Instance};
 pub use registry::{Plugin, PluginInfo, Registry, Version};

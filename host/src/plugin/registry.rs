@@ -78,11 +78,7 @@ impl Plugin {
 
     fn fail(&self, message: String, hash: String) {
         if let Ok(mut f) = self.failure.lock() {
-            *f = Some(LoadFailure {
-                message,
-                hash,
-                at: SystemTime::now(),
-            });
+            *f = Some(LoadFailure { message, hash, at: SystemTime::now() });
         }
     }
 
@@ -92,20 +88,10 @@ impl Plugin {
         let failure = failure.as_ref().and_then(|f| f.as_ref());
         let name = self.name.to_string();
         PluginInfo {
-            route: if name == default_plugin {
-                "/ws".into()
-            } else {
-                format!("/ws/{name}")
-            },
-            state: if failure.is_some() || current.is_none() {
-                "error"
-            } else {
-                "ready"
-            },
+            route: if name == default_plugin { "/ws".into() } else { format!("/ws/{name}") },
+            state: if failure.is_some() || current.is_none() { "error" } else { "ready" },
             hash: current.as_ref().map(|v| v.hash.clone()),
-            loaded_at: current
-                .as_ref()
-                .map(|v| humantime::format_rfc3339_millis(v.loaded_at).to_string()),
+            loaded_at: current.as_ref().map(|v| humantime::format_rfc3339_millis(v.loaded_at).to_string()),
             source: current.as_ref().map(|v| v.source.clone()),
             size: current.as_ref().map(|v| v.size),
             error: failure.map(|f| f.message.clone()),
@@ -128,12 +114,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(engine: PluginEngine, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            engine,
-            config,
-            metrics,
-            plugins: RwLock::new(BTreeMap::new()),
-        }
+        Self { engine, config, metrics, plugins: RwLock::new(BTreeMap::new()) }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
@@ -146,11 +127,7 @@ impl Registry {
     }
 
     pub fn list(&self) -> Vec<PluginInfo> {
-        let plugins = self
-            .plugins
-            .read()
-            .map(|p| p.values().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
+        let plugins = self.plugins.read().map(|p| p.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
         plugins.iter().map(|p| p.info(&self.config.default_plugin)).collect()
     }
 
@@ -209,10 +186,7 @@ impl Registry {
     /// Loads every `NAME.wasm` in `dir`. A file that fails is reported and
     /// skipped; the others serve.
     pub async fn load_dir(&self, dir: &Path) -> Result<(), LoadError> {
-        let read_err = |e: std::io::Error| LoadError::Read {
-            path: dir.display().to_string(),
-            message: e.to_string(),
-        };
+        let read_err = |e: std::io::Error| LoadError::Read { path: dir.display().to_string(), message: e.to_string() };
         let mut entries = tokio::fs::read_dir(dir).await.map_err(read_err)?;
         let mut files = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(read_err)? {
@@ -236,10 +210,7 @@ impl Registry {
                     let _ = self.load(&name, path.display().to_string(), bytes).await;
                 }
                 Err(e) => {
-                    let e = LoadError::Read {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    };
+                    let e = LoadError::Read { path: path.display().to_string(), message: e.to_string() };
                     tracing::error!(plugin = %name, "{e}");
                     self.entry(&name).fail(e.to_string(), String::new());
                 }

@@ -35,15 +35,8 @@ impl LogStream {
     }
 
     fn new(host: &HostApi, which: Which) -> Self {
-        let tags = (
-            host.plugin().to_string(),
-            host.connection().to_string(),
-            host.version().to_string(),
-        );
-        Self {
-            tags: Arc::new(tags),
-            which,
-        }
+        let tags = (host.plugin().to_string(), host.connection().to_string(), host.version().to_string());
+        Self { tags: Arc::new(tags), which }
     }
 
     fn emit(&self, bytes: &[u8]) {

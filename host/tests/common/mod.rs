@@ -38,11 +38,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "wasmsocket-test-{tag}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let path = std::env::temp_dir().join(format!("wasmsocket-test-{tag}-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&path).expect("create temp dir");
         Self(path)
     }
@@ -80,9 +76,7 @@ impl Host {
     pub async fn start_with(dir: TempDir, args: &[&str]) -> Host {
         let mut all = vec!["--plugins".to_string(), dir.0.display().to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
-        let mut host = Self::spawn(&all)
-            .await
-            .unwrap_or_else(|log| panic!("host did not start:\n{log}"));
+        let mut host = Self::spawn(&all).await.unwrap_or_else(|log| panic!("host did not start:\n{log}"));
         host._dir = Some(dir);
         host
     }
@@ -127,12 +121,7 @@ impl Host {
         // Keep draining stdout so the host never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         match found {
-            Some(addr) => Ok(Host {
-                addr,
-                child,
-                log,
-                _dir: None,
-            }),
+            Some(addr) => Ok(Host { addr, child, log, _dir: None }),
             None => {
                 let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -159,11 +148,8 @@ impl Host {
         match tokio_tungstenite::connect_async(request).await {
             Ok(_) => panic!("handshake unexpectedly succeeded"),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let body = response
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
+                let body =
+                    response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                 (response.status().as_u16(), body)
             }
             Err(e) => panic!("unexpected handshake error: {e}"),
@@ -171,12 +157,7 @@ impl Host {
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        reqwest::get(self.http(path))
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON body")
+        reqwest::get(self.http(path)).await.expect("GET").json().await.expect("JSON body")
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
@@ -206,17 +187,12 @@ impl Host {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status();
+        let status = std::process::Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
         assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{sig} failed");
     }
 
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("host did not exit")
-            .expect("wait")
+        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("host did not exit").expect("wait")
     }
 }
 
@@ -227,9 +203,7 @@ pub fn path(p: &str) -> &Path {
 /// The next data or close message (pings and pongs are skipped).
 pub async fn next(ws: &mut Client) -> Option<Message> {
     loop {
-        let item = tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .expect("timed out waiting for a message");
+        let item = tokio::time::timeout(PATIENCE, ws.next()).await.expect("timed out waiting for a message");
         match item {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(m)) => return Some(m),

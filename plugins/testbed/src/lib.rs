@@ -78,7 +78,7 @@ impl Guest for Testbed {
             }
             "send" => {
                 let (target, body) = rest.split_once(' ').unwrap_or((rest, ""));
-                let outcome = match connections::send(&target.to_string(), &Message::Text(body.into())) {
+                let outcome = match connections::send(target, &Message::Text(body.into())) {
                     Ok(()) => "sent".to_string(),
                     Err(e) => format!("error {e:?}"),
                 };
@@ -114,7 +114,7 @@ impl Guest for Testbed {
                 Some(frame) => format!("{} {}", frame.code, frame.reason),
                 None => "none".to_string(),
             };
-            let _ = connections::send(&watcher.to_string(), &Message::Text(format!("closed {id} {how}")));
+            let _ = connections::send(watcher, &Message::Text(format!("closed {id} {how}")));
         }
     }
 }
