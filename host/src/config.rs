@@ -37,6 +37,16 @@ pub struct Config {
     /// Serve the test page from this directory instead of the copy built into
     /// the binary (handy while editing the page).
     pub static_dir: Option<PathBuf>,
+    /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/wasmsocket`
+    /// (or `~/.cache/wasmsocket`).
+    pub cache_dir: Option<PathBuf>,
+    /// Cache compiled plugins on disk, so restarts and reloads of unchanged
+    /// files skip compilation.
+    pub compile_cache: bool,
+    /// How open connections meet a new version of their plugin: `live`
+    /// (at their next event) or `drain` (never: they finish on the version
+    /// they started with). `[plugins.NAME] reload` overrides it.
+    pub reload: ReloadMode,
     pub websocket: WebSocketConfig,
     /// Limits for every plugin, unless `[plugins.NAME]` overrides them.
     pub limits: PluginLimits,
@@ -87,10 +97,35 @@ pub struct PluginLimits {
     pub state_size: ByteSize,
 }
 
-/// `[plugins.NAME]`: anything left out comes from `[limits]`.
+/// What a reload does to connections already open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadMode {
+    /// Open connections move to the new version at their next event,
+    /// keeping their host-kept state.
+    #[default]
+    Live,
+    /// Open connections stay on the version they started with until they
+    /// close; only new connections get the new version.
+    Drain,
+}
+
+impl std::str::FromStr for ReloadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "live" => Ok(Self::Live),
+            "drain" => Ok(Self::Drain),
+            other => Err(format!("{other:?} is not a reload mode: use \"live\" or \"drain\"")),
+        }
+    }
+}
+
+/// `[plugins.NAME]`: anything left out comes from `[limits]` and `reload`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginOverrides {
+    pub reload: Option<ReloadMode>,
     #[serde(with = "humantime_serde::option")]
     pub deadline: Option<Duration>,
     pub memory: Option<ByteSize>,
@@ -104,6 +139,9 @@ impl Default for Config {
             plugins_dir: None,
             default_plugin: "echo".into(),
             static_dir: None,
+            cache_dir: None,
+            compile_cache: true,
+            reload: ReloadMode::Live,
             websocket: WebSocketConfig::default(),
             limits: PluginLimits::default(),
             plugins: BTreeMap::new(),
@@ -169,6 +207,25 @@ impl Config {
             limits.state_size = o.state_size.unwrap_or(limits.state_size);
         }
         limits
+    }
+
+    /// The reload mode of plugin `name`.
+    pub fn reload_for(&self, name: &str) -> ReloadMode {
+        self.plugins.get(name).and_then(|o| o.reload).unwrap_or(self.reload)
+    }
+
+    /// The compile cache directory in use, if the cache is on.
+    pub fn compile_cache_dir(&self) -> Option<PathBuf> {
+        if !self.compile_cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("wasmsocket").join("compiled"))
     }
 
     /// The largest memory any plugin may use: the size of a pooled memory slot.
@@ -303,6 +360,15 @@ mod tests {
         let c = Config::from_toml("[websocket]\nmax_frame_size = \"2MiB\"\nmax_message_size = \"1MiB\"\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("websocket.max_frame_size"), "{err}");
+    }
+
+    #[test]
+    fn reload_modes() {
+        let c = Config::from_toml("reload = \"drain\"\n[plugins.a]\nreload = \"live\"\n").unwrap();
+        assert_eq!(c.reload_for("a"), ReloadMode::Live);
+        assert_eq!(c.reload_for("b"), ReloadMode::Drain);
+        let err = Config::from_toml("reload = \"hot\"\n").unwrap_err().to_string();
+        assert!(err.contains("reload") && err.contains("live"), "{err}");
     }
 
     #[test]

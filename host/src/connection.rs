@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WebSocketConfig;
+use crate::config::{ReloadMode, WebSocketConfig};
 use crate::hub::{Connection, Hub, Outbound, Slot};
 use crate::metrics::Event;
 use crate::plugin::{self, Fault, HostLimits, Instance, Plugin};
@@ -200,9 +200,17 @@ impl Reader<'_> {
         let Serving::Ready(instance) = &mut self.serving else {
             return None;
         };
-        if let Some(current) = self.plugin.current()
-            && !Arc::ptr_eq(&current, instance.version())
+        if self.plugin.reload == ReloadMode::Live
+            && !self.plugin.is_current(instance.version())
+            && let Some(current) = self.plugin.current()
         {
+            tracing::debug!(
+                plugin = &*self.plugin.name,
+                conn = &*self.conn.id,
+                from = &*instance.version().short,
+                to = &*current.short,
+                "connection moves to the new version"
+            );
             match new_instance(self.conn, self.plugin, self.hub, self.settings, current).await {
                 Ok(fresh) => *instance = fresh,
                 Err(_) => {

@@ -14,6 +14,7 @@ pub mod handshake;
 pub mod hub;
 pub mod metrics;
 pub mod plugin;
+pub mod reload;
 pub mod server;
 pub mod static_files;
 pub mod writer;

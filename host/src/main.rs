@@ -35,6 +35,16 @@ struct Cli {
     /// Serve the test page from DIR instead of the built-in copy.
     #[arg(long, value_name = "DIR")]
     static_dir: Option<PathBuf>,
+    /// Compile cache directory [default: ~/.cache/wasmsocket/compiled].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every plugin afresh; keep nothing on disk.
+    #[arg(long)]
+    no_compile_cache: bool,
+    /// What a reload does to open connections: live (move at their next
+    /// event) or drain (finish on their version) [default: live].
+    #[arg(long, value_name = "MODE")]
+    reload: Option<wasmsocket::config::ReloadMode>,
     /// Server ping interval; 0s turns pings off [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     keep_alive_interval: Option<Duration>,
@@ -83,6 +93,13 @@ impl Cli {
             c.plugins_dir = self.plugins;
         }
         set(&mut c.default_plugin, self.default_plugin);
+        if self.cache_dir.is_some() {
+            c.cache_dir = self.cache_dir;
+        }
+        if self.no_compile_cache {
+            c.compile_cache = false;
+        }
+        set(&mut c.reload, self.reload);
         if self.static_dir.is_some() {
             c.static_dir = self.static_dir;
         }

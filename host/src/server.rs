@@ -17,7 +17,7 @@ use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, LoadError, PluginEngine, Registry};
-use crate::{api, static_files};
+use crate::{api, reload, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
 pub const BUILTIN_ECHO: &[u8] = include_bytes!(env!("WASMSOCKET_ECHO_WASM"));
@@ -33,6 +33,8 @@ pub enum StartError {
     Plugins(LoadError),
     #[error("default_plugin {0:?} is neither built in nor in the plugins directory")]
     NoDefaultPlugin(String),
+    #[error(transparent)]
+    Watch(reload::WatchError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -54,6 +56,7 @@ pub struct AppState {
 pub struct Server {
     state: Arc<AppState>,
     listener: TcpListener,
+    _watcher: Option<reload::Watcher>,
 }
 
 impl Server {
@@ -67,15 +70,23 @@ impl Server {
             // Room for handshakes in flight and for clean-up instances.
             max_instances: u32::try_from(max_connections + max_connections / 8 + 16).unwrap_or(u32::MAX),
             max_memory: config.largest_memory(),
+            cache_dir: config.compile_cache_dir(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
-        let registry = Arc::new(Registry::new(engine, config.clone(), metrics.clone()));
+        let mut registry = Registry::new(engine, config.clone(), metrics.clone());
 
         // Built-in first, so a file of the same name in the directory wins.
-        let _ = registry.load("echo", "built-in".into(), BUILTIN_ECHO.to_vec()).await;
-        if let Some(dir) = &config.plugins_dir {
-            registry.load_dir(dir).await.map_err(StartError::Plugins)?;
-        }
+        registry.add_builtin("echo", BUILTIN_ECHO).await;
+        let registry = Arc::new(registry);
+        let watcher = match &config.plugins_dir {
+            Some(dir) => {
+                // Watch before the first scan, so no change falls between.
+                let watcher = reload::watch(dir, registry.clone()).map_err(StartError::Watch)?;
+                registry.load_dir(dir).await.map_err(StartError::Plugins)?;
+                Some(watcher)
+            }
+            None => None,
+        };
         if registry.default_plugin().is_none() {
             return Err(StartError::NoDefaultPlugin(config.default_plugin.clone()));
         }
@@ -92,7 +103,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        Ok(Self { state, listener })
+        Ok(Self { state, listener, _watcher: watcher })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -106,7 +117,8 @@ impl Server {
     /// Serves until `signal` completes, then closes every WebSocket with
     /// 1001 (going away), waits for their close handshakes, and returns.
     pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) {
-        let Server { state, listener } = self;
+        let Server { state, listener, _watcher } = self;
+        spawn_rescan_on_sighup(state.clone());
         let stop_http = CancellationToken::new();
         let http =
             warp::serve(routes(state.clone())).incoming(listener).graceful(stop_http.clone().cancelled_owned()).run();
@@ -124,6 +136,28 @@ impl Server {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     }
+}
+
+/// SIGHUP rescans the plugin directory, for filesystems whose change
+/// events are unreliable (network filesystems, some container mounts).
+fn spawn_rescan_on_sighup(state: Arc<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Some(dir) = state.config.plugins_dir.clone() else { return };
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP, rescans only through the API: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!(dir = %dir.display(), "SIGHUP: rescanning the plugin directory");
+            if let Err(e) = state.registry.rescan(&dir).await {
+                tracing::error!("rescan failed: {e}");
+            }
+        }
+    });
 }
 
 /// Every route of the host.

@@ -10,6 +10,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{WebsocketPlugin, WebsocketPluginPre};
+use super::cache::{CompileCache, Origin};
 use super::instance::Ctx;
 
 /// One epoch tick. Deadlines are counted in ticks, and a running plugin
@@ -27,14 +28,16 @@ pub enum LoadError {
     Read { path: String, message: String },
 }
 
-/// Sizes for the pooling allocator.
-#[derive(Debug, Clone, Copy)]
+/// Sizes for the pooling allocator, and where compiled code is cached.
+#[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Instances that may exist at once (one per open connection, plus
     /// room for the short-lived ones made at handshake and for clean-up).
     pub max_instances: u32,
     /// The largest linear memory any plugin may have.
     pub max_memory: u64,
+    /// Directory of the compile cache; `None` turns it off.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Compiles components and prepares them for fast instantiation.
@@ -42,6 +45,7 @@ pub struct EngineSettings {
 pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<Ctx>>,
+    cache: Option<CompileCache>,
 }
 
 impl PluginEngine {
@@ -84,7 +88,17 @@ impl PluginEngine {
         WebsocketPlugin::add_to_linker::<Ctx, HasSelf<super::host_api::HostApi>>(&mut linker, |ctx| &mut ctx.host)?;
 
         spawn_epoch_clock(&engine)?;
-        Ok(Self { engine, linker: Arc::new(linker) })
+        let cache = match &settings.cache_dir {
+            Some(dir) => match CompileCache::open(dir, &engine) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "compile cache off: cannot use its directory: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Self { engine, linker: Arc::new(linker), cache })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -93,10 +107,15 @@ impl PluginEngine {
 
     /// Compiles `bytes` and checks it against the world. CPU-heavy for
     /// large components: call it off the async runtime.
-    pub fn prepare(&self, bytes: &[u8]) -> Result<WebsocketPluginPre<Ctx>, LoadError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    pub fn prepare(&self, content_hash: &str, bytes: &[u8]) -> Result<(WebsocketPluginPre<Ctx>, Origin), LoadError> {
+        let compile_error = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
+        let (component, origin) = match &self.cache {
+            Some(cache) => cache.component(&self.engine, content_hash, bytes).map_err(compile_error)?,
+            None => (Component::new(&self.engine, bytes).map_err(compile_error)?, Origin::Compiled),
+        };
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
-        WebsocketPluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))
+        let pre = WebsocketPluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        Ok((pre, origin))
     }
 }
 

@@ -2,6 +2,7 @@
 //! instance per connection, and the host side of the WIT imports.
 
 mod bindings;
+mod cache;
 mod engine;
 mod host_api;
 mod instance;
@@ -9,7 +10,8 @@ mod registry;
 mod stdio;
 
 pub use bindings::{CloseFrame, Message, OpenResponse, Request};
+pub use cache::Origin;
 pub use engine::{EngineSettings, LoadError, PluginEngine};
 pub use host_api::{HostApi, HostLimits};
 pub use instance::{Fault, Instance};
-pub use registry::{Plugin, PluginInfo, Registry, Version};
+pub use registry::{Plugin, PluginInfo, Registry, SyncOutcome, Version};

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -11,9 +12,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::bindings::WebsocketPluginPre;
+use super::cache::Origin;
 use super::engine::{LoadError, PluginEngine};
 use super::instance::Ctx;
-use crate::config::{Config, PluginLimits, is_plugin_name};
+use crate::config::{Config, PluginLimits, ReloadMode, is_plugin_name};
 use crate::metrics::{Metrics, PluginMetrics};
 
 /// One compiled version of a plugin, ready to instantiate.
@@ -39,9 +41,13 @@ struct LoadFailure {
 pub struct Plugin {
     pub name: Arc<str>,
     pub limits: PluginLimits,
+    pub reload: ReloadMode,
     pub metrics: PluginMetrics,
     current: ArcSwapOption<Version>,
     failure: Mutex<Option<LoadFailure>>,
+    /// The file is gone: the route answers 404. The entry stays so that
+    /// connections still open on it follow a file that comes back.
+    removed: AtomicBool,
 }
 
 /// What `/api/plugins` says of a plugin.
@@ -61,6 +67,7 @@ pub struct PluginInfo {
     pub error_at: Option<String>,
     pub connections: i64,
     pub default: bool,
+    pub reload: ReloadMode,
 }
 
 impl Plugin {
@@ -69,14 +76,26 @@ impl Plugin {
         self.current.load_full()
     }
 
+    /// Whether `version` is the one serving (or nothing serves: a removed
+    /// file leaves open connections on what they have).
+    pub fn is_current(&self, version: &Arc<Version>) -> bool {
+        self.current.load().as_ref().is_none_or(|c| Arc::ptr_eq(c, version))
+    }
+
     fn install(&self, version: Arc<Version>) {
         self.current.store(Some(version));
+        self.removed.store(false, Ordering::Release);
         if let Ok(mut f) = self.failure.lock() {
             *f = None;
         }
     }
 
+    fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
     fn fail(&self, message: String, hash: String) {
+        self.removed.store(false, Ordering::Release);
         if let Ok(mut f) = self.failure.lock() {
             *f = Some(LoadFailure { message, hash, at: SystemTime::now() });
         }
@@ -99,6 +118,7 @@ impl Plugin {
             error_at: failure.map(|f| humantime::format_rfc3339_millis(f.at).to_string()),
             connections: self.metrics.connections_open.get(),
             default: name == default_plugin,
+            reload: self.reload,
             name,
         }
     }
@@ -110,15 +130,38 @@ pub struct Registry {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    /// Plugins built into the binary: what serves when no file overrides.
+    builtins: BTreeMap<String, &'static [u8]>,
+}
+
+/// What syncing a plugin file did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncOutcome {
+    /// A new version serves.
+    Loaded,
+    /// The file's content is what already serves (or already failed).
+    Unchanged,
+    /// The file is gone: new connections get 404 (or the built-in).
+    Removed,
+    /// The file failed to load; the previous version, if any, serves.
+    Failed,
 }
 
 impl Registry {
     pub fn new(engine: PluginEngine, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
-        Self { engine, config, metrics, plugins: RwLock::new(BTreeMap::new()) }
+        Self { engine, config, metrics, plugins: RwLock::new(BTreeMap::new()), builtins: BTreeMap::new() }
     }
 
+    /// Registers a built-in plugin and loads it.
+    pub async fn add_builtin(&mut self, name: &str, bytes: &'static [u8]) {
+        self.builtins.insert(name.to_string(), bytes);
+        let _ = self.load(name, "built-in".into(), bytes.to_vec()).await;
+    }
+
+    /// The plugin served at `/ws/NAME`, unless its file was removed.
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.plugins.read().ok()?.get(name).cloned()
+        self.plugins.read().ok()?.get(name).filter(|p| !p.is_removed()).cloned()
     }
 
     /// The plugin served at `/ws`.
@@ -128,19 +171,21 @@ impl Registry {
 
     pub fn list(&self) -> Vec<PluginInfo> {
         let plugins = self.plugins.read().map(|p| p.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
-        plugins.iter().map(|p| p.info(&self.config.default_plugin)).collect()
+        plugins.iter().filter(|p| !p.is_removed()).map(|p| p.info(&self.config.default_plugin)).collect()
     }
 
     fn entry(&self, name: &str) -> Arc<Plugin> {
-        if let Some(p) = self.get(name) {
+        if let Some(p) = self.plugins.read().ok().and_then(|m| m.get(name).cloned()) {
             return p;
         }
         let plugin = Arc::new(Plugin {
             name: name.into(),
             limits: self.config.limits_for(name),
+            reload: self.config.reload_for(name),
             metrics: self.metrics.for_plugin(name),
             current: ArcSwapOption::empty(),
             failure: Mutex::new(None),
+            removed: AtomicBool::new(false),
         });
         match self.plugins.write() {
             Ok(mut map) => map.entry(name.to_string()).or_insert(plugin).clone(),
@@ -152,15 +197,27 @@ impl Registry {
     /// fits the world, makes it the version that serves. On failure the
     /// previous version, if any, keeps serving and the error is recorded.
     pub async fn load(&self, name: &str, source: String, bytes: Vec<u8>) -> Result<Arc<Version>, LoadError> {
-        let plugin = self.entry(name);
         let hash = hex::encode(Sha256::digest(&bytes));
+        self.load_hashed(name, source, bytes, hash).await
+    }
+
+    async fn load_hashed(
+        &self,
+        name: &str,
+        source: String,
+        bytes: Vec<u8>,
+        hash: String,
+    ) -> Result<Arc<Version>, LoadError> {
+        let plugin = self.entry(name);
         let engine = self.engine.clone();
         let size = bytes.len();
-        let prepared = tokio::task::spawn_blocking(move || engine.prepare(&bytes))
+        let started = std::time::Instant::now();
+        let content_hash = hash.clone();
+        let prepared = tokio::task::spawn_blocking(move || engine.prepare(&content_hash, &bytes))
             .await
             .unwrap_or_else(|e| Err(LoadError::Compile(format!("compiler task failed: {e}"))));
         match prepared {
-            Ok(pre) => {
+            Ok((pre, origin)) => {
                 let version = Arc::new(Version {
                     short: hash[..12].into(),
                     hash,
@@ -171,7 +228,14 @@ impl Registry {
                 });
                 plugin.install(version.clone());
                 self.metrics.plugin_loaded(name, "ok");
-                tracing::info!(plugin = name, version = &*version.short, source = %version.source, "plugin loaded");
+                let how = if origin == Origin::Cache { "from the compile cache" } else { "compiled" };
+                tracing::info!(
+                    plugin = name,
+                    version = &*version.short,
+                    source = %version.source,
+                    "plugin loaded ({how} in {:.1?})",
+                    started.elapsed()
+                );
                 Ok(version)
             }
             Err(e) => {
@@ -181,6 +245,74 @@ impl Registry {
                 Err(e)
             }
         }
+    }
+
+    /// Brings plugin `name` in line with `dir/NAME.wasm`: load it if its
+    /// content changed, forget it (or fall back to the built-in) if the file
+    /// is gone. A file whose content already serves, or already failed,
+    /// changes nothing, so touching a file or rereading it is free.
+    pub async fn sync(&self, dir: &Path, name: &str) -> SyncOutcome {
+        let path = dir.join(format!("{name}.wasm"));
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.remove(name).await,
+            Err(e) => {
+                let e = LoadError::Read { path: path.display().to_string(), message: e.to_string() };
+                tracing::error!(plugin = name, "{e}");
+                self.entry(name).fail(e.to_string(), String::new());
+                return SyncOutcome::Failed;
+            }
+        };
+        let hash = hex::encode(Sha256::digest(&bytes));
+        if let Some(plugin) = self.get(name) {
+            let serving = plugin.current().is_some_and(|v| v.hash == hash && v.source != "built-in");
+            let failed = plugin.failure.lock().ok().is_some_and(|f| f.as_ref().is_some_and(|f| f.hash == hash));
+            if serving || failed {
+                return SyncOutcome::Unchanged;
+            }
+        }
+        match self.load_hashed(name, path.display().to_string(), bytes, hash).await {
+            Ok(_) => SyncOutcome::Loaded,
+            Err(_) => SyncOutcome::Failed,
+        }
+    }
+
+    /// The file of plugin `name` is gone. New connections get 404 (or the
+    /// built-in plugin of that name); open ones finish on what they have.
+    async fn remove(&self, name: &str) -> SyncOutcome {
+        let Some(plugin) = self.get(name) else { return SyncOutcome::Unchanged };
+        if let Some(bytes) = self.builtins.get(name) {
+            if plugin.current().is_some_and(|v| v.source == "built-in") {
+                return SyncOutcome::Unchanged;
+            }
+            let _ = self.load(name, "built-in".into(), bytes.to_vec()).await;
+            tracing::info!(plugin = name, "plugin file removed; the built-in version serves");
+        } else {
+            plugin.removed.store(true, Ordering::Release);
+            plugin.current.store(None);
+            if let Ok(mut f) = plugin.failure.lock() {
+                *f = None;
+            }
+            tracing::info!(plugin = name, "plugin file removed; new connections get 404, open ones finish");
+        }
+        SyncOutcome::Removed
+    }
+
+    /// Syncs every plugin file in `dir` and every plugin loaded from it,
+    /// for a forced rescan (SIGHUP) where file events are unreliable.
+    pub async fn rescan(&self, dir: &Path) -> Result<(), LoadError> {
+        let known: Vec<String> = self
+            .plugins
+            .read()
+            .map(|m| m.values().filter(|p| !p.is_removed()).map(|p| p.name.to_string()).collect())
+            .unwrap_or_default();
+        self.load_dir(dir).await?;
+        for name in known {
+            if !dir.join(format!("{name}.wasm")).exists() {
+                self.sync(dir, &name).await;
+            }
+        }
+        Ok(())
     }
 
     /// Loads every `NAME.wasm` in `dir`. A file that fails is reported and
@@ -204,17 +336,8 @@ impl Registry {
             }
         }
         files.sort();
-        for (name, path) in files {
-            match tokio::fs::read(&path).await {
-                Ok(bytes) => {
-                    let _ = self.load(&name, path.display().to_string(), bytes).await;
-                }
-                Err(e) => {
-                    let e = LoadError::Read { path: path.display().to_string(), message: e.to_string() };
-                    tracing::error!(plugin = %name, "{e}");
-                    self.entry(&name).fail(e.to_string(), String::new());
-                }
-            }
+        for (name, _) in files {
+            self.sync(dir, &name).await;
         }
         Ok(())
     }

@@ -24,10 +24,13 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub const TESTBED_WASM: &str = env!("WASMSOCKET_TESTBED_WASM");
 pub const ECHO_WASM: &str = env!("WASMSOCKET_ECHO_WASM");
+pub const SHOUT_WASM: &str = env!("WASMSOCKET_SHOUT_WASM");
 
 /// A running host process; killed when dropped.
 pub struct Host {
     pub addr: SocketAddr,
+    /// The plugins directory, when the host has one.
+    pub dir: Option<PathBuf>,
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
     _dir: Option<TempDir>,
@@ -75,8 +78,13 @@ impl Host {
 
     pub async fn start_with(dir: TempDir, args: &[&str]) -> Host {
         let mut all = vec!["--plugins".to_string(), dir.0.display().to_string()];
+        if !args.contains(&"--cache-dir") {
+            // A cache of its own, so tests do not see each other's entries.
+            all.extend(["--cache-dir".to_string(), dir.0.join(".cache").display().to_string()]);
+        }
         all.extend(args.iter().map(|a| a.to_string()));
         let mut host = Self::spawn(&all).await.unwrap_or_else(|log| panic!("host did not start:\n{log}"));
+        host.dir = Some(dir.0.clone());
         host._dir = Some(dir);
         host
     }
@@ -121,7 +129,7 @@ impl Host {
         // Keep draining stdout so the host never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         match found {
-            Some(addr) => Ok(Host { addr, child, log, _dir: None }),
+            Some(addr) => Ok(Host { addr, dir: None, child, log, _dir: None }),
             None => {
                 let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -198,6 +206,49 @@ impl Host {
 
 pub fn path(p: &str) -> &Path {
     Path::new(p)
+}
+
+/// SHA-256 of a file, hex: what `/api/plugins` reports as `hash`.
+pub fn file_hash(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read file")))
+}
+
+impl Host {
+    /// The `/api/plugins` entry of `name`, if listed.
+    pub async fn plugin(&self, name: &str) -> Option<serde_json::Value> {
+        let list = self.get_json("/api/plugins").await;
+        list.as_array()?.iter().find(|p| p["name"] == name).cloned()
+    }
+
+    /// Waits until `/api/plugins` says `check` of plugin `name`.
+    pub async fn wait_plugin(&self, name: &str, what: &str, check: impl Fn(Option<&serde_json::Value>) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let entry = self.plugin(name).await;
+            if check(entry.as_ref()) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("plugin {name}: never {what}; last entry {entry:?}\nlog:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until plugin `name` serves the content of `file`.
+    pub async fn wait_serving(&self, name: &str, file: &Path) {
+        let hash = file_hash(file);
+        self.wait_plugin(name, "served the new file", |p| p.is_some_and(|p| p["hash"] == hash.as_str())).await;
+    }
+}
+
+/// Replaces `to` with the content of `from` the way deploy tools do: write
+/// a temporary file beside it, then rename it over.
+pub fn replace_by_rename(from: &str, to: &Path) {
+    let tmp = to.with_extension("wasm.tmp");
+    std::fs::copy(from, &tmp).expect("copy to temp");
+    std::fs::rename(&tmp, to).expect("rename over");
 }
 
 /// The next data or close message (pings and pongs are skipped).
