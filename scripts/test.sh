@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the host's Rust tests (real host processes,
+# real WebSocket clients) and, when present, the browser tests in real
+# headless Chromium. Installs what they need from the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+log "toolchain: the wasm32-wasip2 target builds the plugins"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+log "host tests (cargo test --release)"
+cargo test --release --workspace --locked
+
+if [ -f tests/browser/package.json ]; then
+  need_apt chromium
+  log "browser tests (headless Chromium)"
+  target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+  export WASMSOCKET_BIN="$target_dir/release/wasmsocket"
+  export WASMSOCKET_ECHO_WASM="$target_dir/guests/wasm32-wasip2/release/echo.wasm"
+  export WASMSOCKET_TESTBED_WASM="$target_dir/guests/wasm32-wasip2/release/testbed.wasm"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && npm test)
+fi
