@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
-const GUESTS: &[&str] = &["echo", "testbed", "shout"];
+const GUESTS: &[&str] = &["echo", "testbed", "shout", "chat", "compat-0-1-0"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -26,7 +26,7 @@ fn main() {
 
 fn build_guests(root: &Path, out_dir: &Path) {
     let plugins = root.join("plugins");
-    for dir in ["plugins", "wit", "examples/rust-shout"] {
+    for dir in ["plugins", "wit", "examples/rust-shout", "examples/rust-chat"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out: share one guest
@@ -39,6 +39,9 @@ fn build_guests(root: &Path, out_dir: &Path) {
         .args(["build", "--release", "--locked", "--target", GUEST_TARGET])
         .arg("--target-dir")
         .arg(&target_dir);
+    for name in GUESTS {
+        cmd.args(["-p", name]);
+    }
     // Do not leak the outer build's settings (RUSTFLAGS for the host, the
     // rustc wrapper of clippy, ...) into the wasm build.
     for (key, _) in env::vars() {
@@ -59,10 +62,11 @@ fn build_guests(root: &Path, out_dir: &Path) {
 
     let built = target_dir.join(GUEST_TARGET).join("release");
     for name in GUESTS {
-        let from = built.join(format!("{name}.wasm"));
+        // Cargo names a cdylib after the crate, with '-' as '_'.
+        let from = built.join(format!("{}.wasm", name.replace('-', "_")));
         let to = out_dir.join(format!("{name}.wasm"));
         fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
-        let var = format!("WASMSOCKET_{}_WASM", name.to_uppercase());
+        let var = format!("WASMSOCKET_{}_WASM", name.to_uppercase().replace('-', "_"));
         println!("cargo:rustc-env={var}={}", to.display());
     }
 }

@@ -32,9 +32,27 @@ pub fn routes(
     });
     let reload = warp::path!("api" / "plugins" / String / "reload")
         .and(warp::post())
-        .and(with_state)
+        .and(with_state.clone())
         .then(|name: String, state: Arc<AppState>| async move { reload(&state, &name).await });
-    healthz.or(plugins).unify().or(metrics).unify().or(reload).unify()
+    let publish_body = warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes());
+    let to_room = warp::path!("api" / "rooms" / String / "messages")
+        .and(warp::post())
+        .and(warp::query::<PublishQuery>())
+        .and(publish_body)
+        .and(with_state.clone())
+        .map(|room: String, query: PublishQuery, auth, content_type, body, state: Arc<AppState>| {
+            publish(&state, Target::Room { room, plugin: query.plugin }, auth, content_type, body)
+        });
+    let to_connection = warp::path!("api" / "connections" / String / "messages")
+        .and(warp::post())
+        .and(publish_body)
+        .and(with_state)
+        .map(|id: String, auth, content_type, body, state: Arc<AppState>| {
+            publish(&state, Target::Connection(id), auth, content_type, body)
+        });
+    healthz.or(plugins).unify().or(metrics).unify().or(reload).unify().or(to_room).unify().or(to_connection).unify()
 }
 
 /// `POST /api/plugins/NAME/reload`: reread `NAME.wasm` now, for when file
@@ -58,4 +76,83 @@ async fn reload(state: &AppState, name: &str) -> Response {
     };
     let body = serde_json::json!({ "outcome": outcome, "plugin": plugin });
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PublishQuery {
+    /// The plugin whose room it is; the default plugin when absent.
+    plugin: Option<String>,
+}
+
+enum Target {
+    Room { room: String, plugin: Option<String> },
+    Connection(String),
+}
+
+fn json_status(status: http::StatusCode, body: serde_json::Value) -> Response {
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// Compares digests, so the time taken says nothing about the token.
+fn token_matches(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
+/// `POST /api/rooms/ROOM/messages` and `POST /api/connections/ID/messages`:
+/// a backend publishes to WebSocket clients. Needs `Authorization: Bearer
+/// TOKEN` with the configured `api_token`; without one configured the API is
+/// off. A `text/*` or JSON body is sent as a text message, anything else as
+/// binary.
+fn publish(
+    state: &AppState,
+    target: Target,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: bytes::Bytes,
+) -> Response {
+    use http::StatusCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let Some(expected) = &state.config.api_token else {
+        return json_status(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": "the publish API is off: set api_token in the config to turn it on" }),
+        );
+    };
+    let given = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    if !token_matches(given, expected) {
+        let mut response =
+            json_status(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "missing or wrong bearer token" }));
+        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    if body.len() as u64 > state.ws.max_message_size.as_u64() {
+        return json_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({ "error": "body exceeds websocket.max_message_size" }),
+        );
+    }
+    let is_text = content_type.as_deref().is_some_and(|t| t.starts_with("text/") || t.starts_with("application/json"));
+    let message = if is_text {
+        match String::from_utf8(body.to_vec()) {
+            Ok(text) => Message::text(text),
+            Err(_) => {
+                return json_status(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "text body is not UTF-8" }));
+            }
+        }
+    } else {
+        Message::Binary(body)
+    };
+    match target {
+        Target::Room { room, plugin } => {
+            let plugin = plugin.unwrap_or_else(|| state.config.default_plugin.clone());
+            let delivered = state.hub.rooms.broadcast(&plugin, &room, &message, None);
+            json_status(StatusCode::OK, serde_json::json!({ "delivered": delivered }))
+        }
+        Target::Connection(id) => match state.hub.get_any(&id).map(|conn| conn.send(message)) {
+            Some(Ok(())) => json_status(StatusCode::OK, serde_json::json!({ "delivered": 1 })),
+            Some(Err(e)) => json_status(StatusCode::CONFLICT, serde_json::json!({ "error": e.to_string() })),
+            None => json_status(StatusCode::NOT_FOUND, serde_json::json!({ "error": "no such connection" })),
+        },
+    }
 }

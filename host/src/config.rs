@@ -47,7 +47,11 @@ pub struct Config {
     /// (at their next event) or `drain` (never: they finish on the version
     /// they started with). `[plugins.NAME] reload` overrides it.
     pub reload: ReloadMode,
+    /// Bearer token for the publish API (`POST /api/rooms/...`,
+    /// `POST /api/connections/...`). None: that API is off.
+    pub api_token: Option<String>,
     pub websocket: WebSocketConfig,
+    pub store: StoreConfig,
     /// Limits for every plugin, unless `[plugins.NAME]` overrides them.
     pub limits: PluginLimits,
     /// Per-plugin overrides, keyed by plugin name.
@@ -82,6 +86,22 @@ pub struct WebSocketConfig {
     /// How long to wait for the client's reply to a close frame.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+}
+
+/// Each plugin's key-value store (`kv` in WIT).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Keys one plugin may hold.
+    pub max_keys: usize,
+    /// Largest value.
+    pub value_size: ByteSize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { max_keys: 100_000, value_size: ByteSize::kib(64) }
+    }
 }
 
 /// What one plugin call may use.
@@ -142,6 +162,8 @@ impl Default for Config {
             cache_dir: None,
             compile_cache: true,
             reload: ReloadMode::Live,
+            api_token: None,
+            store: StoreConfig::default(),
             websocket: WebSocketConfig::default(),
             limits: PluginLimits::default(),
             plugins: BTreeMap::new(),
@@ -288,6 +310,18 @@ impl Config {
             return Err(invalid("default_plugin", format!("{:?} {PLUGIN_NAME_RULE}", self.default_plugin)));
         }
         validate_limits("limits", &self.limits)?;
+        if self.store.max_keys == 0 || self.store.max_keys > 100_000_000 {
+            return Err(invalid("store.max_keys", format!("must be from 1 to 100000000, got {}", self.store.max_keys)));
+        }
+        check_range("store.value_size", self.store.value_size.as_u64(), 1, 64 << 20)?;
+        if let Some(token) = &self.api_token
+            && token.len() < 16
+        {
+            return Err(invalid(
+                "api_token",
+                "must be at least 16 characters (e.g. `openssl rand -hex 32`); leave it unset to turn the publish API off",
+            ));
+        }
         for name in self.plugins.keys() {
             if !is_plugin_name(name) {
                 return Err(invalid(format!("plugins.{name}"), format!("{name:?} {PLUGIN_NAME_RULE}")));

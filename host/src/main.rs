@@ -45,6 +45,9 @@ struct Cli {
     /// event) or drain (finish on their version) [default: live].
     #[arg(long, value_name = "MODE")]
     reload: Option<wasmsocket::config::ReloadMode>,
+    /// Bearer token that turns on the publish API [default: off].
+    #[arg(long, env = "WASMSOCKET_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Server ping interval; 0s turns pings off [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     keep_alive_interval: Option<Duration>,
@@ -100,6 +103,9 @@ impl Cli {
             c.compile_cache = false;
         }
         set(&mut c.reload, self.reload);
+        if self.api_token.is_some() {
+            c.api_token = self.api_token;
+        }
         if self.static_dir.is_some() {
             c.static_dir = self.static_dir;
         }

@@ -73,6 +73,7 @@ impl Server {
             cache_dir: config.compile_cache_dir(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        warn_if_too_few_memory_maps(max_connections);
         let mut registry = Registry::new(engine, config.clone(), metrics.clone());
 
         // Built-in first, so a file of the same name in the directory wins.
@@ -91,12 +92,16 @@ impl Server {
             return Err(StartError::NoDefaultPlugin(config.default_plugin.clone()));
         }
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener = bind(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
-            hub: Hub::new(max_connections),
+            hub: Hub::new(
+                max_connections,
+                crate::hub::kv::KvLimits {
+                    max_keys: config.store.max_keys,
+                    max_value: usize::try_from(config.store.value_size.as_u64()).unwrap_or(usize::MAX),
+                },
+            ),
             config,
             registry,
             metrics,
@@ -135,6 +140,36 @@ impl Server {
             tracing::warn!("some connections did not close within {grace:?}; exiting anyway");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    }
+}
+
+/// Binds with `TCP_NODELAY`, which Linux passes on to every accepted socket
+/// (warp offers no hook per connection): a small WebSocket message goes out
+/// at once instead of waiting on Nagle's algorithm for the peer's ACK.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Each instance costs the process about six memory mappings (its pooled
+/// fiber stack and guard page, its memory and table slots); Linux allows
+/// 65,530 by default. Say so before connections start failing.
+fn warn_if_too_few_memory_maps(max_connections: usize) {
+    const MAPS_PER_CONNECTION: usize = 7;
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else { return };
+    let Ok(limit) = text.trim().parse::<usize>() else { return };
+    let needed = max_connections.saturating_mul(MAPS_PER_CONNECTION) + 2_000;
+    if needed > limit {
+        tracing::warn!(
+            "websocket.max_connections = {max_connections} needs about {needed} memory mappings, but \
+             vm.max_map_count is {limit}: raise it (sysctl -w vm.max_map_count={}) or connections past \
+             about {} will fail",
+            needed.next_power_of_two(),
+            limit.saturating_sub(2_000) / MAPS_PER_CONNECTION
+        );
     }
 }
 
@@ -195,7 +230,6 @@ pub fn routes(
         .unify()
         .recover(|rejection: warp::Rejection| async move { Ok::<_, std::convert::Infallible>(not_found(rejection)) })
         .unify()
-        .with(warp::trace::request())
 }
 
 fn not_found(rejection: warp::Rejection) -> warp::reply::Response {

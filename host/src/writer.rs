@@ -121,7 +121,13 @@ pub async fn write_loop(
         pings
     });
     let silence_allowed = period + settings.keep_alive_timeout;
+    // Made once, not per wake-up: registering a waiter costs a lock.
     let aborted = conn.aborted().clone();
+    let aborted = aborted.cancelled();
+    tokio::pin!(aborted);
+    let stopped = finished.clone();
+    let stopped = stopped.cancelled();
+    tokio::pin!(stopped);
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
         let ping_due = async {
@@ -134,11 +140,11 @@ pub async fn write_loop(
         // or the end of the connection must interrupt it.
         let ok = tokio::select! {
             biased;
-            _ = aborted.cancelled() => {
+            _ = &mut aborted => {
                 output.close_now(&conn, settings.close_timeout).await;
                 break;
             }
-            _ = finished.cancelled() => break,
+            _ = &mut stopped => break,
             ok = async {
                 tokio::select! {
                     n = queue.recv_many(&mut batch, WRITE_BATCH) => n > 0 && output.write(batch.drain(..)).await,

@@ -113,3 +113,12 @@ async fn bad_configuration_names_the_field_and_the_fix() {
     let err = Host::spawn(&["--config".into(), file.display().to_string()]).await.err().expect("must not start");
     assert!(err.contains("max_mesage_size"), "{err}");
 }
+
+#[tokio::test]
+async fn plugins_built_against_an_older_world_still_load() {
+    let compat = std::fs::read(env!("WASMSOCKET_COMPAT_0_1_0_WASM")).unwrap();
+    let host = Host::start_with(plugins_dir(&[("old.wasm", &compat)]), &[]).await;
+    assert_eq!(host.plugin("old").await.unwrap()["state"], "ready");
+    let mut ws = host.connect("/ws/old").await;
+    assert_eq!(ask(&mut ws, "hi").await, "0.1.0 says hi");
+}

@@ -8,6 +8,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+pub use self::wasmsocket::plugin::types::HostError;
+pub use self::wasmsocket::plugin::{connections, kv, log, rooms, state, types};
 pub use exports::wasmsocket::plugin::handler::{CloseFrame, Message, OpenResponse, Request};
-pub use wasmsocket::plugin::types::HostError;
-pub use wasmsocket::plugin::{connections, log, state, types};

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::bindings::{HostError, Message, connections, log, state, types};
+use super::bindings::{HostError, Message, connections, kv, log, rooms, state, types};
+use crate::hub::kv::{KvError, Store};
+use crate::hub::rooms::RoomError;
 use crate::hub::{Connection, DeliveryError, Hub, Outbound};
 
 /// What an instance may reach: the hub, scoped to its own plugin.
@@ -22,6 +24,8 @@ pub struct HostApi {
     /// a reply costs no hand-off to another task. Bounded like the queue.
     replies: Vec<Outbound>,
     max_replies: usize,
+    /// This plugin's key-value store.
+    store: Arc<Store>,
 }
 
 /// Limits an instance's host API enforces.
@@ -35,6 +39,7 @@ pub struct HostLimits {
 impl HostApi {
     pub fn new(hub: Arc<Hub>, own: Arc<Connection>, version: Arc<str>, limits: HostLimits) -> Self {
         Self {
+            store: hub.kv.store(&own.plugin),
             hub,
             own,
             version,
@@ -71,6 +76,20 @@ impl HostApi {
         &self.version
     }
 
+    fn check_size(&self, message: &Message) -> Result<(), HostError> {
+        let len = match message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        };
+        if len > self.max_message {
+            return Err(HostError::TooLarge(format!(
+                "message of {len} bytes exceeds websocket.max_message_size ({} bytes)",
+                self.max_message
+            )));
+        }
+        Ok(())
+    }
+
     fn target(&self, id: &str) -> Result<Arc<Connection>, HostError> {
         if *self.own.id == *id {
             return Ok(self.own.clone());
@@ -93,16 +112,7 @@ impl types::Host for HostApi {}
 
 impl connections::Host for HostApi {
     fn send(&mut self, id: String, message: Message) -> Result<(), HostError> {
-        let len = match &message {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        };
-        if len > self.max_message {
-            return Err(HostError::TooLarge(format!(
-                "message of {len} bytes exceeds websocket.max_message_size ({} bytes)",
-                self.max_message
-            )));
-        }
+        self.check_size(&message)?;
         let target = self.target(&id)?;
         if Arc::ptr_eq(&target, &self.own) {
             if target.is_closing() {
@@ -161,6 +171,72 @@ impl state::Host for HostApi {
     fn clear(&mut self, id: String) -> Result<(), HostError> {
         self.target(&id)?.set_state(None);
         Ok(())
+    }
+}
+
+impl From<RoomError> for HostError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::BadName(_) => HostError::Invalid(e.to_string()),
+            RoomError::TooManyRooms => HostError::TooLarge(e.to_string()),
+        }
+    }
+}
+
+impl rooms::Host for HostApi {
+    fn join(&mut self, id: String, room: String) -> Result<(), HostError> {
+        let conn = self.target(&id)?;
+        Ok(self.hub.rooms.join(&conn, &room)?)
+    }
+
+    fn leave(&mut self, id: String, room: String) -> Result<(), HostError> {
+        let conn = self.target(&id)?;
+        Ok(self.hub.rooms.leave(&conn, &room)?)
+    }
+
+    fn broadcast(&mut self, room: String, message: Message, except: Option<String>) -> Result<u32, HostError> {
+        self.check_size(&message)?;
+        let message = message.into();
+        Ok(self.hub.rooms.broadcast(&self.own.plugin, &room, &message, except.as_deref()))
+    }
+
+    fn count(&mut self, room: String) -> u32 {
+        self.hub.rooms.count(&self.own.plugin, &room)
+    }
+
+    fn members(&mut self, room: String, limit: u32) -> Vec<String> {
+        self.hub.rooms.members(&self.own.plugin, &room, usize::try_from(limit).unwrap_or(usize::MAX))
+    }
+
+    fn rooms_of(&mut self, id: String) -> Result<Vec<String>, HostError> {
+        Ok(self.target(&id)?.rooms())
+    }
+}
+
+impl From<KvError> for HostError {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::ValueTooLarge { .. } | KvError::Full(_) => HostError::TooLarge(e.to_string()),
+            KvError::BadKey(_) | KvError::NotAnInteger(_) | KvError::Overflow => HostError::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl kv::Host for HostApi {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.store.get(&key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), HostError> {
+        Ok(self.store.set(&key, value, ttl_ms.map(std::time::Duration::from_millis))?)
+    }
+
+    fn delete(&mut self, key: String) -> bool {
+        self.store.delete(&key)
+    }
+
+    fn increment(&mut self, key: String, delta: i64) -> Result<i64, HostError> {
+        Ok(self.store.increment(&key, delta)?)
     }
 }
 

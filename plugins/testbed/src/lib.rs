@@ -8,6 +8,10 @@
 //! - `send ID TEXT`: send TEXT to connection ID; replies `sent` or the error.
 //! - `set TEXT` / `get`: store TEXT in the connection's host-kept state / read it back.
 //! - `whoami`: replies with this connection's id.
+//! - `join ROOM`, `leave ROOM`: room membership; replies `ok` or the error.
+//! - `bcast ROOM TEXT` (everyone but me) / `bcastall ROOM TEXT`: replies the count.
+//! - `count ROOM`, `members ROOM`, `rooms`: replies the count / ids / my rooms.
+//! - `kvset KEY VALUE`, `kvget KEY`, `kvdel KEY`, `incr KEY DELTA`: the shared store.
 //!
 //! On open, the query string chooses: `reject=STATUS` refuses the connection;
 //! `watch=ID` makes `on-close` report `closed ID CODE REASON` to connection ID
@@ -21,7 +25,7 @@ wit_bindgen::generate!({
 
 use exports::wasmsocket::plugin::handler::{CloseFrame, ConnectionId, Guest, Message, OpenResponse, Request};
 use wasmsocket::plugin::types::Rejection;
-use wasmsocket::plugin::{connections, log, state};
+use wasmsocket::plugin::{connections, kv, log, rooms, state};
 
 struct Testbed;
 
@@ -100,6 +104,53 @@ impl Guest for Testbed {
                 reply(&id, Message::Text(value));
             }
             "whoami" => reply(&id, Message::Text(id.clone())),
+            "join" => reply(&id, Message::Text(outcome(rooms::join(&id, rest)))),
+            "leave" => reply(&id, Message::Text(outcome(rooms::leave(&id, rest)))),
+            "bcast" | "bcastall" => {
+                let (room, body) = rest.split_once(' ').unwrap_or((rest, ""));
+                let except = (command == "bcast").then(|| id.clone());
+                let text = match rooms::broadcast(room, &Message::Text(body.into()), except.as_deref()) {
+                    Ok(n) => format!("delivered {n}"),
+                    Err(e) => format!("error {e:?}"),
+                };
+                reply(&id, Message::Text(text));
+            }
+            "count" => reply(&id, Message::Text(rooms::count(rest).to_string())),
+            "members" => {
+                let mut members = rooms::members(rest, 1000);
+                members.sort();
+                reply(&id, Message::Text(members.join(",")));
+            }
+            "rooms" => {
+                let text = match rooms::rooms_of(&id) {
+                    Ok(mut list) => {
+                        list.sort();
+                        list.join(",")
+                    }
+                    Err(e) => format!("error {e:?}"),
+                };
+                reply(&id, Message::Text(text));
+            }
+            "kvset" => {
+                let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+                reply(&id, Message::Text(outcome(kv::set(key, value.as_bytes(), None))));
+            }
+            "kvget" => {
+                let text = match kv::get(rest) {
+                    Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                    None => "none".into(),
+                };
+                reply(&id, Message::Text(text));
+            }
+            "kvdel" => reply(&id, Message::Text(kv::delete(rest).to_string())),
+            "incr" => {
+                let (key, delta) = rest.split_once(' ').unwrap_or((rest, "1"));
+                let text = match kv::increment(key, delta.parse().unwrap_or(1)) {
+                    Ok(n) => n.to_string(),
+                    Err(e) => format!("error {e:?}"),
+                };
+                reply(&id, Message::Text(text));
+            }
             _ => reply(&id, message),
         }
     }
@@ -116,6 +167,13 @@ impl Guest for Testbed {
             };
             let _ = connections::send(watcher, &Message::Text(format!("closed {id} {how}")));
         }
+    }
+}
+
+fn outcome(result: Result<(), wasmsocket::plugin::types::HostError>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("error {e:?}"),
     }
 }
 

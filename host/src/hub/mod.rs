@@ -1,5 +1,9 @@
 //! The open connections of this host: how a plugin reaches any of them by
-//! id, and the bounded queue and close signal that each one's writer obeys.
+//! id, and the bounded queue and close signal that each one's writer obeys;
+//! and what connections share: rooms and each plugin's key-value store.
+
+pub mod kv;
+pub mod rooms;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -46,6 +50,8 @@ pub struct Connection {
     abort_frame: Mutex<Option<CloseFrame>>,
     /// Bytes kept for the plugin across calls and instances (`state` in WIT).
     state: Mutex<Option<Vec<u8>>>,
+    /// The rooms it is in, so closing it can leave them all.
+    rooms: Mutex<Vec<String>>,
 }
 
 impl Connection {
@@ -122,6 +128,11 @@ impl Connection {
         self.state.lock().ok().and_then(|s| s.clone())
     }
 
+    /// The rooms it is in.
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
     pub fn set_state(&self, value: Option<Vec<u8>>) {
         if let Ok(mut s) = self.state.lock() {
             *s = value;
@@ -136,6 +147,8 @@ pub struct Hub {
     connections: RwLock<HashMap<Arc<str>, Arc<Connection>>>,
     reserved: AtomicUsize,
     max_connections: usize,
+    pub rooms: rooms::Rooms,
+    pub kv: kv::Kv,
 }
 
 /// A place among `max_connections`, held from the handshake until the
@@ -151,7 +164,7 @@ impl Drop for Slot {
 }
 
 impl Hub {
-    pub fn new(max_connections: usize) -> Arc<Self> {
+    pub fn new(max_connections: usize, kv_limits: kv::KvLimits) -> Arc<Self> {
         // Ids name their host, so a later multi-host setup can route a send
         // to the host that owns the connection.
         let host_id = format!("{:08x}", rand::random::<u32>());
@@ -161,6 +174,8 @@ impl Hub {
             connections: RwLock::new(HashMap::new()),
             reserved: AtomicUsize::new(0),
             max_connections,
+            rooms: rooms::Rooms::default(),
+            kv: kv::Kv::new(kv_limits),
         })
     }
 
@@ -193,6 +208,7 @@ impl Hub {
             abort: CancellationToken::new(),
             abort_frame: Mutex::new(None),
             state: Mutex::new(None),
+            rooms: Mutex::new(Vec::new()),
         });
         if let Ok(mut map) = self.connections.write() {
             map.insert(id, conn.clone());
@@ -200,10 +216,17 @@ impl Hub {
         (conn, rx)
     }
 
+    /// Forgets a closed connection, and takes it out of its rooms.
     pub fn remove(&self, id: &str) {
-        if let Ok(mut map) = self.connections.write() {
-            map.remove(id);
+        let removed = self.connections.write().ok().and_then(|mut map| map.remove(id));
+        if let Some(conn) = removed {
+            self.rooms.leave_all(&conn);
         }
+    }
+
+    /// The connection `id`, whatever its plugin (the operator's API).
+    pub fn get_any(&self, id: &str) -> Option<Arc<Connection>> {
+        self.connections.read().ok()?.get(id).cloned()
     }
 
     /// The connection `id`, if it is open and served by `plugin`: plugins

@@ -1,0 +1,134 @@
+//! Fan-out benchmark: one message broadcast to every member of a room.
+//!
+//! ```text
+//! cargo bench --bench fanout                       # 100, 1000 and 10000 members
+//! cargo bench --bench fanout -- --members 1000 --rounds 5
+//! ```
+//!
+//! Starts wasmsocket with the testbed plugin, opens N connections that join
+//! one room, then one more connection broadcasts to the room; the time from
+//! sending the broadcast until every member has received its copy is one
+//! round. Reports the median and worst round, messages delivered per
+//! second, and the host's own CPU time per round (the members' clients run
+//! in this process, on the same cores, so the wall time includes them).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::Message;
+
+fn main() {
+    let mut members = vec![100, 1_000, 10_000];
+    let mut rounds = 5;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--members" => {
+                members = args.next().map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or(members)
+            }
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
+            _ => {}
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async {
+        println!("fan-out: one 64 B text broadcast to N room members, {rounds} rounds each");
+        println!(
+            "{:>8} {:>14} {:>14} {:>16} {:>18}",
+            "members", "median ms", "worst ms", "deliveries/s", "host CPU ms/round"
+        );
+        for n in members {
+            run(n, rounds).await;
+        }
+    });
+}
+
+async fn run(n: usize, rounds: usize) {
+    let dir = std::env::temp_dir().join(format!("wasmsocket-fanout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy plugin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmsocket"))
+        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--max-connections", "10100", "--no-compile-cache"])
+        .arg("--plugins")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start wasmsocket");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = lines.next_line().await.expect("read").expect("host exited");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().expect("address").to_string();
+        }
+    };
+    let url = format!("ws://{addr}/ws/testbed");
+
+    let mut readers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+        ws.send(Message::text("join room")).await.expect("join");
+        let _ = ws.next().await; // "ok"
+        readers.push(ws);
+    }
+    let (mut sender, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+
+    // Each member task reports when it has its copy of each round.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    for mut ws in readers {
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let mut round = 0;
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() {
+                    let _ = done.send(round);
+                    round += 1;
+                }
+            }
+        });
+    }
+    let payload = "x".repeat(64);
+    let pid = child.id().expect("host running");
+    let cpu_before = cpu_ms(pid);
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let started = Instant::now();
+        sender.send(Message::text(format!("bcast room {payload}"))).await.expect("broadcast");
+        let mut got = 0;
+        while got < n {
+            let r = tokio::time::timeout(Duration::from_secs(30), done_rx.recv()).await.expect("deliveries stalled");
+            assert_eq!(r, Some(round), "a member got a copy twice or missed one");
+            got += 1;
+        }
+        times.push(started.elapsed());
+        let _ = sender.next().await; // "delivered N"
+    }
+    let host_cpu = (cpu_ms(pid) - cpu_before) / rounds as f64;
+    times.sort();
+    let median = times[times.len() / 2];
+    let worst = times[times.len() - 1];
+    println!(
+        "{n:>8} {:>14.2} {:>14.2} {:>16.0} {:>18.1}",
+        median.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3,
+        n as f64 / median.as_secs_f64(),
+        host_cpu
+    );
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// User plus system CPU time of process `pid`, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) * 1000.0 / 100.0
+}
