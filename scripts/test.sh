@@ -27,10 +27,16 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 log "host tests (cargo test --release)"
 cargo test --release --workspace --locked
 
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+
+log "example plugins in every language: build from source, then test through the host"
+examples_out="$target_dir/examples-out"
+./scripts/build-examples.sh "$examples_out"
+WASMSOCKET_EXAMPLES_DIR="$examples_out" cargo test --release --locked --test examples -- --ignored
+
 if [ -f tests/browser/package.json ]; then
   need_apt chromium
   log "browser tests (headless Chromium)"
-  target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
   export WASMSOCKET_BIN="$target_dir/release/wasmsocket"
   export WASMSOCKET_ECHO_WASM="$target_dir/guests/wasm32-wasip2/release/echo.wasm"
   export WASMSOCKET_TESTBED_WASM="$target_dir/guests/wasm32-wasip2/release/testbed.wasm"

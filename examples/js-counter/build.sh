@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds this example into ${1:-./out}/js-counter.wasm with componentize-js
+# (StarlingMonkey, a SpiderMonkey build for WASI) from npm.
+set -euo pipefail
+EXAMPLE=js-counter
+HERE="$(cd "$(dirname "$0")" && pwd)"
+source "$HERE/../toolchains.sh"
+OUT="$(out_dir "${1:-./out}")"
+
+command -v npm >/dev/null || ensure_apt nodejs npm
+if [ ! -x "$HERE/node_modules/.bin/componentize-js" ] ||
+  ! cmp -s "$HERE/package-lock.json" "$HERE/node_modules/.installed-lock.json"; then
+  say "npm ci (componentize-js)"
+  (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$HERE/package-lock.json" "$HERE/node_modules/.installed-lock.json"
+fi
+
+# componentize-js resolves imports by their full versioned name
+# ("wasmsocket:plugin/state@0.1.1"). Build with the version of the WIT in
+# wit/, so a 0.1.x bump of the WIT does not need an edit here: every 0.1.x
+# host serves what a 0.1.x plugin imports.
+version="$(sed -n 's/^package wasmsocket:plugin@\([0-9.]*\);/\1/p' "$WIT_DIR"/*.wit | head -1)"
+scratch_dir
+sed "s#\(\"wasmsocket:plugin/[a-z-]*\)@[0-9.]*\"#\1@$version\"#" "$HERE/counter.js" >"$SCRATCH/counter.js"
+
+# -d http -d fetch-event: no wasi:http imports (the host grants no network).
+"$HERE/node_modules/.bin/componentize-js" "$SCRATCH/counter.js" --wit "$WIT_DIR" -n "$WORLD" \
+  -d http -d fetch-event -o "$OUT/js-counter.wasm" >/dev/null
+say "built $OUT/js-counter.wasm"
