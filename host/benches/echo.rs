@@ -239,8 +239,8 @@ async fn run(o: Options) {
         return;
     }
     println!(
-        "wasmsocket echo benchmark: {PAYLOAD} B text, one message in flight per connection, {}s per run",
-        o.seconds
+        "wasmsocket echo benchmark: {PAYLOAD} B text, one message in flight per connection, {} rounds of {}s per server",
+        o.rounds, o.seconds
     );
     println!(
         "{} cores; servers and load share them\n",

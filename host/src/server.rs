@@ -92,7 +92,9 @@ impl Server {
             return Err(StartError::NoDefaultPlugin(config.default_plugin.clone()));
         }
 
-        let listener = bind(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
             hub: Hub::new(
@@ -141,17 +143,6 @@ impl Server {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     }
-}
-
-/// Binds with `TCP_NODELAY`, which Linux passes on to every accepted socket
-/// (warp offers no hook per connection): a small WebSocket message goes out
-/// at once instead of waiting on Nagle's algorithm for the peer's ACK.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
 }
 
 /// Each instance costs the process about six memory mappings (its pooled
