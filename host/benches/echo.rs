@@ -13,13 +13,13 @@
 //! per connection). Memory: N idle connections (each has echoed once), the
 //! server's resident memory before and after, divided by N.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 const PAYLOAD: usize = 1024;
@@ -89,20 +89,11 @@ fn serve_native() {
 struct Server {
     name: &'static str,
     addr: SocketAddr,
-    child: Child,
+    child: tokio::process::Child,
 }
 
-async fn start(name: &'static str, mut cmd: Command) -> Server {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
-    let mut child = cmd.spawn().expect("start server");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = loop {
-        let line = lines.next_line().await.expect("read").expect("server exited before listening");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").parse().expect("socket address");
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+async fn start(name: &'static str, cmd: Command) -> Server {
+    let common::Server { addr, child, .. } = common::start(cmd, false).await;
     Server { name, addr, child }
 }
 
@@ -113,8 +104,8 @@ async fn start_native() -> Server {
 }
 
 async fn start_wasmsocket() -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmsocket"));
-    cmd.args(["--listen", "127.0.0.1:0", "--log", "warn", "--max-connections", "20000"]);
+    let mut cmd = common::wasmsocket();
+    cmd.args(["--log", "warn", "--max-connections", "10000"]);
     start("wasmsocket", cmd).await
 }
 

@@ -12,12 +12,11 @@
 //! second, and the host's own CPU time per round (the members' clients run
 //! in this process, on the same cores, so the wall time includes them).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 fn main() {
@@ -50,22 +49,9 @@ async fn run(n: usize, rounds: usize) {
     let dir = std::env::temp_dir().join(format!("wasmsocket-fanout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy plugin");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmsocket"))
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--max-connections", "10100", "--no-compile-cache"])
-        .arg("--plugins")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start wasmsocket");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = loop {
-        let line = lines.next_line().await.expect("read").expect("host exited");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_string();
-        }
-    };
+    let mut cmd = common::wasmsocket();
+    cmd.args(["--log", "warn", "--max-connections", "10100", "--no-compile-cache"]).arg("--plugins").arg(&dir);
+    let common::Server { addr, child, .. } = common::start(cmd, false).await;
     let url = format!("ws://{addr}/ws/testbed");
 
     let mut readers = Vec::with_capacity(n);

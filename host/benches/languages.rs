@@ -13,13 +13,11 @@
 //! waits for it, and sends the next.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 /// (file stem, language, a message it answers once)
@@ -48,31 +46,10 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let name = "p";
     std::fs::copy(file, dir.join(format!("{name}.wasm"))).expect("copy plugin");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmsocket"))
-        .args(["--listen", "127.0.0.1:0", "--log", "info", "--no-compile-cache", "--deadline", "5s"])
-        .arg("--plugins")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start wasmsocket");
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    let mut errs = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = errs.next_line().await {
-            sink.lock().expect("log").push_str(&(line + "\n"));
-        }
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = loop {
-        let line = lines.next_line().await.expect("read").expect("host exited");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut cmd = common::wasmsocket();
+    cmd.args(["--log", "info", "--no-compile-cache", "--deadline", "5s"]).arg("--plugins").arg(&dir);
+    let server = common::start(cmd, true).await;
+    let (addr, log) = (server.addr, server.log.clone());
     // The log line may still be on its way through the pipe.
     let mut compile_ms = f64::NAN;
     for _ in 0..200 {
@@ -125,7 +102,7 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     }
     all.sort_unstable();
     let pick = |q: f64| all.get(((all.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or(0) as f64 / 1e3;
-    drop(child);
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Row {
         size: std::fs::metadata(file).map(|m| m.len()).unwrap_or(0),

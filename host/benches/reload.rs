@@ -15,42 +15,25 @@
 //!    and any error or disconnect (there should be none).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use futures_util::{SinkExt, StreamExt};
 use sha2::Digest;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 struct Host {
-    addr: String,
-    _child: Child,
+    addr: std::net::SocketAddr,
+    _server: common::Server,
     dir: PathBuf,
 }
 
 async fn start(dir: &Path, cache: &Path) -> Host {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmsocket"))
-        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-        .arg("--plugins")
-        .arg(dir)
-        .arg("--cache-dir")
-        .arg(cache)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start wasmsocket");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let addr = loop {
-        let line = lines.next_line().await.expect("read").expect("host exited");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Host { addr, _child: child, dir: dir.to_owned() }
+    let mut cmd = common::wasmsocket();
+    cmd.args(["--log", "warn"]).arg("--plugins").arg(dir).arg("--cache-dir").arg(cache);
+    let server = common::start(cmd, false).await;
+    Host { addr: server.addr, _server: server, dir: dir.to_owned() }
 }
 
 fn hash(bytes: &[u8]) -> String {

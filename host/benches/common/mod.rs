@@ -1,0 +1,52 @@
+//! What the benchmarks share: starting a server process and learning its
+//! address from the line it prints when it listens.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A server process, killed when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub child: Child,
+    /// Its stderr so far, when asked for.
+    pub log: Arc<Mutex<String>>,
+}
+
+/// The `wasmsocket` binary on a free loopback port, logging warnings only.
+pub fn wasmsocket() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmsocket"));
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    cmd
+}
+
+/// Starts `cmd` and waits for its `listening on http://ADDR` line. With
+/// `keep_log`, its stderr is collected in `Server::log`.
+pub async fn start(mut cmd: Command, keep_log: bool) -> Server {
+    cmd.stdout(Stdio::piped()).stderr(if keep_log { Stdio::piped() } else { Stdio::null() }).kill_on_drop(true);
+    let mut child = cmd.spawn().expect("start server");
+    let log = Arc::new(Mutex::new(String::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("log").push_str(&(line + "\n"));
+            }
+        });
+    }
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = lines.next_line().await.expect("read").expect("server exited before listening");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().expect("address").parse().expect("socket address");
+        }
+    };
+    // Keep reading, so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server { addr, child, log }
+}
