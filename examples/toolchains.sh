@@ -45,7 +45,9 @@ ensure_pip() {
     python3 -m venv "$PY"
   fi
   local have
-  have="$("$PY/bin/python" -m pip show "$pkg" 2>/dev/null | sed -n 's/^Version: //p')"
+  # `pip show` fails for a package not yet installed: that is an answer,
+  # not an error (this runs under `set -e -o pipefail`).
+  have="$("$PY/bin/python" -m pip show "$pkg" 2>/dev/null | sed -n 's/^Version: //p' || true)"
   if [ "$have" != "$version" ]; then
     say "pip install $pkg==$version"
     "$PY/bin/python" -m pip install --quiet --disable-pip-version-check "$pkg==$version"
