@@ -1,4 +1,5 @@
-//! The operator's HTTP API: `/healthz`, `/api/plugins`, `/metrics`.
+//! The operator's HTTP API: `/healthz`, `/api/plugins`, `/metrics`, plugin
+//! reloads, and publishing to rooms and connections.
 
 use std::sync::Arc;
 
@@ -12,11 +13,17 @@ pub fn routes(
     with_state: impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let healthz = warp::path!("healthz").and(warp::get()).and(with_state.clone()).map(|state: Arc<AppState>| {
-        warp::reply::json(&serde_json::json!({
-            "status": "ok",
-            "connections": state.hub.len(),
-        }))
-        .into_response()
+        let mut body = serde_json::json!({ "status": "ok", "connections": state.hub.len() });
+        // Degraded, not failing: a host without Redis still serves its own
+        // connections, so a load balancer should keep sending it clients.
+        if let Some(backplane) = state.hub.backplane() {
+            let link = backplane.status();
+            if link.status != "up" {
+                body["status"] = "degraded".into();
+            }
+            body["redis"] = serde_json::to_value(link).unwrap_or_default();
+        }
+        warp::reply::json(&body).into_response()
     });
     let plugins = warp::path!("api" / "plugins")
         .and(warp::get())
@@ -42,15 +49,15 @@ pub fn routes(
         .and(warp::query::<PublishQuery>())
         .and(publish_body)
         .and(with_state.clone())
-        .map(|room: String, query: PublishQuery, auth, content_type, body, state: Arc<AppState>| {
-            publish(&state, Target::Room { room, plugin: query.plugin }, auth, content_type, body)
+        .then(|room: String, query: PublishQuery, auth, content_type, body, state: Arc<AppState>| async move {
+            publish(&state, Target::Room { room, plugin: query.plugin }, auth, content_type, body).await
         });
     let to_connection = warp::path!("api" / "connections" / String / "messages")
         .and(warp::post())
         .and(publish_body)
         .and(with_state)
-        .map(|id: String, auth, content_type, body, state: Arc<AppState>| {
-            publish(&state, Target::Connection(id), auth, content_type, body)
+        .then(|id: String, auth, content_type, body, state: Arc<AppState>| async move {
+            publish(&state, Target::Connection(id), auth, content_type, body).await
         });
     healthz.or(plugins).unify().or(metrics).unify().or(reload).unify().or(to_room).unify().or(to_connection).unify()
 }
@@ -103,8 +110,8 @@ fn token_matches(given: &str, expected: &str) -> bool {
 /// a backend publishes to WebSocket clients. Needs `Authorization: Bearer
 /// TOKEN` with the configured `api_token`; without one configured the API is
 /// off. A `text/*` or JSON body is sent as a text message, anything else as
-/// binary.
-fn publish(
+/// binary. Both reach every host of a cluster.
+async fn publish(
     state: &AppState,
     target: Target,
     authorization: Option<String>,
@@ -146,13 +153,15 @@ fn publish(
     match target {
         Target::Room { room, plugin } => {
             let plugin = plugin.unwrap_or_else(|| state.config.default_plugin.clone());
-            let delivered = state.hub.rooms.broadcast(&plugin, &room, &message, None);
+            let delivered = state.hub.broadcast(&plugin, &room, &message, None).await;
             json_status(StatusCode::OK, serde_json::json!({ "delivered": delivered }))
         }
-        Target::Connection(id) => match state.hub.get_any(&id).map(|conn| conn.send(message)) {
-            Some(Ok(())) => json_status(StatusCode::OK, serde_json::json!({ "delivered": 1 })),
-            Some(Err(e)) => json_status(StatusCode::CONFLICT, serde_json::json!({ "error": e.to_string() })),
-            None => json_status(StatusCode::NOT_FOUND, serde_json::json!({ "error": "no such connection" })),
+        Target::Connection(id) => match state.hub.send_to(None, &id, message).await {
+            Ok(()) => json_status(StatusCode::OK, serde_json::json!({ "delivered": 1 })),
+            Err(crate::hub::DeliveryError::NotFound) => {
+                json_status(StatusCode::NOT_FOUND, serde_json::json!({ "error": "no such connection" }))
+            }
+            Err(e) => json_status(StatusCode::CONFLICT, serde_json::json!({ "error": e.to_string() })),
         },
     }
 }

@@ -52,6 +52,7 @@ pub struct Config {
     pub api_token: Option<String>,
     pub websocket: WebSocketConfig,
     pub store: StoreConfig,
+    pub redis: RedisConfig,
     /// Limits for every plugin, unless `[plugins.NAME]` overrides them.
     pub limits: PluginLimits,
     /// Per-plugin overrides, keyed by plugin name.
@@ -101,6 +102,96 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self { max_keys: 100_000, value_size: ByteSize::kib(64) }
+    }
+}
+
+/// Scale-out across hosts (`[redis]`): rooms, directed sends and the
+/// key-value store go through Redis. Off unless `url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`; none keeps everything in
+    /// this process.
+    pub url: Option<String>,
+    /// Prefix of every key and channel, so several clusters can share one
+    /// Redis.
+    pub prefix: String,
+    /// How often this host says it is alive and sweeps out hosts that are not.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How long after its last heartbeat a host counts as gone: its
+    /// connections leave every room.
+    #[serde(with = "humantime_serde")]
+    pub host_timeout: Duration,
+    /// Longest wait for Redis to connect or answer one command.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Longest pause between reconnection attempts (they start at 100ms and
+    /// double).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "wasmsocket".into(),
+            heartbeat: Duration::from_secs(2),
+            host_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            return Err(invalid(
+                "redis.url",
+                format!("{url:?} is not a Redis URL ({e}): use redis://HOST:PORT[/DB], e.g. redis://127.0.0.1:6379"),
+            ));
+        }
+        if self.prefix.is_empty()
+            || self.prefix.len() > 64
+            || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(
+                "redis.prefix",
+                format!("{:?} must be 1 to 64 letters, digits, '-', '_' or '.'", self.prefix),
+            ));
+        }
+        let within = |field: &str, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "must be from {} to {}, got {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max),
+                        humantime::format_duration(value)
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        within("redis.heartbeat", self.heartbeat, Duration::from_millis(50), Duration::from_secs(60))?;
+        within("redis.timeout", self.timeout, Duration::from_millis(10), Duration::from_secs(60))?;
+        within("redis.max_backoff", self.max_backoff, Duration::from_millis(100), Duration::from_secs(300))?;
+        if self.host_timeout < self.heartbeat * 2 || self.host_timeout > Duration::from_secs(600) {
+            return Err(invalid(
+                "redis.host_timeout",
+                format!(
+                    "must be at least twice redis.heartbeat ({}) and at most 10m, got {}",
+                    humantime::format_duration(self.heartbeat * 2),
+                    humantime::format_duration(self.host_timeout)
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -164,6 +255,7 @@ impl Default for Config {
             reload: ReloadMode::Live,
             api_token: None,
             store: StoreConfig::default(),
+            redis: RedisConfig::default(),
             websocket: WebSocketConfig::default(),
             limits: PluginLimits::default(),
             plugins: BTreeMap::new(),
@@ -314,6 +406,7 @@ impl Config {
             return Err(invalid("store.max_keys", format!("must be from 1 to 100000000, got {}", self.store.max_keys)));
         }
         check_range("store.value_size", self.store.value_size.as_u64(), 1, 64 << 20)?;
+        self.redis.validate()?;
         if let Some(token) = &self.api_token
             && token.len() < 16
         {
@@ -424,6 +517,20 @@ mod tests {
         .unwrap();
         assert_eq!(c.websocket.keep_alive_interval, Duration::from_secs(120));
         assert_eq!(c.websocket.max_message_size, ByteSize::mib(16));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn redis_settings_name_the_field() {
+        let c = Config::from_toml("[redis]\nurl = \"http://x\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("redis.url") && err.contains("redis://"), "{err}");
+        let c =
+            Config::from_toml("[redis]\nurl = \"redis://127.0.0.1:1\"\nheartbeat = \"5s\"\nhost_timeout = \"6s\"\n")
+                .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("redis.host_timeout") && err.contains("twice"), "{err}");
+        let c = Config::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379/2\"\nprefix = \"chat-eu\"\n").unwrap();
         c.validate().unwrap();
     }
 

@@ -5,9 +5,11 @@
 //! [`server`] (routes, start-up, shutdown) → [`handshake`] (upgrade and the
 //! plugin's `on-open`) → [`connection`] (reader, close handshake) and [`writer`] (replies, queue, pings) →
 //! [`plugin`] (instances, limits, the host side of the WIT imports) →
-//! [`hub`] (every open connection, reachable by id).
+//! [`hub`] (every open connection, reachable by id) → [`backplane`] (other
+//! hosts, through Redis, when scaled out).
 
 pub mod api;
+pub mod backplane;
 pub mod config;
 pub mod connection;
 pub mod handshake;

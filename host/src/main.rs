@@ -48,6 +48,10 @@ struct Cli {
     /// Bearer token that turns on the publish API [default: off].
     #[arg(long, env = "WASMSOCKET_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Redis URL that joins this host to a cluster: rooms, sends and the
+    /// key-value store span every host on the same Redis [default: off].
+    #[arg(long, env = "WASMSOCKET_REDIS", value_name = "URL")]
+    redis: Option<String>,
     /// Server ping interval; 0s turns pings off [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     keep_alive_interval: Option<Duration>,
@@ -105,6 +109,9 @@ impl Cli {
         set(&mut c.reload, self.reload);
         if self.api_token.is_some() {
             c.api_token = self.api_token;
+        }
+        if self.redis.is_some() {
+            c.redis.url = self.redis;
         }
         if self.static_dir.is_some() {
             c.static_dir = self.static_dir;

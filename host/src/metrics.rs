@@ -50,6 +50,45 @@ pub struct LoadLabels {
     pub outcome: String,
 }
 
+/// What crossed between hosts over Redis.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CrossHost {
+    Broadcast,
+    Send,
+    Close,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: CrossHost,
+}
+
+/// The Redis backplane's series; registered only when `redis.url` is set.
+#[derive(Clone, Default)]
+pub struct BackplaneMetrics {
+    pub up: Gauge,
+    pub connects: Counter,
+    pub disconnects: Counter,
+    pub errors: Counter,
+    published: Family<KindLabel, Counter>,
+    received: Family<KindLabel, Counter>,
+    dropped: Family<KindLabel, Counter>,
+}
+
+impl BackplaneMetrics {
+    pub fn published(&self, kind: CrossHost) {
+        self.published.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn received(&self, kind: CrossHost) {
+        self.received.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn dropped(&self, kind: CrossHost) {
+        self.dropped.get_or_create(&KindLabel { kind }).inc();
+    }
+}
+
 fn call_histogram() -> Histogram {
     // 1 µs to about 4 s: a reused instance answers in microseconds, a
     // scripting-language one in milliseconds, a runaway one at its deadline.
@@ -112,6 +151,24 @@ impl Metrics {
         );
         registry.register("plugin_loads", "Plugin loads, by outcome", m.plugin_loads.clone());
         Self { registry, ..m }
+    }
+
+    /// Registers the backplane's series and returns handles on them.
+    pub fn register_backplane(&mut self) -> BackplaneMetrics {
+        let b = BackplaneMetrics::default();
+        let r = self.registry.sub_registry_with_prefix("redis");
+        r.register("up", "1 while Redis is reachable and this host's memberships are written", b.up.clone());
+        r.register("connects", "Successful (re)connections to Redis", b.connects.clone());
+        r.register("disconnects", "Times the link to Redis was lost", b.disconnects.clone());
+        r.register("errors", "Redis commands that failed", b.errors.clone());
+        r.register("published", "Messages published to other hosts, by kind", b.published.clone());
+        r.register("received", "Messages received from other hosts, by kind", b.received.clone());
+        r.register(
+            "dropped",
+            "Messages for other hosts lost because Redis was unreachable, by kind",
+            b.dropped.clone(),
+        );
+        b
     }
 
     /// The Prometheus text exposition of every metric.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warp::Filter;
 
+use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, WebSocketConfig};
 use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
@@ -35,6 +36,8 @@ pub enum StartError {
     NoDefaultPlugin(String),
     #[error(transparent)]
     Watch(reload::WatchError),
+    #[error(transparent)]
+    Backplane(#[from] crate::backplane::BackplaneError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -64,7 +67,9 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
+        let metrics = Arc::new(metrics);
         let max_connections = config.websocket.max_connections;
         let engine = PluginEngine::new(EngineSettings {
             // Room for handshakes in flight and for clean-up instances.
@@ -95,15 +100,21 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let hub = Hub::new(
+            max_connections,
+            crate::hub::kv::KvLimits {
+                max_keys: config.store.max_keys,
+                max_value: usize::try_from(config.store.value_size.as_u64()).unwrap_or(usize::MAX),
+            },
+        );
+        if let Some(backplane_metrics) = backplane_metrics {
+            let backplane = Backplane::start(&config.redis, &hub, backplane_metrics)?;
+            backplane.ready(config.redis.timeout * 2).await;
+            hub.attach(backplane);
+        }
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
-            hub: Hub::new(
-                max_connections,
-                crate::hub::kv::KvLimits {
-                    max_keys: config.store.max_keys,
-                    max_value: usize::try_from(config.store.value_size.as_u64()).unwrap_or(usize::MAX),
-                },
-            ),
+            hub,
             config,
             registry,
             metrics,
@@ -140,6 +151,9 @@ impl Server {
         let grace = state.ws.close_timeout + Duration::from_secs(1);
         if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not close within {grace:?}; exiting anyway");
+        }
+        if let Some(backplane) = state.hub.backplane() {
+            backplane.shutdown().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     }

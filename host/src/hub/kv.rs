@@ -21,6 +21,8 @@ pub enum KvError {
     NotAnInteger(String),
     #[error("increment overflows")]
     Overflow,
+    #[error("the shared store is unavailable ({0}); try again later")]
+    Unavailable(String),
 }
 
 struct Entry {
@@ -55,6 +57,15 @@ fn check_key(key: &str) -> Result<(), KvError> {
 }
 
 impl Store {
+    /// The checks `set` makes before storing, for stores kept elsewhere.
+    pub fn check(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        check_key(key)?;
+        if value.len() > self.limits.max_value {
+            return Err(KvError::ValueTooLarge { size: value.len(), max: self.limits.max_value });
+        }
+        Ok(())
+    }
+
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let now = Instant::now();
         let mut entries = self.entries.lock().ok()?;
@@ -69,10 +80,7 @@ impl Store {
     }
 
     pub fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), KvError> {
-        check_key(key)?;
-        if value.len() > self.limits.max_value {
-            return Err(KvError::ValueTooLarge { size: value.len(), max: self.limits.max_value });
-        }
+        self.check(key, &value)?;
         let now = Instant::now();
         let mut entries = self.entries.lock().map_err(|_| KvError::Full(0))?;
         self.make_room(&mut entries, key, now)?;

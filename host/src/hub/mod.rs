@@ -4,16 +4,19 @@
 
 pub mod kv;
 pub mod rooms;
+mod route;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
+
+use crate::backplane::Backplane;
 
 /// What a connection's writer sends, in order.
 #[derive(Debug)]
@@ -149,6 +152,8 @@ pub struct Hub {
     max_connections: usize,
     pub rooms: rooms::Rooms,
     pub kv: kv::Kv,
+    /// Other hosts, through Redis, when scaled out.
+    backplane: OnceLock<Arc<Backplane>>,
 }
 
 /// A place among `max_connections`, held from the handshake until the
@@ -176,7 +181,27 @@ impl Hub {
             max_connections,
             rooms: rooms::Rooms::default(),
             kv: kv::Kv::new(kv_limits),
+            backplane: OnceLock::new(),
         })
+    }
+
+    /// This host's id: the prefix of every connection id it hands out.
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    /// The host that owns connection `id`.
+    pub fn host_of(id: &str) -> Option<&str> {
+        id.split_once('-').map(|(host, _)| host)
+    }
+
+    /// Joins this hub to a cluster; once, at start-up.
+    pub fn attach(&self, backplane: Arc<Backplane>) {
+        let _ = self.backplane.set(backplane);
+    }
+
+    pub fn backplane(&self) -> Option<&Arc<Backplane>> {
+        self.backplane.get()
     }
 
     /// Takes a connection slot, or `None` when the host is full.
@@ -220,7 +245,12 @@ impl Hub {
     pub fn remove(&self, id: &str) {
         let removed = self.connections.write().ok().and_then(|mut map| map.remove(id));
         if let Some(conn) = removed {
-            self.rooms.leave_all(&conn);
+            let left = self.rooms.leave_all(&conn);
+            if let Some(backplane) = self.backplane()
+                && !left.is_empty()
+            {
+                backplane.left_all(&conn.plugin, left, &conn.id);
+            }
         }
     }
 

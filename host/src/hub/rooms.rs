@@ -68,12 +68,25 @@ impl Rooms {
         Ok(())
     }
 
-    /// Takes a closed connection out of every room it was in.
-    pub fn leave_all(&self, conn: &Connection) {
+    /// Takes a closed connection out of every room it was in; returns them.
+    pub fn leave_all(&self, conn: &Connection) -> Vec<String> {
         let joined = conn.rooms.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
-        for room in joined {
-            self.remove_member(&conn.plugin, &room, &conn.id);
+        for room in &joined {
+            self.remove_member(&conn.plugin, room, &conn.id);
         }
+        joined
+    }
+
+    /// Every (plugin, room, connection) on this host.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, String, Arc<str>)> {
+        let Ok(all) = self.by_plugin.read() else { return Vec::new() };
+        let mut out = Vec::new();
+        for (plugin, rooms) in all.iter() {
+            for (room, members) in rooms {
+                out.extend(members.keys().map(|id| (plugin.clone(), room.clone(), id.clone())));
+            }
+        }
+        out
     }
 
     fn remove_member(&self, plugin: &str, room: &str, id: &str) {

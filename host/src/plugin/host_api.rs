@@ -1,4 +1,5 @@
-//! The host side of the WIT imports: `connections`, `state` and `log`.
+//! The host side of the WIT imports: `connections`, `state`, `rooms`, `kv`
+//! and `log`.
 
 use std::sync::Arc;
 
@@ -111,19 +112,18 @@ impl From<DeliveryError> for HostError {
 impl types::Host for HostApi {}
 
 impl connections::Host for HostApi {
-    fn send(&mut self, id: String, message: Message) -> Result<(), HostError> {
+    async fn send(&mut self, id: String, message: Message) -> Result<(), HostError> {
         self.check_size(&message)?;
-        let target = self.target(&id)?;
-        if Arc::ptr_eq(&target, &self.own) {
-            if target.is_closing() {
+        if *self.own.id == *id {
+            if self.own.is_closing() {
                 return Err(HostError::Closed);
             }
             return self.reply(Outbound::Message(message.into()));
         }
-        Ok(target.send(message.into())?)
+        Ok(self.hub.send_to(Some(&self.own.plugin), &id, message.into()).await?)
     }
 
-    fn close(&mut self, id: String, code: u16, reason: String) -> Result<(), HostError> {
+    async fn close(&mut self, id: String, code: u16, reason: String) -> Result<(), HostError> {
         if !server_may_send(code) {
             return Err(HostError::Invalid(format!(
                 "close code {code} may not be sent by a server: use 1000, 1001, 1003, 1007-1011 or 3000-4999"
@@ -136,7 +136,10 @@ impl connections::Host for HostApi {
             )));
         }
         let frame = WsCloseFrame { code: CloseCode::from(code), reason: reason.into() };
-        let target = self.target(&id)?;
+        let target = match self.target(&id) {
+            Ok(target) => target,
+            Err(_) => return Ok(self.hub.close_remote(&self.own.plugin, &id, &frame).await?),
+        };
         if Arc::ptr_eq(&target, &self.own) {
             if !target.begin_close() {
                 return Err(HostError::Closed);
@@ -184,31 +187,31 @@ impl From<RoomError> for HostError {
 }
 
 impl rooms::Host for HostApi {
-    fn join(&mut self, id: String, room: String) -> Result<(), HostError> {
+    async fn join(&mut self, id: String, room: String) -> Result<(), HostError> {
         let conn = self.target(&id)?;
-        Ok(self.hub.rooms.join(&conn, &room)?)
+        Ok(self.hub.join(&conn, &room).await?)
     }
 
-    fn leave(&mut self, id: String, room: String) -> Result<(), HostError> {
+    async fn leave(&mut self, id: String, room: String) -> Result<(), HostError> {
         let conn = self.target(&id)?;
-        Ok(self.hub.rooms.leave(&conn, &room)?)
+        Ok(self.hub.leave(&conn, &room).await?)
     }
 
-    fn broadcast(&mut self, room: String, message: Message, except: Option<String>) -> Result<u32, HostError> {
+    async fn broadcast(&mut self, room: String, message: Message, except: Option<String>) -> Result<u32, HostError> {
         self.check_size(&message)?;
         let message = message.into();
-        Ok(self.hub.rooms.broadcast(&self.own.plugin, &room, &message, except.as_deref()))
+        Ok(self.hub.broadcast(&self.own.plugin, &room, &message, except.as_deref()).await)
     }
 
-    fn count(&mut self, room: String) -> u32 {
-        self.hub.rooms.count(&self.own.plugin, &room)
+    async fn count(&mut self, room: String) -> u32 {
+        self.hub.count(&self.own.plugin, &room).await
     }
 
-    fn members(&mut self, room: String, limit: u32) -> Vec<String> {
-        self.hub.rooms.members(&self.own.plugin, &room, usize::try_from(limit).unwrap_or(usize::MAX))
+    async fn members(&mut self, room: String, limit: u32) -> Vec<String> {
+        self.hub.members(&self.own.plugin, &room, usize::try_from(limit).unwrap_or(usize::MAX)).await
     }
 
-    fn rooms_of(&mut self, id: String) -> Result<Vec<String>, HostError> {
+    async fn rooms_of(&mut self, id: String) -> Result<Vec<String>, HostError> {
         Ok(self.target(&id)?.rooms())
     }
 }
@@ -217,26 +220,52 @@ impl From<KvError> for HostError {
     fn from(e: KvError) -> Self {
         match e {
             KvError::ValueTooLarge { .. } | KvError::Full(_) => HostError::TooLarge(e.to_string()),
-            KvError::BadKey(_) | KvError::NotAnInteger(_) | KvError::Overflow => HostError::Invalid(e.to_string()),
+            // host-error has no "unavailable" case, and 0.1.x plugins must
+            // keep loading, so an outage is reported as `invalid` with a
+            // text that says so.
+            KvError::BadKey(_) | KvError::NotAnInteger(_) | KvError::Overflow | KvError::Unavailable(_) => {
+                HostError::Invalid(e.to_string())
+            }
         }
     }
 }
 
+/// With a backplane the store is Redis, shared by every host; the checks
+/// on keys and values stay the same.
 impl kv::Host for HostApi {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.store.get(&key)
+    async fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        match self.hub.backplane() {
+            Some(b) => b.kv_get(&self.own.plugin, &key).await,
+            None => self.store.get(&key),
+        }
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), HostError> {
-        Ok(self.store.set(&key, value, ttl_ms.map(std::time::Duration::from_millis))?)
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), HostError> {
+        let ttl = ttl_ms.map(std::time::Duration::from_millis);
+        match self.hub.backplane() {
+            Some(b) => {
+                self.store.check(&key, &value)?;
+                Ok(b.kv_set(&self.own.plugin, &key, &value, ttl).await?)
+            }
+            None => Ok(self.store.set(&key, value, ttl)?),
+        }
     }
 
-    fn delete(&mut self, key: String) -> bool {
-        self.store.delete(&key)
+    async fn delete(&mut self, key: String) -> bool {
+        match self.hub.backplane() {
+            Some(b) => b.kv_delete(&self.own.plugin, &key).await,
+            None => self.store.delete(&key),
+        }
     }
 
-    fn increment(&mut self, key: String, delta: i64) -> Result<i64, HostError> {
-        Ok(self.store.increment(&key, delta)?)
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, HostError> {
+        match self.hub.backplane() {
+            Some(b) => {
+                self.store.check(&key, &[])?;
+                Ok(b.kv_increment(&self.own.plugin, &key, delta).await?)
+            }
+            None => Ok(self.store.increment(&key, delta)?),
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! real tokio-tungstenite client.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -197,6 +199,11 @@ impl Host {
     pub fn signal(&self, sig: &str) {
         let status = std::process::Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
         assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{sig} failed");
+    }
+
+    /// Kills the process the hard way, as a crash would.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill host");
     }
 
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {

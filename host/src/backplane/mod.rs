@@ -1,0 +1,422 @@
+//! Scale-out over Redis: several hosts behind a load balancer act as one.
+//!
+//! * Broadcasts are delivered locally, then published on one channel that
+//!   every host subscribes to; each delivers to its own members.
+//! * A send or close for a connection of another host is published on that
+//!   host's own channel (connection ids start with their host's id).
+//! * Room membership is kept in Redis sets, so counts and listings are
+//!   cluster-wide; each host renews a lease and sweeps hosts whose lease ran
+//!   out, so a dead host's members disappear.
+//! * The key-value store is Redis strings.
+//!
+//! When Redis is unreachable a host keeps serving its own connections and
+//! rooms, reports the outage, and reconnects with backoff; it then rewrites
+//! its memberships, since a long outage may have had it swept.
+//! Pub/sub is at-most-once: what is published during an outage is lost.
+
+mod envelope;
+mod link;
+mod membership;
+mod scripts;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use redis::{FromRedisValue, RedisError};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+pub use envelope::{DecodeError, Envelope, Payload};
+
+use crate::config::RedisConfig;
+use crate::hub::kv::KvError;
+use crate::hub::{DeliveryError, Hub};
+use crate::metrics::{BackplaneMetrics, CrossHost};
+use membership::Op;
+use scripts::Keys;
+
+/// Memberships changes waiting to be written; past this, the host rewrites
+/// all of its memberships instead of queueing more.
+const MEMBERSHIP_QUEUE: usize = 65_536;
+
+/// Why the backplane could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("redis.url: {0}")]
+pub struct BackplaneError(#[from] RedisError);
+
+/// The link to Redis, as `/healthz` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkStatus {
+    /// "up" or "down".
+    pub status: &'static str,
+    /// This host's id: the prefix of its connection ids.
+    pub host: String,
+    /// When the link last went up or down (RFC 3339).
+    pub since: String,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// This host's membership of the cluster.
+pub struct Backplane {
+    host_id: Arc<str>,
+    keys: Keys,
+    client: redis::Client,
+    timeout: Duration,
+    heartbeat: Duration,
+    host_timeout: Duration,
+    max_backoff: Duration,
+    /// The command connection, while Redis is reachable.
+    conn: ArcSwapOption<MultiplexedConnection>,
+    /// Reachable, and this host's memberships are written: cluster-wide
+    /// answers can be trusted.
+    up: AtomicBool,
+    status: Mutex<(bool, SystemTime, Option<String>)>,
+    /// Cancelled when a command finds the connection broken, so the
+    /// supervisor reconnects without waiting for the next heartbeat.
+    session: Mutex<CancellationToken>,
+    ops: mpsc::Sender<Op>,
+    /// The membership queue overflowed: rewrite everything.
+    resync_needed: AtomicBool,
+    hub: Weak<Hub>,
+    metrics: BackplaneMetrics,
+    stop: CancellationToken,
+}
+
+impl Backplane {
+    /// Joins the cluster on `config.url` in the background: the host serves
+    /// at once, and reports in `/healthz` until Redis answers.
+    pub fn start(config: &RedisConfig, hub: &Arc<Hub>, metrics: BackplaneMetrics) -> Result<Arc<Self>, BackplaneError> {
+        let url = config.url.as_deref().unwrap_or_default();
+        let client = redis::Client::open(url)?;
+        let (ops, ops_rx) = mpsc::channel(MEMBERSHIP_QUEUE);
+        let backplane = Arc::new(Self {
+            host_id: hub.host_id().into(),
+            keys: Keys::new(&config.prefix),
+            client,
+            timeout: config.timeout,
+            heartbeat: config.heartbeat,
+            host_timeout: config.host_timeout,
+            max_backoff: config.max_backoff,
+            conn: ArcSwapOption::empty(),
+            up: AtomicBool::new(false),
+            status: Mutex::new((false, SystemTime::now(), Some("connecting".into()))),
+            session: Mutex::new(CancellationToken::new()),
+            ops,
+            resync_needed: AtomicBool::new(false),
+            hub: Arc::downgrade(hub),
+            metrics,
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(membership::write(backplane.clone(), ops_rx));
+        tokio::spawn(link::supervise(backplane.clone()));
+        Ok(backplane)
+    }
+
+    /// Waits up to `wait` for the first connection, so a host whose Redis
+    /// is there starts as part of the cluster; one whose Redis is not
+    /// starts anyway, degraded.
+    pub async fn ready(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.is_up() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.is_up()
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        let (up, since, error) = self.status.lock().map(|s| s.clone()).unwrap_or((false, SystemTime::now(), None));
+        LinkStatus {
+            status: if up { "up" } else { "down" },
+            host: self.host_id.to_string(),
+            since: humantime::format_rfc3339_seconds(since).to_string(),
+            error,
+        }
+    }
+
+    /// The command connection, if cluster-wide answers can be trusted now.
+    fn link(&self) -> Option<MultiplexedConnection> {
+        if !self.is_up() {
+            return None;
+        }
+        self.conn.load().as_deref().cloned()
+    }
+
+    /// Notes a failed command; a broken connection makes the supervisor
+    /// reconnect now.
+    fn failed(&self, error: &RedisError) {
+        self.metrics.errors.inc();
+        if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() || error.is_connection_refusal() {
+            if let Ok(mut status) = self.status.lock() {
+                status.2 = Some(error.to_string());
+            }
+            if let Ok(session) = self.session.lock() {
+                session.cancel();
+            }
+        } else {
+            tracing::warn!("Redis refused a command: {error}");
+        }
+    }
+
+    /// Runs one command or pipeline; `None` when Redis is not reachable.
+    async fn query<T: FromRedisValue>(&self, cmd: &impl Query) -> Option<Result<T, RedisError>> {
+        let mut conn = self.link()?;
+        let result = cmd.run(&mut conn).await;
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        Some(result)
+    }
+
+    // --- Rooms -----------------------------------------------------------
+
+    /// Records a join in Redis; returns once written (or skipped while
+    /// Redis is unreachable: it is written on reconnection).
+    pub async fn join(&self, plugin: &str, room: &str, conn: &str) {
+        self.membership(Op::Join { room_key: self.keys.room(plugin, room), conn: conn.into(), done: None }).await;
+    }
+
+    pub async fn leave(&self, plugin: &str, room: &str, conn: &str) {
+        self.membership(Op::Leave { room_key: self.keys.room(plugin, room), conn: conn.into(), done: None }).await;
+    }
+
+    async fn membership(&self, mut op: Op) {
+        let (done, written) = oneshot::channel();
+        op.set_done(done);
+        if self.ops.send(op).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+
+    /// A closed connection left `rooms`; written in the background.
+    pub fn left_all(&self, plugin: &str, rooms: Vec<String>, conn: &str) {
+        for room in rooms {
+            let op = Op::Leave { room_key: self.keys.room(plugin, &room), conn: conn.into(), done: None };
+            if self.ops.try_send(op).is_err() {
+                self.resync_needed.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Publishes a broadcast that this host has delivered to its own
+    /// members. Returns the room's size across the cluster, or `None`
+    /// when Redis is unreachable (other hosts miss it).
+    pub async fn broadcast(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) -> Option<u64> {
+        let envelope = Envelope::Broadcast {
+            origin: self.host_id.as_ref().into(),
+            plugin: plugin.into(),
+            room: room.into(),
+            except: except.map(Into::into),
+            message: Payload::of(message)?,
+        };
+        let mut pipe = redis::pipe();
+        pipe.publish(self.keys.broadcast_channel(), envelope.encode()).ignore().scard(self.keys.room(plugin, room));
+        match self.query::<(u64,)>(&pipe).await {
+            Some(Ok((size,))) => {
+                self.metrics.published(CrossHost::Broadcast);
+                Some(size)
+            }
+            _ => {
+                self.metrics.dropped(CrossHost::Broadcast);
+                None
+            }
+        }
+    }
+
+    /// The room's size across the cluster; `None` when unreachable.
+    pub async fn count(&self, plugin: &str, room: &str) -> Option<u32> {
+        let n: u64 = self.query(redis::cmd("SCARD").arg(self.keys.room(plugin, room))).await?.ok()?;
+        Some(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    pub async fn members(&self, plugin: &str, room: &str, limit: usize) -> Option<Vec<String>> {
+        if limit == 0 {
+            return Some(Vec::new());
+        }
+        self.query(redis::cmd("SRANDMEMBER").arg(self.keys.room(plugin, room)).arg(limit)).await?.ok()
+    }
+
+    // --- Connections on other hosts -------------------------------------
+
+    /// Sends to a connection of another host. `NotFound` when that host is
+    /// not listening (gone, or Redis unreachable).
+    pub async fn send(&self, plugin: Option<&str>, to: &str, message: &Message) -> Result<(), DeliveryError> {
+        let payload = Payload::of(message).ok_or(DeliveryError::NotFound)?;
+        let envelope = Envelope::Send { plugin: plugin.map(Into::into), to: to.into(), message: payload };
+        self.direct(to, CrossHost::Send, &envelope).await
+    }
+
+    pub async fn close(&self, plugin: &str, to: &str, frame: &CloseFrame) -> Result<(), DeliveryError> {
+        let envelope = Envelope::Close {
+            plugin: plugin.into(),
+            to: to.into(),
+            code: frame.code.into(),
+            reason: frame.reason.as_str().into(),
+        };
+        self.direct(to, CrossHost::Close, &envelope).await
+    }
+
+    async fn direct(&self, to: &str, kind: CrossHost, envelope: &Envelope<'_>) -> Result<(), DeliveryError> {
+        let host = Hub::host_of(to).ok_or(DeliveryError::NotFound)?;
+        let channel = self.keys.host_channel(host);
+        match self.query::<u64>(redis::cmd("PUBLISH").arg(channel).arg(envelope.encode())).await {
+            Some(Ok(listeners)) if listeners > 0 => {
+                self.metrics.published(kind);
+                Ok(())
+            }
+            Some(Ok(_)) => Err(DeliveryError::NotFound),
+            _ => {
+                self.metrics.dropped(kind);
+                Err(DeliveryError::NotFound)
+            }
+        }
+    }
+
+    /// Acts on an envelope another host published.
+    fn receive(&self, bytes: &[u8]) {
+        let Some(hub) = self.hub.upgrade() else { return };
+        let envelope = match Envelope::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("ignoring a backplane message: {e}");
+                return;
+            }
+        };
+        match envelope {
+            Envelope::Broadcast { origin, plugin, room, except, message } => {
+                // The publisher has served its own members already.
+                if *origin == *self.host_id {
+                    return;
+                }
+                self.metrics.received(CrossHost::Broadcast);
+                hub.rooms.broadcast(&plugin, &room, &message.into_message(), except.as_deref());
+            }
+            Envelope::Send { plugin, to, message } => {
+                self.metrics.received(CrossHost::Send);
+                let conn = match plugin {
+                    Some(plugin) => hub.get(&plugin, &to),
+                    None => hub.get_any(&to),
+                };
+                if let Some(conn) = conn {
+                    let _ = conn.send(message.into_message());
+                }
+            }
+            Envelope::Close { plugin, to, code, reason } => {
+                self.metrics.received(CrossHost::Close);
+                if let Some(conn) = hub.get(&plugin, &to) {
+                    let _ = conn.close(CloseFrame { code: CloseCode::from(code), reason: reason.into_owned().into() });
+                }
+            }
+        }
+    }
+
+    // --- Key-value store --------------------------------------------------
+
+    fn unreachable() -> KvError {
+        KvError::Unavailable("Redis is unreachable".into())
+    }
+
+    fn store_error(e: RedisError) -> KvError {
+        let text = e.to_string();
+        if text.contains("overflow") {
+            KvError::Overflow
+        } else if text.contains("not an integer") {
+            KvError::NotAnInteger(String::new())
+        } else {
+            KvError::Unavailable(text)
+        }
+    }
+
+    /// `None` both when the key is absent and when Redis is unreachable:
+    /// the WIT `get` has no error case.
+    pub async fn kv_get(&self, plugin: &str, key: &str) -> Option<Vec<u8>> {
+        self.query(redis::cmd("GET").arg(self.keys.kv(plugin, key))).await?.ok()?
+    }
+
+    pub async fn kv_set(&self, plugin: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.kv(plugin, key)).arg(value);
+        if let Some(ttl) = ttl {
+            // Redis refuses PX 0; a zero TTL means already expired.
+            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
+        self.query::<()>(&cmd).await.ok_or_else(Self::unreachable)?.map_err(Self::store_error)
+    }
+
+    pub async fn kv_delete(&self, plugin: &str, key: &str) -> bool {
+        let removed: Option<u64> =
+            self.query(redis::cmd("DEL").arg(self.keys.kv(plugin, key))).await.and_then(Result::ok);
+        removed.unwrap_or(0) > 0
+    }
+
+    pub async fn kv_increment(&self, plugin: &str, key: &str, delta: i64) -> Result<i64, KvError> {
+        let cmd = redis::cmd("INCRBY").arg(self.keys.kv(plugin, key)).arg(delta).to_owned();
+        let result = self.query::<i64>(&cmd).await.ok_or_else(Self::unreachable)?;
+        result.map_err(|e| match Self::store_error(e) {
+            KvError::NotAnInteger(_) => KvError::NotAnInteger(key.into()),
+            other => other,
+        })
+    }
+
+    /// Leaves the cluster at shutdown: this host's memberships and lease
+    /// go now rather than at `host_timeout`.
+    pub async fn shutdown(&self) {
+        if let Some(conn) = self.conn.load().as_deref() {
+            let mut conn = conn.clone();
+            let index = self.keys.host_index(&self.host_id);
+            let leave = async {
+                scripts::FORGET.key(index).invoke_async::<u64>(&mut conn).await?;
+                redis::cmd("ZREM").arg(self.keys.hosts()).arg(&*self.host_id).query_async::<()>(&mut conn).await
+            };
+            match tokio::time::timeout(self.timeout, leave).await {
+                Ok(Ok(())) => tracing::info!("left the Redis cluster"),
+                Ok(Err(e)) => {
+                    tracing::warn!("could not leave the Redis cluster cleanly ({e}); it sweeps this host later")
+                }
+                Err(_) => tracing::warn!("Redis did not answer at shutdown; the cluster sweeps this host later"),
+            }
+        }
+        self.stop.cancel();
+    }
+}
+
+/// A command or a pipeline.
+trait Query {
+    fn run<T: FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> impl Future<Output = Result<T, RedisError>> + Send;
+}
+
+impl Query for redis::Cmd {
+    fn run<T: FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> impl Future<Output = Result<T, RedisError>> + Send {
+        self.query_async(conn)
+    }
+}
+
+impl Query for redis::Pipeline {
+    fn run<T: FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> impl Future<Output = Result<T, RedisError>> + Send {
+        self.query_async(conn)
+    }
+}

@@ -1,0 +1,97 @@
+//! Where an operation goes: this host's connections and rooms, and, when
+//! the host is part of a cluster, the other hosts through the backplane.
+//! Without a backplane every call here is purely local.
+
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use super::rooms::RoomError;
+use super::{Connection, DeliveryError, Hub};
+
+impl Hub {
+    /// The backplane, if connection `id` belongs to another host.
+    fn remote(&self, id: &str) -> Option<&Arc<crate::backplane::Backplane>> {
+        let backplane = self.backplane()?;
+        Hub::host_of(id).filter(|host| *host != self.host_id).map(|_| backplane)
+    }
+
+    /// Queues `message` for connection `id` of `plugin` (any plugin when
+    /// `None`: the operator's API), on whichever host it is.
+    pub async fn send_to(&self, plugin: Option<&str>, id: &str, message: Message) -> Result<(), DeliveryError> {
+        let local = match plugin {
+            Some(plugin) => self.get(plugin, id),
+            None => self.get_any(id),
+        };
+        if let Some(conn) = local {
+            return conn.send(message);
+        }
+        match self.remote(id) {
+            Some(backplane) => backplane.send(plugin, id, &message).await,
+            None => Err(DeliveryError::NotFound),
+        }
+    }
+
+    /// Starts closing a connection of another host (local ones are closed
+    /// directly by the caller, which may need the close in order).
+    pub async fn close_remote(&self, plugin: &str, id: &str, frame: &CloseFrame) -> Result<(), DeliveryError> {
+        match self.remote(id) {
+            Some(backplane) => backplane.close(plugin, id, frame).await,
+            None => Err(DeliveryError::NotFound),
+        }
+    }
+
+    pub async fn join(&self, conn: &Arc<Connection>, room: &str) -> Result<(), RoomError> {
+        self.rooms.join(conn, room)?;
+        if let Some(backplane) = self.backplane() {
+            backplane.join(&conn.plugin, room, &conn.id).await;
+        }
+        Ok(())
+    }
+
+    pub async fn leave(&self, conn: &Connection, room: &str) -> Result<(), RoomError> {
+        self.rooms.leave(conn, room)?;
+        if let Some(backplane) = self.backplane() {
+            backplane.leave(&conn.plugin, room, &conn.id).await;
+        }
+        Ok(())
+    }
+
+    /// Queues `message` for every member of `room`, cluster-wide, except
+    /// `except`. Returns the members it was queued for here plus the
+    /// members on other hosts, to which it was published.
+    pub async fn broadcast(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) -> u32 {
+        let here = self.rooms.broadcast(plugin, room, message, except);
+        let Some(backplane) = self.backplane() else { return here };
+        let local_members = u64::from(self.rooms.count(plugin, room));
+        match backplane.broadcast(plugin, room, message, except).await {
+            Some(cluster_members) => {
+                let elsewhere = cluster_members.saturating_sub(local_members);
+                u32::try_from(u64::from(here) + elsewhere).unwrap_or(u32::MAX)
+            }
+            None => here,
+        }
+    }
+
+    /// Members of `room` across the cluster (this host's alone while Redis
+    /// is unreachable).
+    pub async fn count(&self, plugin: &str, room: &str) -> u32 {
+        if let Some(backplane) = self.backplane()
+            && let Some(n) = backplane.count(plugin, room).await
+        {
+            return n;
+        }
+        self.rooms.count(plugin, room)
+    }
+
+    pub async fn members(&self, plugin: &str, room: &str, limit: usize) -> Vec<String> {
+        let limit = limit.min(super::rooms::MAX_MEMBERS_LISTED);
+        if let Some(backplane) = self.backplane()
+            && let Some(listed) = backplane.members(plugin, room, limit).await
+        {
+            return listed;
+        }
+        self.rooms.members(plugin, room, limit)
+    }
+}

@@ -1,0 +1,243 @@
+//! Scale-out: two real host processes on one real `redis-server`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{Redis, cluster_host};
+use common::*;
+
+/// Polls `probe` until it returns what `done` accepts; a guard against a
+/// hang, not a timing assertion.
+async fn eventually<T: std::fmt::Debug>(what: &str, mut probe: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let value = probe().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}; last seen {value:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn healthz(host: &Host) -> serde_json::Value {
+    host.get_json("/healthz").await
+}
+
+async fn joined(host: &Host, room: &str) -> Client {
+    let mut ws = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, &format!("join {room}")).await, "ok");
+    ws
+}
+
+#[tokio::test]
+async fn broadcasts_reach_room_members_on_every_host() {
+    let redis = Redis::start().await;
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut a1 = joined(&a, "lobby").await;
+    let mut a2 = joined(&a, "lobby").await;
+    let mut b1 = joined(&b, "lobby").await;
+    let mut b2 = joined(&b, "lobby").await;
+
+    // Counts and listings are cluster-wide, seen the same from both hosts.
+    assert_eq!(ask(&mut a1, "count lobby").await, "4");
+    assert_eq!(ask(&mut b1, "count lobby").await, "4");
+    let b2_id = ask(&mut b2, "whoami").await;
+    let listed = ask(&mut a1, "members lobby").await;
+    assert_eq!(listed.split(',').count(), 4, "{listed}");
+    assert!(listed.split(',').any(|id| id == b2_id), "{listed} lacks {b2_id}");
+
+    assert_eq!(ask(&mut a1, "bcast lobby from-a").await, "delivered 3");
+    for ws in [&mut a2, &mut b1, &mut b2] {
+        assert_eq!(expect_text(ws).await, "from-a");
+    }
+    // Order is kept from one sender, across hosts.
+    for i in 0..50 {
+        send_text(&mut b1, &format!("bcast lobby m{i}")).await;
+    }
+    for i in 0..50 {
+        assert_eq!(expect_text(&mut b1).await, "delivered 3");
+        for ws in [&mut a1, &mut a2, &mut b2] {
+            assert_eq!(expect_text(ws).await, format!("m{i}"));
+        }
+    }
+
+    // Leaving is cluster-wide too.
+    assert_eq!(ask(&mut b2, "leave lobby").await, "ok");
+    assert_eq!(ask(&mut a1, "count lobby").await, "3");
+    assert_eq!(ask(&mut a1, "bcast lobby after-leave").await, "delivered 2");
+    assert_eq!(expect_text(&mut b1).await, "after-leave");
+    assert_eq!(ask(&mut b2, "whoami").await, b2_id, "b2 must not have received the broadcast");
+}
+
+#[tokio::test]
+async fn a_send_reaches_a_connection_on_another_host() {
+    let redis = Redis::start().await;
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut x = a.connect("/ws/testbed").await;
+    let mut y = b.connect("/ws/testbed").await;
+    let y_id = ask(&mut y, "whoami").await;
+    assert_ne!(y_id.split('-').next(), ask(&mut x, "whoami").await.split('-').next(), "hosts share an id");
+
+    assert_eq!(ask(&mut x, &format!("send {y_id} over-redis")).await, "sent");
+    assert_eq!(expect_text(&mut y).await, "over-redis");
+
+    // A host that is not in the cluster: not-found, as for a closed connection.
+    assert_eq!(ask(&mut x, "send 0badbeef-1 nobody").await, "error HostError::NotFound");
+}
+
+#[tokio::test]
+async fn the_publish_api_reaches_every_host() {
+    let redis = Redis::start().await;
+    let token = "a-token-of-sixteen-chars";
+    let a = cluster_host(&redis, &["--api-token", token]).await;
+    let b = cluster_host(&redis, &["--api-token", token]).await;
+    let mut b1 = joined(&b, "news").await;
+    let b1_id = ask(&mut b1, "whoami").await;
+    let client = reqwest::Client::new();
+
+    let response = client
+        .post(a.http("/api/rooms/news/messages?plugin=testbed"))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body("headline")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<serde_json::Value>().await.expect("JSON")["delivered"], 1);
+    assert_eq!(expect_text(&mut b1).await, "headline");
+
+    let response = client
+        .post(a.http(&format!("/api/connections/{b1_id}/messages")))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body("just-you")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    assert_eq!(expect_text(&mut b1).await, "just-you");
+}
+
+#[tokio::test]
+async fn the_key_value_store_is_shared_and_increments_are_atomic() {
+    let redis = Redis::start().await;
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut x = a.connect("/ws/testbed").await;
+    let mut y = b.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut x, "kvset greeting hello").await, "ok");
+    assert_eq!(ask(&mut y, "kvget greeting").await, "hello");
+    assert_eq!(ask(&mut y, "kvdel greeting").await, "true");
+    assert_eq!(ask(&mut x, "kvget greeting").await, "none");
+    assert!(ask(&mut y, "kvset greeting text").await == "ok");
+    let refused = ask(&mut x, "incr greeting").await;
+    assert!(refused.contains("Invalid") && refused.contains("not a decimal integer"), "{refused}");
+
+    // 10 clients on each host, 20 increments each, all at once.
+    let mut tasks = Vec::new();
+    for host in [&a, &b] {
+        for _ in 0..10 {
+            let mut ws = host.connect("/ws/testbed").await;
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..20 {
+                    send_text(&mut ws, "incr hits").await;
+                }
+                for _ in 0..20 {
+                    let n: i64 = expect_text(&mut ws).await.parse().expect("a number");
+                    assert!((1..=400).contains(&n));
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    assert_eq!(ask(&mut x, "incr hits 0").await, "400");
+}
+
+#[tokio::test]
+async fn a_redis_outage_keeps_local_service_and_cross_host_delivery_resumes() {
+    let mut redis = Redis::start().await;
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut a1 = joined(&a, "r").await;
+    let mut a2 = joined(&a, "r").await;
+    let mut b1 = joined(&b, "r").await;
+    assert_eq!(healthz(&a).await["status"], "ok");
+    assert_eq!(ask(&mut a1, "count r").await, "3");
+
+    redis.kill().await;
+    let health = eventually("reported the outage", async || healthz(&a).await, |h| h["status"] == "degraded").await;
+    assert_eq!(health["redis"]["status"], "down");
+    assert!(health["redis"]["error"].is_string(), "{health}");
+    let metrics = a.get_text("/metrics").await.1;
+    assert!(metrics.contains("wasmsocket_redis_up 0"), "{metrics}");
+
+    // This host's connections and rooms keep working.
+    assert_eq!(ask(&mut a1, "whoami").await.split('-').count(), 2);
+    assert_eq!(ask(&mut a1, "bcast r local-only").await, "delivered 1");
+    assert_eq!(expect_text(&mut a2).await, "local-only");
+    assert_eq!(ask(&mut a1, "count r").await, "2", "counts fall back to this host's members");
+    assert!(ask(&mut a1, "kvset k v").await.contains("unavailable"));
+    assert!(a.wait_for_log("lost Redis").await);
+
+    // A new, empty Redis on the same port: hosts reconnect on their own and
+    // write their memberships again.
+    redis.restart().await;
+    for host in [&a, &b] {
+        eventually("recovered", async || healthz(host).await, |h| h["status"] == "ok").await;
+    }
+    assert!(a.wait_for_log("reconnected to Redis").await);
+    assert_eq!(ask(&mut a1, "count r").await, "3");
+    assert_eq!(ask(&mut b1, "bcast r back").await, "delivered 2");
+    assert_eq!(expect_text(&mut a1).await, "back");
+    assert_eq!(expect_text(&mut a2).await, "back");
+    assert_eq!(ask(&mut a1, "kvset k v").await, "ok");
+}
+
+#[tokio::test]
+async fn a_dead_hosts_members_leave_the_counts() {
+    let redis = Redis::start().await;
+    let a = cluster_host(&redis, &[]).await;
+    let mut b = cluster_host(&redis, &[]).await;
+    let mut a1 = joined(&a, "r").await;
+    let _b1 = joined(&b, "r").await;
+    let _b2 = joined(&b, "r").await;
+    assert_eq!(ask(&mut a1, "count r").await, "3");
+
+    // A crash: no clean-up by the host itself, its lease runs out.
+    b.kill().await;
+    eventually("dropped the dead host's members", async || ask(&mut a1, "count r").await, |n| n == "1").await;
+    assert!(a.wait_for_log("swept the room memberships").await);
+
+    // A clean shutdown leaves at once.
+    let c = cluster_host(&redis, &[]).await;
+    let _c1 = joined(&c, "r").await;
+    assert_eq!(ask(&mut a1, "count r").await, "2");
+    c.signal("TERM");
+    eventually("dropped the stopped host's members", async || ask(&mut a1, "count r").await, |n| n == "1").await;
+}
+
+#[tokio::test]
+async fn a_host_starts_without_redis_and_joins_when_it_appears() {
+    // A Redis that is not there yet: the host serves regardless.
+    let mut redis = Redis::start().await;
+    redis.kill().await;
+    let a = cluster_host(&redis, &[]).await;
+    let health = healthz(&a).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let mut ws = a.connect("/ws/echo").await;
+    send_text(&mut ws, "still here").await;
+    assert_eq!(expect_text(&mut ws).await, "still here");
+    assert!(a.wait_for_log("cannot reach Redis").await);
+
+    redis.restart().await;
+    eventually("joined", async || healthz(&a).await, |h| h["status"] == "ok").await;
+}
+
+#[tokio::test]
+async fn a_bad_redis_url_is_refused_at_start_naming_the_field() {
+    let err = Host::spawn(&["--redis".into(), "http://127.0.0.1:6379".into()]).await.err().expect("must not start");
+    assert!(err.contains("redis.url") && err.contains("redis://"), "{err}");
+}
