@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{Redis, cluster_host};
+use common::redis::{Redis, cluster_host, cluster_host_with};
 use common::*;
 
 /// Polls `probe` until it returns what `done` accepts; a guard against a
@@ -155,6 +155,30 @@ async fn the_key_value_store_is_shared_and_increments_are_atomic() {
         t.await.expect("client task");
     }
     assert_eq!(ask(&mut x, "incr hits 0").await, "400");
+}
+
+#[tokio::test]
+async fn the_chat_example_works_across_hosts() {
+    let redis = Redis::start().await;
+    let chat = std::fs::read(env!("WASMSOCKET_CHAT_WASM")).expect("chat example");
+    let a = cluster_host_with(&redis, &[("chat.wasm", &chat)], &[]).await;
+    let b = cluster_host_with(&redis, &[("chat.wasm", &chat)], &[]).await;
+    let mut ann = a.connect("/ws/chat?room=tea&nick=ann").await;
+    assert_eq!(expect_text(&mut ann).await, "* you are ann in tea (1 here)");
+    let mut bob = b.connect("/ws/chat?room=tea&nick=bob").await;
+    assert_eq!(expect_text(&mut bob).await, "* you are bob in tea (2 here)");
+    assert_eq!(expect_text(&mut ann).await, "* bob joined tea");
+    send_text(&mut ann, "hello bob").await;
+    assert_eq!(expect_text(&mut bob).await, "ann: hello bob");
+    drop(bob);
+    assert_eq!(expect_text(&mut ann).await, "* bob left tea");
+
+    // Guest numbers come from the shared store: no two hosts hand out the same.
+    let mut first = a.connect("/ws/chat?room=x").await;
+    let mut second = b.connect("/ws/chat?room=y").await;
+    let (first, second) = (expect_text(&mut first).await, expect_text(&mut second).await);
+    assert!(first.starts_with("* you are guest-") && second.starts_with("* you are guest-"), "{first} / {second}");
+    assert_ne!(first.split(' ').nth(3), second.split(' ').nth(3));
 }
 
 #[tokio::test]

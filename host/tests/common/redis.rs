@@ -74,7 +74,12 @@ pub fn cluster_config(redis: &Redis, dir: &Path) -> String {
 
 /// A host with the testbed plugin on `redis`, plus `args`.
 pub async fn cluster_host(redis: &Redis, args: &[&str]) -> Host {
-    let dir: TempDir = plugins_dir(&[]);
+    cluster_host_with(redis, &[], args).await
+}
+
+/// Same, with more plugins as `(file name, bytes)`.
+pub async fn cluster_host_with(redis: &Redis, plugins: &[(&str, &[u8])], args: &[&str]) -> Host {
+    let dir: TempDir = plugins_dir(plugins);
     let config = cluster_config(redis, &dir.0);
     let mut all = vec!["--config", config.as_str()];
     all.extend_from_slice(args);
