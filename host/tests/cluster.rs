@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::redis::{Redis, cluster_host, cluster_host_with};
@@ -85,6 +87,20 @@ async fn a_send_reaches_a_connection_on_another_host() {
 
     // A host that is not in the cluster: not-found, as for a closed connection.
     assert_eq!(ask(&mut x, "send 0badbeef-1 nobody").await, "error HostError::NotFound");
+
+    // Closing crosses hosts too, with the code and reason.
+    assert_eq!(ask(&mut x, &format!("kick {y_id} 4001 moved elsewhere")).await, "ok");
+    let frame = expect_close(&mut y).await;
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4001, "moved elsewhere"));
+
+    let metrics = a.get_text("/metrics").await.1;
+    for line in
+        ["wasmsocket_redis_published_total{kind=\"Send\"} 1", "wasmsocket_redis_published_total{kind=\"Close\"} 1"]
+    {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let metrics = b.get_text("/metrics").await.1;
+    assert!(metrics.contains("wasmsocket_redis_received_total{kind=\"Send\"} 1"), "{metrics}");
 }
 
 #[tokio::test]
@@ -191,6 +207,23 @@ async fn a_redis_outage_keeps_local_service_and_cross_host_delivery_resumes() {
     assert_eq!(healthz(&a).await["status"], "ok");
     assert_eq!(ask(&mut a1, "count r").await, "3");
 
+    // Echo traffic on host A runs through the outage and the recovery
+    // without a single loss.
+    let mut echo = a.connect("/ws/echo").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                send_text(&mut echo, &format!("e{n}")).await;
+                assert_eq!(expect_text(&mut echo).await, format!("e{n}"));
+                n += 1;
+            }
+            n
+        })
+    };
+
     redis.kill().await;
     let health = eventually("reported the outage", async || healthz(&a).await, |h| h["status"] == "degraded").await;
     assert_eq!(health["redis"]["status"], "down");
@@ -218,6 +251,34 @@ async fn a_redis_outage_keeps_local_service_and_cross_host_delivery_resumes() {
     assert_eq!(expect_text(&mut a1).await, "back");
     assert_eq!(expect_text(&mut a2).await, "back");
     assert_eq!(ask(&mut a1, "kvset k v").await, "ok");
+    stop.store(true, Ordering::Relaxed);
+    let echoed = traffic.await.expect("echo traffic never failed");
+    assert!(echoed > 0);
+}
+
+#[tokio::test]
+async fn a_hung_redis_is_detected_and_the_host_recovers_when_it_answers_again() {
+    let redis = Redis::start().await;
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut a1 = joined(&a, "r").await;
+    let mut a2 = joined(&a, "r").await;
+    let mut b1 = joined(&b, "r").await;
+
+    // Frozen, not dead: connections stay open but nothing answers, as in a
+    // network partition. Commands time out (redis.timeout) and the host
+    // goes degraded instead of waiting forever.
+    redis.signal("STOP");
+    eventually("noticed the hung Redis", async || healthz(&a).await, |h| h["status"] == "degraded").await;
+    assert_eq!(ask(&mut a1, "bcast r during").await, "delivered 1");
+    assert_eq!(expect_text(&mut a2).await, "during");
+
+    redis.signal("CONT");
+    for host in [&a, &b] {
+        eventually("recovered", async || healthz(host).await, |h| h["status"] == "ok").await;
+    }
+    assert_eq!(ask(&mut b1, "bcast r after").await, "delivered 2");
+    assert_eq!(expect_text(&mut a1).await, "after");
+    assert_eq!(expect_text(&mut a2).await, "after");
 }
 
 #[tokio::test]

@@ -53,6 +53,13 @@ impl Redis {
         }
     }
 
+    /// Sends a signal, e.g. `STOP` to freeze it and `CONT` to resume.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("redis-server is running");
+        let status = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{sig} redis-server failed");
+    }
+
     async fn answers(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
         let mut reply = [0u8; 7];

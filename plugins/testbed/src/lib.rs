@@ -6,6 +6,7 @@
 //! - `trap`, `loop`, `oom`: fail in that way.
 //! - `close CODE REASON`: ask the host to close this connection.
 //! - `send ID TEXT`: send TEXT to connection ID; replies `sent` or the error.
+//! - `kick ID CODE REASON`: close connection ID; replies `ok` or the error.
 //! - `set TEXT` / `get`: store TEXT in the connection's host-kept state / read it back.
 //! - `whoami`: replies with this connection's id.
 //! - `join ROOM`, `leave ROOM`: room membership; replies `ok` or the error.
@@ -79,6 +80,13 @@ impl Guest for Testbed {
                 if let Err(e) = connections::close(&id, code, reason) {
                     reply(&id, Message::Text(format!("error {e:?}")));
                 }
+            }
+            "kick" => {
+                // kick ID CODE REASON: close another connection.
+                let mut parts = rest.splitn(3, ' ');
+                let (target, code, reason) = (parts.next().unwrap_or(""), parts.next(), parts.next().unwrap_or(""));
+                let code = code.and_then(|c| c.parse().ok()).unwrap_or(1000);
+                reply(&id, Message::Text(outcome(connections::close(target, code, reason))));
             }
             "send" => {
                 let (target, body) = rest.split_once(' ').unwrap_or((rest, ""));
