@@ -27,17 +27,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::Ws;
+use common::redis_server::Redis;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Long enough for a loaded machine; only a guard against a hang.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -134,57 +129,6 @@ async fn run(o: Options) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A `redis-server` of our own, killed when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        // Nothing persisted: the data set is thrown away with the process.
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("redis-server is not on PATH: install redis-server, e.g. apt-get install redis-server");
-                std::process::exit(1);
-            }
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
-        let redis = Redis { port, child };
-        let deadline = Instant::now() + PATIENCE;
-        while redis.command("PING").await.as_deref() != Some("+PONG") {
-            assert!(Instant::now() < deadline, "redis-server did not answer on port {port}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Sends one inline command; the first line of the reply.
-    async fn command(&self, command: &str) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
-        stream.write_all(format!("{command}\r\n").as_bytes()).await.ok()?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).await.ok()?;
-        Some(line.trim_end().to_string())
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().expect("redis-server running")
-    }
-}
-
 /// A host with the testbed plugin of `dir`, on `redis` (with its key
 /// prefix) if given.
 async fn host(dir: &Path, redis: Option<(&Redis, &str)>) -> common::Server {
@@ -270,16 +214,7 @@ impl Fanout {
         for i in 0..n {
             let mut ws = connect(servers[i % hosts].addr).await;
             assert_eq!(ask(&mut ws, "join room").await, "ok", "join");
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let mut round = 0;
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() {
-                        let _ = done.send(round);
-                        round += 1;
-                    }
-                }
-            });
+            common::report_copies(ws, done_tx.clone());
         }
         let mut sender = connect(servers[0].addr).await;
         // Joins on other hosts reach A through Redis: time only once A
@@ -306,12 +241,12 @@ impl Fanout {
     }
 
     fn spent(&self) -> f64 {
-        self.hosts.iter().map(|s| cpu_ms(s.child.id().expect("host running"))).sum()
+        self.hosts.iter().map(|s| common::cpu_ms(s.child.id().expect("host running"))).sum()
     }
 
     /// Broadcasts once and waits for all `n` copies; round 0 is not timed.
     async fn round(&mut self, round: usize, n: usize, redis: &Redis) {
-        let (hosts_before, redis_before) = (self.spent(), cpu_ms(redis.pid()));
+        let (hosts_before, redis_before) = (self.spent(), common::cpu_ms(redis.pid()));
         let started = Instant::now();
         self.sender.send(Message::text(format!("bcast room {}", "x".repeat(64)))).await.expect("broadcast");
         for _ in 0..n {
@@ -323,7 +258,7 @@ impl Fanout {
         if round > 0 {
             self.times.push(elapsed);
             self.hosts_cpu += self.spent() - hosts_before;
-            self.redis_cpu += cpu_ms(redis.pid()) - redis_before;
+            self.redis_cpu += common::cpu_ms(redis.pid()) - redis_before;
         }
     }
 
@@ -391,15 +326,4 @@ async fn sends(dir: &Path, redis: &Redis, count: usize) -> (Vec<u64>, Vec<u64>) 
 fn p(sorted: &[u64], q: f64) -> f64 {
     let i = ((sorted.len().max(1) - 1) as f64 * q) as usize;
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
-}
-
-/// User plus system CPU time of process `pid`, in milliseconds.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) * 1000.0 / 100.0
 }

@@ -65,21 +65,12 @@ async fn run(n: usize, rounds: usize) {
 
     // Each member task reports when it has its copy of each round.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    for mut ws in readers {
-        let done = done_tx.clone();
-        tokio::spawn(async move {
-            let mut round = 0;
-            while let Some(Ok(m)) = ws.next().await {
-                if m.is_text() {
-                    let _ = done.send(round);
-                    round += 1;
-                }
-            }
-        });
+    for ws in readers {
+        common::report_copies(ws, done_tx.clone());
     }
     let payload = "x".repeat(64);
     let pid = child.id().expect("host running");
-    let cpu_before = cpu_ms(pid);
+    let cpu_before = common::cpu_ms(pid);
     let mut times = Vec::new();
     for round in 0..rounds {
         let started = Instant::now();
@@ -93,7 +84,7 @@ async fn run(n: usize, rounds: usize) {
         times.push(started.elapsed());
         let _ = sender.next().await; // "delivered N"
     }
-    let host_cpu = (cpu_ms(pid) - cpu_before) / rounds as f64;
+    let host_cpu = (common::cpu_ms(pid) - cpu_before) / rounds as f64;
     times.sort();
     let median = times[times.len() / 2];
     let worst = times[times.len() - 1];
@@ -106,15 +97,4 @@ async fn run(n: usize, rounds: usize) {
     );
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// User plus system CPU time of process `pid`, in milliseconds.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) * 1000.0 / 100.0
 }

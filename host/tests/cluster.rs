@@ -237,6 +237,8 @@ async fn a_redis_outage_keeps_local_service_and_cross_host_delivery_resumes() {
     assert_eq!(expect_text(&mut a2).await, "local-only");
     assert_eq!(ask(&mut a1, "count r").await, "2", "counts fall back to this host's members");
     assert!(ask(&mut a1, "kvset k v").await.contains("unavailable"));
+    // A join during the outage is recorded here and written on reconnection.
+    let mut a3 = joined(&a, "r").await;
     assert!(a.wait_for_log("lost Redis").await);
 
     // A new, empty Redis on the same port: hosts reconnect on their own and
@@ -246,10 +248,11 @@ async fn a_redis_outage_keeps_local_service_and_cross_host_delivery_resumes() {
         eventually("recovered", async || healthz(host).await, |h| h["status"] == "ok").await;
     }
     assert!(a.wait_for_log("reconnected to Redis").await);
-    assert_eq!(ask(&mut a1, "count r").await, "3");
-    assert_eq!(ask(&mut b1, "bcast r back").await, "delivered 2");
-    assert_eq!(expect_text(&mut a1).await, "back");
-    assert_eq!(expect_text(&mut a2).await, "back");
+    assert_eq!(ask(&mut a1, "count r").await, "4");
+    assert_eq!(ask(&mut b1, "bcast r back").await, "delivered 3");
+    for ws in [&mut a1, &mut a2, &mut a3] {
+        assert_eq!(expect_text(ws).await, "back");
+    }
     assert_eq!(ask(&mut a1, "kvset k v").await, "ok");
     stop.store(true, Ordering::Relaxed);
     let echoed = traffic.await.expect("echo traffic never failed");

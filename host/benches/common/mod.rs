@@ -7,6 +7,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The tests' `redis-server` harness, shared.
+#[path = "../../tests/common/redis_server.rs"]
+pub mod redis_server;
 use tokio::process::{Child, Command};
 
 /// A server process, killed when dropped.
@@ -49,4 +53,33 @@ pub async fn start(mut cmd: Command, keep_log: bool) -> Server {
     // Keep reading, so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Server { addr, child, log }
+}
+
+/// User plus system CPU time of process `pid`, in milliseconds.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) * 1000.0 / 100.0
+}
+
+/// A WebSocket client of the benchmarks.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads a room member's socket in the background, reporting each text
+/// message it gets as the number of its round (0, 1, ...).
+pub fn report_copies(mut ws: Ws, done: tokio::sync::mpsc::UnboundedSender<usize>) {
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        let mut round = 0;
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_text() {
+                let _ = done.send(round);
+                round += 1;
+            }
+        }
+    });
 }
