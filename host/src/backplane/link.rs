@@ -113,32 +113,40 @@ async fn heartbeat(backplane: &Backplane, conn: &mut MultiplexedConnection) -> R
 /// Receives until the link fails; `None` at shutdown, else why it failed.
 async fn serve(backplane: &Arc<Backplane>, pubsub: PubSub, session: &CancellationToken) -> Option<String> {
     let mut messages = pubsub.into_on_message();
-    let mut ticks = tokio::time::interval(backplane.heartbeat);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
+    // Its own future, polled first: a flood of messages must not delay the
+    // lease renewal (the cluster would sweep this host), and a slow renewal
+    // must not hold up deliveries.
+    let renewals = async {
+        let mut ticks = tokio::time::interval(backplane.heartbeat);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(conn) = backplane.conn.load_full() else { return "connection lost".to_string() };
+            match heartbeat(backplane, &mut (*conn).clone()).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::warn!(
+                        "this host's lease had run out (no heartbeat for redis.host_timeout), so the cluster \
+                         dropped its memberships: writing them again"
+                    );
+                    let _ = backplane.ops.try_send(Op::Resync { done: None });
+                }
+                Err(e) => return e,
+            }
+        }
+    };
+    tokio::pin!(renewals);
     loop {
         tokio::select! {
             biased;
             _ = backplane.stop.cancelled() => return None,
             _ = session.cancelled() => return Some(backplane.last_error()),
+            error = &mut renewals => return Some(error),
             message = messages.next() => match message {
                 Some(message) => backplane.receive(message.get_payload_bytes()),
                 None => return Some("Redis closed the subscription connection".into()),
             },
-            _ = ticks.tick() => {
-                let Some(conn) = backplane.conn.load_full() else { return Some("connection lost".into()) };
-                match heartbeat(backplane, &mut (*conn).clone()).await {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        tracing::warn!(
-                            "this host's lease had run out (no heartbeat for redis.host_timeout), so the cluster \
-                             dropped its memberships: writing them again"
-                        );
-                        let _ = backplane.ops.try_send(Op::Resync { done: None });
-                    }
-                    Err(e) => return Some(e),
-                }
-            }
         }
     }
 }
