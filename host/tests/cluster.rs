@@ -308,6 +308,43 @@ async fn a_dead_hosts_members_leave_the_counts() {
 }
 
 #[tokio::test]
+async fn a_flood_of_cross_host_broadcasts_does_not_cost_a_host_its_lease() {
+    let redis = Redis::start().await;
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut member = joined(&a, "busy").await;
+    // Senders on B keep A's subscription busy for several host timeouts
+    // (500 ms here); A must keep renewing its lease throughout.
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let mut ws = b.connect("/ws/testbed").await;
+        senders.push(tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(3);
+            let mut sent = 0u64;
+            while tokio::time::Instant::now() < until {
+                for _ in 0..50 {
+                    send_text(&mut ws, "bcast busy x").await;
+                }
+                for _ in 0..50 {
+                    assert_eq!(expect_text(&mut ws).await, "delivered 1");
+                }
+                sent += 50;
+            }
+            sent
+        }));
+    }
+    let mut sent = 0;
+    for s in senders {
+        sent += s.await.expect("sender");
+    }
+    for _ in 0..sent {
+        assert_eq!(expect_text(&mut member).await, "x");
+    }
+    assert!(!b.log().contains("swept"), "host A was swept under load:\n{}", b.log());
+    assert!(!a.log().contains("lease had run out"), "{}", a.log());
+    assert_eq!(ask(&mut member, "count busy").await, "1");
+}
+
+#[tokio::test]
 async fn a_host_starts_without_redis_and_joins_when_it_appears() {
     // A Redis that is not there yet: the host serves regardless.
     let mut redis = Redis::start().await;
