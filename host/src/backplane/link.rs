@@ -144,7 +144,7 @@ async fn serve(backplane: &Arc<Backplane>, pubsub: PubSub, session: &Cancellatio
             _ = session.cancelled() => return Some(backplane.last_error()),
             error = &mut renewals => return Some(error),
             message = messages.next() => match message {
-                Some(message) => backplane.receive(message.get_payload_bytes()),
+                Some(message) => backplane.receive(message.get_channel_name(), message.get_payload_bytes()),
                 None => return Some("Redis closed the subscription connection".into()),
             },
         }

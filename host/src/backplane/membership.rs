@@ -13,25 +13,29 @@ use super::scripts::{FORGET, Keys};
 /// Most membership changes written in one pipeline.
 const BATCH: usize = 512;
 
+/// Told when an op is written: for joins, the broadcast counter read just
+/// after (the member's join point); `None` when Redis was unreachable.
+pub(super) type Done = oneshot::Sender<Option<u64>>;
+
 pub(super) enum Op {
     Join {
         room_key: String,
         conn: Arc<str>,
-        done: Option<oneshot::Sender<()>>,
+        done: Option<Done>,
     },
     Leave {
         room_key: String,
         conn: Arc<str>,
-        done: Option<oneshot::Sender<()>>,
+        done: Option<Done>,
     },
     /// Replace everything Redis holds for this host with what it has now.
     Resync {
-        done: Option<oneshot::Sender<()>>,
+        done: Option<Done>,
     },
 }
 
 impl Op {
-    pub fn set_done(&mut self, tx: oneshot::Sender<()>) {
+    pub fn set_done(&mut self, tx: Done) {
         match self {
             Op::Join { done, .. } | Op::Leave { done, .. } | Op::Resync { done } => *done = Some(tx),
         }
@@ -72,18 +76,24 @@ pub(super) async fn write(backplane: Arc<Backplane>, mut ops: mpsc::Receiver<Op>
     }
 }
 
-/// Writes what is pipelined, if Redis is reachable; a change made while it
-/// is not is written by the rewrite that follows reconnection.
-async fn flush(backplane: &Backplane, pipe: &mut redis::Pipeline, waiting: &mut Vec<oneshot::Sender<()>>) {
+/// Writes what is pipelined, if Redis is reachable, then reads the
+/// broadcast counter: every join in the batch is in Redis by then, so later
+/// numbers are broadcasts its member must get. A change made while Redis is
+/// unreachable is written by the rewrite that follows reconnection.
+async fn flush(backplane: &Backplane, pipe: &mut redis::Pipeline, waiting: &mut Vec<Done>) {
+    let mut seq = None;
     if !pipe.is_empty()
         && let Some(conn) = backplane.conn.load().as_deref()
-        && let Err(e) = pipe.query_async::<()>(&mut conn.clone()).await
     {
-        backplane.failed(&e);
+        pipe.get(backplane.keys.broadcast_seq());
+        match pipe.query_async::<(Option<u64>,)>(&mut conn.clone()).await {
+            Ok((n,)) => seq = Some(n.unwrap_or(0)),
+            Err(e) => backplane.failed(&e),
+        }
     }
     pipe.clear();
     for done in waiting.drain(..) {
-        let _ = done.send(());
+        let _ = done.send(seq);
     }
 }
 
@@ -92,6 +102,8 @@ async fn resync(backplane: &Backplane, index: &str) {
     let (Some(conn), Some(hub)) = (backplane.conn.load_full(), backplane.hub.upgrade()) else { return };
     let mut conn = (*conn).clone();
     let memberships = hub.rooms.snapshot();
+    // Redis may have restarted and numbered broadcasts from 1 again.
+    hub.rooms.reset_since();
     let result = async {
         FORGET.key(index).invoke_async::<u64>(&mut conn).await?;
         for chunk in memberships.chunks(BATCH) {

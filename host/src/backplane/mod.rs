@@ -68,6 +68,8 @@ pub struct LinkStatus {
 pub struct Backplane {
     host_id: Arc<str>,
     keys: Keys,
+    /// `keys.broadcast_channel()`, kept to tell incoming messages apart.
+    broadcast_channel: String,
     client: redis::Client,
     timeout: Duration,
     heartbeat: Duration,
@@ -100,6 +102,7 @@ impl Backplane {
         let backplane = Arc::new(Self {
             host_id: hub.host_id().into(),
             keys: Keys::new(&config.prefix),
+            broadcast_channel: Keys::new(&config.prefix).broadcast_channel(),
             client,
             timeout: config.timeout,
             heartbeat: config.heartbeat,
@@ -186,22 +189,22 @@ impl Backplane {
 
     // --- Rooms -----------------------------------------------------------
 
-    /// Records a join in Redis; returns once written (or skipped while
-    /// Redis is unreachable: it is written on reconnection).
-    pub async fn join(&self, plugin: &str, room: &str, conn: &str) {
-        self.membership(Op::Join { room_key: self.keys.room(plugin, room), conn: conn.into(), done: None }).await;
+    /// Records a join in Redis; returns once written, with the member's
+    /// join point in the broadcast numbering. `None` while Redis is
+    /// unreachable: the join is written on reconnection.
+    pub async fn join(&self, plugin: &str, room: &str, conn: &str) -> Option<u64> {
+        self.membership(Op::Join { room_key: self.keys.room(plugin, room), conn: conn.into(), done: None }).await
     }
 
     pub async fn leave(&self, plugin: &str, room: &str, conn: &str) {
         self.membership(Op::Leave { room_key: self.keys.room(plugin, room), conn: conn.into(), done: None }).await;
     }
 
-    async fn membership(&self, mut op: Op) {
+    async fn membership(&self, mut op: Op) -> Option<u64> {
         let (done, written) = oneshot::channel();
         op.set_done(done);
-        if self.ops.send(op).await.is_ok() {
-            let _ = written.await;
-        }
+        self.ops.send(op).await.ok()?;
+        written.await.ok().flatten()
     }
 
     /// A closed connection left `rooms`; written in the background.
@@ -225,18 +228,21 @@ impl Backplane {
             except: except.map(Into::into),
             message: Payload::of(message)?,
         };
-        let mut pipe = redis::pipe();
-        pipe.publish(self.keys.broadcast_channel(), envelope.encode()).ignore().scard(self.keys.room(plugin, room));
-        match self.query::<(u64,)>(&pipe).await {
-            Some(Ok((size,))) => {
-                self.metrics.published(CrossHost::Broadcast);
-                Some(size)
-            }
-            _ => {
-                self.metrics.dropped(CrossHost::Broadcast);
-                None
-            }
+        let mut publish = scripts::BROADCAST.prepare_invoke();
+        publish
+            .key(self.keys.broadcast_seq())
+            .key(self.keys.room(plugin, room))
+            .arg(&self.broadcast_channel)
+            .arg(envelope.encode());
+        let published = match self.link() {
+            Some(mut conn) => publish.invoke_async::<u64>(&mut conn).await.inspect_err(|e| self.failed(e)).ok(),
+            None => None,
+        };
+        match published {
+            Some(_) => self.metrics.published(CrossHost::Broadcast),
+            None => self.metrics.dropped(CrossHost::Broadcast),
         }
+        published
     }
 
     /// The room's size across the cluster; `None` when unreachable.
@@ -288,9 +294,25 @@ impl Backplane {
         }
     }
 
-    /// Acts on an envelope another host published.
-    fn receive(&self, bytes: &[u8]) {
+    /// Acts on an envelope another host published: on the broadcast
+    /// channel `NUMBER SPACE ENVELOPE`, on this host's own just the envelope.
+    fn receive(&self, channel: &str, bytes: &[u8]) {
         let Some(hub) = self.hub.upgrade() else { return };
+        let (seq, bytes) = if channel == self.broadcast_channel {
+            let numbered = bytes.iter().position(|&b| b == b' ').and_then(|space| {
+                let seq = std::str::from_utf8(&bytes[..space]).ok()?.parse::<u64>().ok()?;
+                Some((seq, &bytes[space + 1..]))
+            });
+            match numbered {
+                Some((seq, rest)) => (seq, rest),
+                None => {
+                    tracing::warn!("ignoring a backplane broadcast without its number");
+                    return;
+                }
+            }
+        } else {
+            (0, bytes)
+        };
         let envelope = match Envelope::decode(bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -305,7 +327,8 @@ impl Backplane {
                     return;
                 }
                 self.metrics.received(CrossHost::Broadcast);
-                hub.rooms.broadcast(&plugin, &room, &message.into_message(), except.as_deref());
+                let message = message.into_message();
+                hub.rooms.broadcast_from_cluster(&plugin, &room, &message, except.as_deref(), seq);
             }
             Envelope::Send { plugin, to, message } => {
                 self.metrics.received(CrossHost::Send);

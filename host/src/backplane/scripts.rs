@@ -54,6 +54,13 @@ impl Keys {
         format!("{}:kv:{plugin}:{key}", self.prefix)
     }
 
+    /// The cluster's broadcast counter: every broadcast takes the next
+    /// number, and a join reads it, so a host can tell which broadcasts a
+    /// new member joined too late for.
+    pub fn broadcast_seq(&self) -> String {
+        format!("{}:broadcast-seq", self.prefix)
+    }
+
     pub fn broadcast_channel(&self) -> String {
         format!("{}:broadcast", self.prefix)
     }
@@ -83,6 +90,20 @@ end
 /// after reconnecting, and when it shuts down.
 pub(super) static FORGET: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{FORGET_FN}\nreturn forget(KEYS[1])")));
+
+/// KEYS[1] the broadcast counter, KEYS[2] the room's members; ARGV the
+/// channel and the envelope. Numbers the broadcast and publishes it as
+/// `NUMBER SPACE ENVELOPE` in one atomic step, so numbers follow the order
+/// of publication. Returns the room's size.
+pub(super) static BROADCAST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], tostring(n) .. ' ' .. ARGV[2])
+return redis.call('SCARD', KEYS[2])
+"#,
+    )
+});
 
 /// KEYS[1] `P:hosts`; ARGV host id, timeout in ms, index prefix and suffix.
 /// Renews this host's lease, then sweeps every host whose lease ran out.

@@ -3,6 +3,7 @@
 //! other's rooms.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio_tungstenite::tungstenite::Message;
@@ -25,7 +26,20 @@ pub enum RoomError {
     TooManyRooms,
 }
 
-type Members = HashMap<Arc<str>, Arc<Connection>>;
+/// A member's join point while its join is being written to Redis: it gets
+/// this host's broadcasts but none from other hosts yet.
+pub const JOINING: u64 = u64::MAX;
+
+/// One connection in one room.
+struct Member {
+    conn: Arc<Connection>,
+    /// Broadcasts from other hosts reach it only if the cluster numbered
+    /// them after this (see `backplane`): one published before it joined
+    /// but received late must not arrive after its welcome.
+    since: AtomicU64,
+}
+
+type Members = HashMap<Arc<str>, Member>;
 
 /// Every room of every plugin on this host.
 #[derive(Default)]
@@ -42,21 +56,41 @@ fn check_name(room: &str) -> Result<(), RoomError> {
 }
 
 impl Rooms {
-    pub fn join(&self, conn: &Arc<Connection>, room: &str) -> Result<(), RoomError> {
+    /// Adds `conn` to `room` with join point `since` (0: every broadcast).
+    /// False if it was already a member.
+    pub fn join(&self, conn: &Arc<Connection>, room: &str, since: u64) -> Result<bool, RoomError> {
         check_name(room)?;
         let mut joined = conn.rooms.lock().map_err(|_| RoomError::TooManyRooms)?;
         if joined.iter().any(|r| r == room) {
-            return Ok(());
+            return Ok(false);
         }
         if joined.len() >= MAX_ROOMS_PER_CONNECTION {
             return Err(RoomError::TooManyRooms);
         }
         if let Ok(mut all) = self.by_plugin.write() {
             let rooms = all.entry(conn.plugin.clone()).or_default();
-            rooms.entry(room.to_string()).or_default().insert(conn.id.clone(), conn.clone());
+            let member = Member { conn: conn.clone(), since: AtomicU64::new(since) };
+            rooms.entry(room.to_string()).or_default().insert(conn.id.clone(), member);
             joined.push(room.to_string());
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Sets a member's join point once its join is in Redis.
+    pub fn set_since(&self, plugin: &str, room: &str, id: &str, since: u64) {
+        let Ok(all) = self.by_plugin.read() else { return };
+        if let Some(member) = all.get(plugin).and_then(|rooms| rooms.get(room)).and_then(|m| m.get(id)) {
+            member.since.store(since, Ordering::Release);
+        }
+    }
+
+    /// After reconnecting to Redis, whose numbering may have restarted:
+    /// every member takes every broadcast from now on.
+    pub fn reset_since(&self) {
+        let Ok(all) = self.by_plugin.read() else { return };
+        for member in all.values().flat_map(|rooms| rooms.values()).flat_map(|m| m.values()) {
+            member.since.store(0, Ordering::Release);
+        }
     }
 
     pub fn leave(&self, conn: &Connection, room: &str) -> Result<(), RoomError> {
@@ -104,11 +138,28 @@ impl Rooms {
     /// how many it was queued for. Members whose queue is full are closed
     /// (1008) by their connection, not waited for.
     pub fn broadcast(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) -> u32 {
+        self.deliver(plugin, room, message, except, None)
+    }
+
+    /// The same for a broadcast another host published as number `seq`:
+    /// only members that joined before it was numbered get it.
+    pub fn broadcast_from_cluster(
+        &self,
+        plugin: &str,
+        room: &str,
+        message: &Message,
+        except: Option<&str>,
+        seq: u64,
+    ) -> u32 {
+        self.deliver(plugin, room, message, except, Some(seq))
+    }
+
+    fn deliver(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>, seq: Option<u64>) -> u32 {
         let Ok(all) = self.by_plugin.read() else { return 0 };
         let Some(members) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return 0 };
         let mut delivered = 0;
-        for (id, conn) in members {
-            if except == Some(&**id) {
+        for (id, Member { conn, since }) in members {
+            if except == Some(&**id) || seq.is_some_and(|seq| since.load(Ordering::Acquire) >= seq) {
                 continue;
             }
             // The message is reference-counted: a clone per member is cheap.
@@ -130,5 +181,51 @@ impl Rooms {
         let Ok(all) = self.by_plugin.read() else { return Vec::new() };
         let Some(members) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return Vec::new() };
         members.keys().take(limit.min(MAX_MEMBERS_LISTED)).map(|id| id.to_string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Hub, Outbound, kv::KvLimits};
+
+    fn received(rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Message(Message::Text(t))) = rx.try_recv() {
+            out.push(t.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn broadcasts_from_other_hosts_reach_members_from_their_join_point_on() {
+        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10 });
+        let (early, mut early_rx) = hub.register("p".into(), 16);
+        let (late, mut late_rx) = hub.register("p".into(), 16);
+        let (joining, mut joining_rx) = hub.register("p".into(), 16);
+        assert!(hub.rooms.join(&early, "r", 0).unwrap());
+        assert!(hub.rooms.join(&late, "r", 7).unwrap());
+        assert!(hub.rooms.join(&joining, "r", JOINING).unwrap());
+        assert!(!hub.rooms.join(&late, "r", 0).unwrap(), "a second join keeps the first join point");
+
+        for seq in [5, 7, 8] {
+            hub.rooms.broadcast_from_cluster("p", "r", &Message::text(format!("m{seq}")), None, seq);
+        }
+        // This host's own broadcasts reach every member at once.
+        assert_eq!(hub.rooms.broadcast("p", "r", &Message::text("local"), None), 3);
+
+        assert_eq!(received(&mut early_rx), ["m5", "m7", "m8", "local"]);
+        assert_eq!(received(&mut late_rx), ["m8", "local"]);
+        assert_eq!(received(&mut joining_rx), ["local"]);
+
+        hub.rooms.set_since("p", "r", &joining.id, 8);
+        hub.rooms.broadcast_from_cluster("p", "r", &Message::text("m9"), None, 9);
+        assert_eq!(received(&mut joining_rx), ["m9"]);
+        assert_eq!(received(&mut late_rx), ["m9"]);
+
+        // After a reconnection Redis may number from 1 again.
+        hub.rooms.reset_since();
+        hub.rooms.broadcast_from_cluster("p", "r", &Message::text("m1"), None, 1);
+        assert_eq!(received(&mut late_rx), ["m1"]);
     }
 }

@@ -43,9 +43,16 @@ impl Hub {
     }
 
     pub async fn join(&self, conn: &Arc<Connection>, room: &str) -> Result<(), RoomError> {
-        self.rooms.join(conn, room)?;
-        if let Some(backplane) = self.backplane() {
-            backplane.join(&conn.plugin, room, &conn.id).await;
+        let Some(backplane) = self.backplane() else {
+            self.rooms.join(conn, room, 0)?;
+            return Ok(());
+        };
+        // Other hosts' broadcasts reach the new member only from its join
+        // point in the cluster's numbering, known once the join is written.
+        let new = self.rooms.join(conn, room, super::rooms::JOINING)?;
+        let since = backplane.join(&conn.plugin, room, &conn.id).await;
+        if new {
+            self.rooms.set_since(&conn.plugin, room, &conn.id, since.unwrap_or(0));
         }
         Ok(())
     }
