@@ -9,20 +9,6 @@ use std::time::Duration;
 use common::redis::{Redis, cluster_host, cluster_host_with};
 use common::*;
 
-/// Polls `probe` until it returns what `done` accepts; a guard against a
-/// hang, not a timing assertion.
-async fn eventually<T: std::fmt::Debug>(what: &str, mut probe: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let value = probe().await;
-        if done(&value) {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never {what}; last seen {value:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 async fn healthz(host: &Host) -> serde_json::Value {
     host.get_json("/healthz").await
 }

@@ -67,7 +67,7 @@ async fn connect(backplane: &Arc<Backplane>, session: &CancellationToken) -> Res
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut pubsub = within(t, backplane.client.get_async_pubsub()).await?;
-    within(t, pubsub.subscribe(backplane.keys.broadcast_channel())).await?;
+    within(t, pubsub.subscribe(&backplane.broadcast_channel)).await?;
     within(t, pubsub.subscribe(backplane.keys.host_channel(&backplane.host_id))).await?;
     heartbeat(backplane, &mut conn).await?;
     backplane.conn.store(Some(Arc::new(conn)));
@@ -152,8 +152,8 @@ async fn serve(backplane: &Arc<Backplane>, pubsub: PubSub, session: &Cancellatio
 }
 
 fn went_up(backplane: &Backplane, down_since: Option<Instant>) {
-    if let Ok(mut status) = backplane.status.lock() {
-        *status = (true, SystemTime::now(), None);
+    if let Ok(mut change) = backplane.change.lock() {
+        *change = super::Change { since: SystemTime::now(), error: None };
     }
     backplane.up.store(true, Ordering::Release);
     backplane.metrics.up.set(1);
@@ -171,15 +171,16 @@ fn went_up(backplane: &Backplane, down_since: Option<Instant>) {
 /// Marks the link down; true if it was up.
 fn went_down(backplane: &Backplane, error: &str, attempts_failed: u32) -> bool {
     backplane.conn.store(None);
-    let was_up = backplane.up.swap(false, Ordering::AcqRel);
-    backplane.metrics.up.set(0);
-    if let Ok(mut status) = backplane.status.lock() {
+    // The reason first, so `/healthz` never shows "down" without one.
+    let was_up = backplane.is_up();
+    if let Ok(mut change) = backplane.change.lock() {
         if was_up {
-            status.1 = SystemTime::now();
+            change.since = SystemTime::now();
         }
-        status.0 = false;
-        status.2 = Some(error.to_string());
+        change.error = Some(error.to_string());
     }
+    backplane.up.store(false, Ordering::Release);
+    backplane.metrics.up.set(0);
     if was_up {
         backplane.metrics.disconnects.inc();
         tracing::warn!(
@@ -196,6 +197,6 @@ fn went_down(backplane: &Backplane, error: &str, attempts_failed: u32) -> bool {
 
 impl Backplane {
     fn last_error(&self) -> String {
-        self.status.lock().ok().and_then(|s| s.2.clone()).unwrap_or_else(|| "connection lost".into())
+        self.change.lock().ok().and_then(|c| c.error.clone()).unwrap_or_else(|| "connection lost".into())
     }
 }

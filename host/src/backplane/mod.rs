@@ -64,6 +64,12 @@ pub struct LinkStatus {
     pub error: Option<String>,
 }
 
+/// The last change of the link, for `/healthz`.
+struct Change {
+    since: SystemTime,
+    error: Option<String>,
+}
+
 /// This host's membership of the cluster.
 pub struct Backplane {
     host_id: Arc<str>,
@@ -80,7 +86,8 @@ pub struct Backplane {
     /// Reachable, and this host's memberships are written: cluster-wide
     /// answers can be trusted.
     up: AtomicBool,
-    status: Mutex<(bool, SystemTime, Option<String>)>,
+    /// When `up` last changed, and why the link is down.
+    change: Mutex<Change>,
     /// Cancelled when a command finds the connection broken, so the
     /// supervisor reconnects without waiting for the next heartbeat.
     session: Mutex<CancellationToken>,
@@ -99,10 +106,11 @@ impl Backplane {
         let url = config.url.as_deref().unwrap_or_default();
         let client = redis::Client::open(url)?;
         let (ops, ops_rx) = mpsc::channel(MEMBERSHIP_QUEUE);
+        let keys = Keys::new(&config.prefix);
         let backplane = Arc::new(Self {
             host_id: hub.host_id().into(),
-            keys: Keys::new(&config.prefix),
-            broadcast_channel: Keys::new(&config.prefix).broadcast_channel(),
+            broadcast_channel: keys.broadcast_channel(),
+            keys,
             client,
             timeout: config.timeout,
             heartbeat: config.heartbeat,
@@ -110,7 +118,7 @@ impl Backplane {
             max_backoff: config.max_backoff,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
-            status: Mutex::new((false, SystemTime::now(), Some("connecting".into()))),
+            change: Mutex::new(Change { since: SystemTime::now(), error: Some("connecting".into()) }),
             session: Mutex::new(CancellationToken::new()),
             ops,
             resync_needed: AtomicBool::new(false),
@@ -143,9 +151,10 @@ impl Backplane {
     }
 
     pub fn status(&self) -> LinkStatus {
-        let (up, since, error) = self.status.lock().map(|s| s.clone()).unwrap_or((false, SystemTime::now(), None));
+        let (since, error) =
+            self.change.lock().map(|c| (c.since, c.error.clone())).unwrap_or((SystemTime::now(), None));
         LinkStatus {
-            status: if up { "up" } else { "down" },
+            status: if self.is_up() { "up" } else { "down" },
             host: self.host_id.to_string(),
             since: humantime::format_rfc3339_seconds(since).to_string(),
             error,
@@ -165,8 +174,8 @@ impl Backplane {
     fn failed(&self, error: &RedisError) {
         self.metrics.errors.inc();
         if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() || error.is_connection_refusal() {
-            if let Ok(mut status) = self.status.lock() {
-                status.2 = Some(error.to_string());
+            if let Ok(mut change) = self.change.lock() {
+                change.error = Some(error.to_string());
             }
             if let Ok(session) = self.session.lock() {
                 session.cancel();
@@ -389,8 +398,10 @@ impl Backplane {
     }
 
     pub async fn kv_increment(&self, plugin: &str, key: &str, delta: i64) -> Result<i64, KvError> {
-        let cmd = redis::cmd("INCRBY").arg(self.keys.kv(plugin, key)).arg(delta).to_owned();
-        let result = self.query::<i64>(&cmd).await.ok_or_else(Self::unreachable)?;
+        let result = self
+            .query::<i64>(redis::cmd("INCRBY").arg(self.keys.kv(plugin, key)).arg(delta))
+            .await
+            .ok_or_else(Self::unreachable)?;
         result.map_err(|e| match Self::store_error(e) {
             KvError::NotAnInteger(_) => KvError::NotAnInteger(key.into()),
             other => other,

@@ -259,6 +259,24 @@ pub fn replace_by_rename(from: &str, to: &Path) {
     std::fs::rename(&tmp, to).expect("rename over");
 }
 
+/// Polls `probe` until it returns what `done` accepts; a guard against a
+/// hang, not a timing assertion.
+pub async fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let value = probe().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}; last seen {value:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The next data or close message (pings and pongs are skipped).
 pub async fn next(ws: &mut Client) -> Option<Message> {
     loop {
