@@ -47,9 +47,14 @@ pub struct Config {
     /// (at their next event) or `drain` (never: they finish on the version
     /// they started with). `[plugins.NAME] reload` overrides it.
     pub reload: ReloadMode,
+    /// Plugin instances alive at once, across all plugins and connections.
+    /// Idle connections hold none (see `limits.hibernate_after`); when every
+    /// one is busy, an event waits for one, within its deadline.
+    pub max_instances: u32,
     /// Bearer token for the publish API (`POST /api/rooms/...`,
     /// `POST /api/connections/...`). None: that API is off.
     pub api_token: Option<String>,
+    pub http: HttpConfig,
     pub websocket: WebSocketConfig,
     pub store: StoreConfig,
     pub redis: RedisConfig,
@@ -80,13 +85,50 @@ pub struct WebSocketConfig {
     /// that send no Origin. `["*"]`: any origin.
     pub allowed_origins: Vec<String>,
     /// Open connections across all plugins; more are refused with 503.
-    pub max_connections: usize,
+    /// Unset: follows the process's open-file limit, less a reserve.
+    pub max_connections: Option<usize>,
     /// Messages queued for one client before it is deemed too slow and is
     /// closed with 1008.
     pub send_queue: usize,
+    /// Bytes queued for one client (what other connections, broadcasts and
+    /// the API sent it, and what a plugin call sent to its own connection)
+    /// before it is closed with 1008.
+    pub send_queue_bytes: ByteSize,
+    /// A message must arrive whole within this time of its first byte, or
+    /// the connection is closed with 1008.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Bytes of partly received messages held across all connections. A
+    /// connection whose message would take the host past it is closed with
+    /// 1009; small messages are never refused for it.
+    pub receive_budget: ByteSize,
     /// How long to wait for the client's reply to a close frame.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+}
+
+/// The HTTP side of the listener: what a connection may cost before it
+/// becomes a WebSocket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must arrive whole within this time, or the
+    /// connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// An HTTP keep-alive connection idle this long between requests is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections still speaking HTTP (not yet upgraded) at once; past it
+    /// new ones are closed at accept.
+    pub max_pending: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(30), max_pending: 1024 }
+    }
 }
 
 /// Each plugin's key-value store (`kv` in WIT).
@@ -97,11 +139,13 @@ pub struct StoreConfig {
     pub max_keys: usize,
     /// Largest value.
     pub value_size: ByteSize,
+    /// Bytes of keys and values one plugin may hold.
+    pub max_bytes: ByteSize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { max_keys: 100_000, value_size: ByteSize::kib(64) }
+        Self { max_keys: 100_000, value_size: ByteSize::kib(64), max_bytes: ByteSize::mib(64) }
     }
 }
 
@@ -206,6 +250,43 @@ pub struct PluginLimits {
     pub memory: ByteSize,
     /// Bytes of host-kept state per connection.
     pub state_size: ByteSize,
+    /// How long a connection keeps its instance without events before it
+    /// is dropped (the socket stays open): `"0s"` for a fresh instance per
+    /// event, `"never"` to keep it for the connection's life.
+    pub hibernate_after: Hibernate,
+    /// Bytes this plugin may have queued for clients at once, over all its
+    /// connections; a send past it fails with `queue-full`.
+    pub outbound_bytes: ByteSize,
+    /// Bytes of log lines (`log`, stdout, stderr) one connection may write
+    /// per second, with a burst of twice that; the excess is dropped and
+    /// counted.
+    pub log_rate: ByteSize,
+}
+
+/// When an idle connection's instance is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hibernate {
+    After(Duration),
+    Never,
+}
+
+impl std::str::FromStr for Hibernate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim() == "never" {
+            return Ok(Self::Never);
+        }
+        humantime::parse_duration(s)
+            .map(Self::After)
+            .map_err(|e| format!("{s:?} is neither a duration (e.g. \"10s\") nor \"never\": {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Hibernate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// What a reload does to connections already open.
@@ -241,6 +322,9 @@ pub struct PluginOverrides {
     pub deadline: Option<Duration>,
     pub memory: Option<ByteSize>,
     pub state_size: Option<ByteSize>,
+    pub hibernate_after: Option<Hibernate>,
+    pub outbound_bytes: Option<ByteSize>,
+    pub log_rate: Option<ByteSize>,
 }
 
 impl Default for Config {
@@ -254,6 +338,8 @@ impl Default for Config {
             compile_cache: true,
             reload: ReloadMode::Live,
             api_token: None,
+            max_instances: 1024,
+            http: HttpConfig::default(),
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
             websocket: WebSocketConfig::default(),
@@ -274,8 +360,11 @@ impl Default for WebSocketConfig {
             max_message_size: ByteSize::mib(1),
             max_frame_size: ByteSize::mib(1),
             allowed_origins: Vec::new(),
-            max_connections: 10_000,
+            max_connections: None,
             send_queue: 1024,
+            send_queue_bytes: ByteSize::mib(4),
+            message_timeout: Duration::from_secs(30),
+            receive_budget: ByteSize::mib(256),
             close_timeout: Duration::from_secs(5),
         }
     }
@@ -283,7 +372,14 @@ impl Default for WebSocketConfig {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { deadline: Duration::from_millis(100), memory: ByteSize::mib(64), state_size: ByteSize::kib(64) }
+        Self {
+            deadline: Duration::from_millis(100),
+            memory: ByteSize::mib(64),
+            state_size: ByteSize::kib(64),
+            hibernate_after: Hibernate::After(Duration::from_secs(10)),
+            outbound_bytes: ByteSize::mib(64),
+            log_rate: ByteSize::kib(64),
+        }
     }
 }
 
@@ -319,6 +415,9 @@ impl Config {
             limits.deadline = o.deadline.unwrap_or(limits.deadline);
             limits.memory = o.memory.unwrap_or(limits.memory);
             limits.state_size = o.state_size.unwrap_or(limits.state_size);
+            limits.hibernate_after = o.hibernate_after.unwrap_or(limits.hibernate_after);
+            limits.outbound_bytes = o.outbound_bytes.unwrap_or(limits.outbound_bytes);
+            limits.log_rate = o.log_rate.unwrap_or(limits.log_rate);
         }
         limits
     }
@@ -367,10 +466,47 @@ impl Config {
                 ),
             ));
         }
-        if ws.max_connections == 0 || ws.max_connections > MAX_CONNECTIONS {
+        if let Some(max) = ws.max_connections
+            && (max == 0 || max > MAX_CONNECTIONS)
+        {
             return Err(invalid(
                 "websocket.max_connections",
-                format!("must be from 1 to {MAX_CONNECTIONS}, got {}", ws.max_connections),
+                format!("must be from 1 to {MAX_CONNECTIONS}, got {max}"),
+            ));
+        }
+        check_range("websocket.send_queue_bytes", ws.send_queue_bytes.as_u64(), 1 << 10, MAX_MESSAGE)?;
+        if ws.send_queue_bytes < ws.max_message_size {
+            return Err(invalid(
+                "websocket.send_queue_bytes",
+                format!(
+                    "{} is smaller than websocket.max_message_size ({}): one largest message must fit",
+                    ws.send_queue_bytes, ws.max_message_size
+                ),
+            ));
+        }
+        check_range("websocket.receive_budget", ws.receive_budget.as_u64(), 1 << 20, 64 << 30)?;
+        if ws.message_timeout < Duration::from_millis(100) || ws.message_timeout > Duration::from_secs(3600) {
+            return Err(invalid(
+                "websocket.message_timeout",
+                format!("must be from 100ms to 1h, got {}", humantime::format_duration(ws.message_timeout)),
+            ));
+        }
+        if self.max_instances == 0 || self.max_instances > 100_000 {
+            return Err(invalid("max_instances", format!("must be from 1 to 100000, got {}", self.max_instances)));
+        }
+        let http = &self.http;
+        for (field, value) in [("http.header_timeout", http.header_timeout), ("http.idle_timeout", http.idle_timeout)] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                return Err(invalid(
+                    field,
+                    format!("must be from 100ms to 1h, got {}", humantime::format_duration(value)),
+                ));
+            }
+        }
+        if http.max_pending == 0 || http.max_pending > MAX_CONNECTIONS {
+            return Err(invalid(
+                "http.max_pending",
+                format!("must be from 1 to {MAX_CONNECTIONS}, got {}", http.max_pending),
             ));
         }
         if ws.send_queue == 0 || ws.send_queue > 1 << 20 {
@@ -406,6 +542,7 @@ impl Config {
             return Err(invalid("store.max_keys", format!("must be from 1 to 100000000, got {}", self.store.max_keys)));
         }
         check_range("store.value_size", self.store.value_size.as_u64(), 1, 64 << 20)?;
+        check_range("store.max_bytes", self.store.max_bytes.as_u64(), 1 << 10, 64 << 30)?;
         self.redis.validate()?;
         if let Some(token) = &self.api_token
             && token.len() < 16
@@ -434,6 +571,16 @@ fn validate_limits(table: &str, limits: &PluginLimits) -> Result<(), ConfigError
     }
     check_range(&format!("{table}.memory"), limits.memory.as_u64(), 1 << 16, MAX_MEMORY)?;
     check_range(&format!("{table}.state_size"), limits.state_size.as_u64(), 0, 64 << 20)?;
+    if let Hibernate::After(after) = limits.hibernate_after
+        && after > Duration::from_secs(86_400)
+    {
+        return Err(invalid(
+            format!("{table}.hibernate_after"),
+            format!("must be at most 1d (or \"never\"), got {}", humantime::format_duration(after)),
+        ));
+    }
+    check_range(&format!("{table}.outbound_bytes"), limits.outbound_bytes.as_u64(), 1 << 16, 64 << 30)?;
+    check_range(&format!("{table}.log_rate"), limits.log_rate.as_u64(), 0, 1 << 30)?;
     Ok(())
 }
 
@@ -532,6 +679,28 @@ mod tests {
         assert!(err.contains("redis.host_timeout") && err.contains("twice"), "{err}");
         let c = Config::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379/2\"\nprefix = \"chat-eu\"\n").unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn hibernation_reads_durations_and_never() {
+        let c = Config::from_toml("[limits]\nhibernate_after = \"0s\"\n[plugins.py]\nhibernate_after = \"never\"\n")
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits_for("other").hibernate_after, Hibernate::After(Duration::ZERO));
+        assert_eq!(c.limits_for("py").hibernate_after, Hibernate::Never);
+        let err = Config::from_toml("[limits]\nhibernate_after = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("hibernate_after") && err.contains("never"), "{err}");
+    }
+
+    #[test]
+    fn byte_bounds_name_the_field() {
+        let c = Config::from_toml("[websocket]\nsend_queue_bytes = \"64KiB\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("websocket.send_queue_bytes") && err.contains("max_message_size"), "{err}");
+        let c = Config::from_toml("[store]\nmax_bytes = \"1B\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("store.max_bytes"));
+        let c = Config::from_toml("max_instances = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("max_instances"));
     }
 
     #[test]

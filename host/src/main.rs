@@ -71,12 +71,22 @@ struct Cli {
     /// [default: same origin only].
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
-    /// Most open connections [default: 10000].
+    /// Most open connections [default: the open-file limit less a reserve].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Messages queued per client before it is closed as too slow [default: 1024].
     #[arg(long, value_name = "N")]
     send_queue: Option<usize>,
+    /// Bytes queued for one client before it is closed as too slow [default: 4MiB].
+    #[arg(long, value_name = "SIZE")]
+    send_queue_bytes: Option<ByteSize>,
+    /// Plugin instances alive at once, across all connections [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_instances: Option<u32>,
+    /// Drop an idle connection's instance after this long; "0s": a fresh
+    /// instance per event; "never": keep it [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    hibernate_after: Option<wasmsocket::config::Hibernate>,
     /// Time budget of one plugin call [default: 100ms].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     deadline: Option<Duration>,
@@ -124,8 +134,13 @@ impl Cli {
         if !self.allowed_origins.is_empty() {
             ws.allowed_origins = self.allowed_origins;
         }
-        set(&mut ws.max_connections, self.max_connections);
+        if self.max_connections.is_some() {
+            ws.max_connections = self.max_connections;
+        }
         set(&mut ws.send_queue, self.send_queue);
+        set(&mut ws.send_queue_bytes, self.send_queue_bytes);
+        set(&mut c.max_instances, self.max_instances);
+        set(&mut c.limits.hibernate_after, self.hibernate_after);
         set(&mut c.limits.deadline, self.deadline);
         set(&mut c.limits.memory, self.memory_limit);
         Ok(c)

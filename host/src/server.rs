@@ -70,7 +70,7 @@ impl Server {
         let mut metrics = Metrics::new();
         let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
         let metrics = Arc::new(metrics);
-        let max_connections = config.websocket.max_connections;
+        let max_connections = config.websocket.max_connections.unwrap_or(10_000);
         let engine = PluginEngine::new(EngineSettings {
             // Room for handshakes in flight and for clean-up instances.
             max_instances: u32::try_from(max_connections + max_connections / 8 + 16).unwrap_or(u32::MAX),

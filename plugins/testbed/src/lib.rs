@@ -14,6 +14,17 @@
 //! - `count ROOM`, `members ROOM`, `rooms`: replies the count / ids / my rooms.
 //! - `kvset KEY VALUE`, `kvget KEY`, `kvdel KEY`, `incr KEY DELTA`: the shared store.
 //!
+//! Hostile commands, for the isolation tests (none replies unless it says so):
+//! - `sleep MS [TIMES]`: sleep MS milliseconds (WASI clock poll), TIMES times; replies `slept`.
+//! - `random BYTES`: ask WASI for BYTES random bytes; replies `random N` or traps.
+//! - `flood ID COUNT BYTES`: send COUNT binary messages of BYTES to ID (`self` for this
+//!   connection); replies `flooded SENT ERROR` to this connection.
+//! - `print BYTES`: write BYTES to stdout in one call, as 80-byte lines.
+//! - `logs COUNT`: call `log` COUNT times.
+//! - `kvfill COUNT BYTES [TTL_MS]`: set COUNT keys of BYTES each; replies `filled N ERROR`.
+//! - `global`: increments a global of the instance and replies it (globals do
+//!   not outlive an instance).
+//!
 //! On open, the query string chooses: `reject=STATUS` refuses the connection;
 //! `watch=ID` makes `on-close` report `closed ID CODE REASON` to connection ID
 //! (`none` when no close frame came); `trap-open` traps. The first offered
@@ -47,6 +58,17 @@ impl Guest for Testbed {
             }
             if pair == "trap-open" {
                 panic!("testbed asked to trap in on-open");
+            }
+            if let Some(ms) = pair.strip_prefix("sleep-open=") {
+                sleep_ms(ms.parse().unwrap_or(0));
+            }
+            if let Some(ms) = pair.strip_prefix("sleep-close=") {
+                let mut saved = state::get(&id).ok().flatten().unwrap_or_default();
+                if !saved.is_empty() {
+                    saved.push(b'&');
+                }
+                saved.extend_from_slice(format!("sleep-close={ms}").as_bytes());
+                let _ = state::set(&id, &saved);
             }
         }
         log::log(log::Level::Info, &format!("opened {}", request.path));
@@ -159,6 +181,80 @@ impl Guest for Testbed {
                 };
                 reply(&id, Message::Text(text));
             }
+            "sleep" => {
+                let mut args = rest.split(' ');
+                let ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let times = args.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+                for _ in 0..times {
+                    sleep_ms(ms);
+                }
+                reply(&id, Message::Text("slept".into()));
+            }
+            "random" => {
+                let n = rest.parse().unwrap_or(0);
+                let bytes = wasip2::random::random::get_random_bytes(n);
+                reply(&id, Message::Text(format!("random {}", bytes.len())));
+            }
+            "flood" => {
+                let mut args = rest.split(' ');
+                let target = match args.next().unwrap_or("self") {
+                    "self" => id.clone(),
+                    other => other.to_string(),
+                };
+                let count: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+                let size: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(1);
+                let payload = vec![0x5a; size];
+                let mut sent = 0;
+                let mut error = "none".to_string();
+                for _ in 0..count {
+                    match connections::send(&target, &Message::Binary(payload.clone())) {
+                        Ok(()) => sent += 1,
+                        Err(e) => {
+                            error = format!("{e:?}");
+                            break;
+                        }
+                    }
+                }
+                let _ = connections::send(&id, &Message::Text(format!("flooded {sent} {error}")));
+            }
+            "print" => {
+                let n: usize = rest.parse().unwrap_or(0);
+                let line = format!("{}\n", "p".repeat(79));
+                let mut out = String::with_capacity(n + 80);
+                while out.len() < n {
+                    out.push_str(&line);
+                }
+                print!("{out}");
+            }
+            "logs" => {
+                let n: usize = rest.parse().unwrap_or(0);
+                for i in 0..n {
+                    log::log(log::Level::Info, &format!("log line {i}"));
+                }
+            }
+            "kvfill" => {
+                let mut args = rest.split(' ');
+                let count: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let size: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let ttl: Option<u64> = args.next().and_then(|v| v.parse().ok());
+                let value = vec![b'v'; size];
+                let mut filled = 0;
+                let mut error = "none".to_string();
+                for i in 0..count {
+                    match kv::set(&format!("fill-{i}"), &value, ttl) {
+                        Ok(()) => filled += 1,
+                        Err(e) => {
+                            error = format!("{e:?}");
+                            break;
+                        }
+                    }
+                }
+                reply(&id, Message::Text(format!("filled {filled} {error}")));
+            }
+            "global" => {
+                let n = GLOBAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                reply(&id, Message::Text(format!("global {n}")));
+            }
             _ => reply(&id, message),
         }
     }
@@ -168,7 +264,12 @@ impl Guest for Testbed {
             return;
         };
         let saved = String::from_utf8_lossy(&saved);
-        if let Some(watcher) = saved.strip_prefix(WATCH_KEY) {
+        for pair in saved.split('&') {
+            if let Some(ms) = pair.strip_prefix("sleep-close=") {
+                sleep_ms(ms.parse().unwrap_or(0));
+            }
+        }
+        if let Some(watcher) = saved.split('&').find_map(|p| p.strip_prefix(WATCH_KEY)) {
             let how = match close {
                 Some(frame) => format!("{} {}", frame.code, frame.reason),
                 None => "none".to_string(),
@@ -176,6 +277,14 @@ impl Guest for Testbed {
             let _ = connections::send(watcher, &Message::Text(format!("closed {id} {how}")));
         }
     }
+}
+
+/// Counts calls on this instance; a fresh instance starts from zero.
+static GLOBAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Blocks in a WASI clock poll, as `std::thread::sleep` does.
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
 fn outcome(result: Result<(), wasmsocket::plugin::types::HostError>) -> String {
