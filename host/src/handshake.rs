@@ -17,9 +17,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig as Tungsten
 use warp::reply::{Reply, Response};
 
 use crate::config::WebSocketConfig;
-use crate::connection::{Session, fault_closes, new_instance};
-use crate::metrics::Event;
-use crate::plugin::{OpenResponse, Plugin, Request};
+use crate::connection::{Ctx, Session, fault_closes};
+use crate::hub::QueueLimits;
+use crate::metrics::Event as EventLabel;
+use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
 use crate::server::AppState;
 
 /// What warp extracted from an upgrade request.
@@ -82,18 +83,27 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     };
 
     let request = wit_request(&req.path, &req.query, &req.headers, req.remote);
-    let (conn, outbound) = state.hub.register(plugin.name.clone(), state.ws.send_queue);
+    let queue =
+        QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
+    let (conn, outbound) = state.hub.register(plugin.name.clone(), queue);
     plugin.metrics.connections_open.inc();
-    let mut instance = match new_instance(&conn, &plugin, &state.hub, &state.ws, version).await {
+    let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
+    let instance = match ctx.new_instance(version).await {
         Ok(instance) => instance,
+        Err(fault @ Fault::Resources(_)) => {
+            forget(&state, &plugin, &conn.id);
+            return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "busy", format!("server busy: {fault}\n"));
+        }
         Err(_) => return refuse_after_open(&state, &plugin, &conn.id, "instance could not start"),
     };
     let started = Instant::now();
-    let decision = instance.on_open(&request).await;
-    plugin.metrics.call(Event::Open).observe(started.elapsed().as_secs_f64());
+    let offered = request.subprotocols.clone();
+    let (instance, decision) = instance.handle(Event::Open(request)).await;
+    plugin.metrics.call(EventLabel::Open).observe(started.elapsed().as_secs_f64());
     let subprotocol = match decision {
-        Ok(OpenResponse::Accept(subprotocol)) => subprotocol,
-        Ok(OpenResponse::Reject(rejection)) => {
+        Ok(Answer::Open(OpenResponse::Accept(subprotocol))) => subprotocol,
+        Ok(Answer::Done) => None,
+        Ok(Answer::Open(OpenResponse::Reject(rejection))) => {
             forget(&state, &plugin, &conn.id);
             let status = StatusCode::from_u16(rejection.status)
                 .ok()
@@ -109,7 +119,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
         }
     };
     if let Some(chosen) = &subprotocol
-        && !request.subprotocols.contains(chosen)
+        && !offered.contains(chosen)
     {
         tracing::warn!(plugin = &*plugin.name, "on-open chose subprotocol {chosen:?}, which the client did not offer");
         // The plugin accepted: it is owed its on-close.
@@ -162,7 +172,16 @@ fn session(
     outbound: tokio::sync::mpsc::Receiver<crate::hub::Outbound>,
     slot: crate::hub::Slot,
 ) -> Session {
-    Session { conn, plugin, instance, hub: state.hub.clone(), settings: state.ws.clone(), outbound, slot }
+    Session {
+        conn,
+        plugin,
+        instance,
+        hub: state.hub.clone(),
+        pool: state.pool.clone(),
+        settings: state.ws.clone(),
+        outbound,
+        slot,
+    }
 }
 
 /// Undo `register` for a connection that never opened.

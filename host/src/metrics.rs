@@ -31,6 +31,8 @@ pub enum FaultKind {
     Trap,
     Timeout,
     Memory,
+    /// The host ran short (no instance slot, memory refused): not the plugin's doing.
+    Resources,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError, WebSocketConfig};
 use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::plugin::{EngineSettings, LoadError, PluginEngine, Registry};
+use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
 use crate::{api, reload, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
@@ -48,6 +48,8 @@ pub struct AppState {
     pub ws: Arc<WebSocketConfig>,
     pub registry: Arc<Registry>,
     pub hub: Arc<Hub>,
+    /// Slots for live plugin instances (`max_instances`).
+    pub pool: Arc<InstancePool>,
     pub metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins: new upgrades are refused.
     pub shutdown: CancellationToken,
@@ -72,13 +74,13 @@ impl Server {
         let metrics = Arc::new(metrics);
         let max_connections = config.websocket.max_connections.unwrap_or(10_000);
         let engine = PluginEngine::new(EngineSettings {
-            // Room for handshakes in flight and for clean-up instances.
-            max_instances: u32::try_from(max_connections + max_connections / 8 + 16).unwrap_or(u32::MAX),
+            max_instances: config.max_instances,
             max_memory: config.largest_memory(),
             cache_dir: config.compile_cache_dir(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
-        warn_if_too_few_memory_maps(max_connections);
+        let pool = InstancePool::new(config.max_instances);
+        warn_if_too_few_memory_maps(config.max_instances);
         let mut registry = Registry::new(engine, config.clone(), metrics.clone());
 
         // Built-in first, so a file of the same name in the directory wins.
@@ -115,6 +117,7 @@ impl Server {
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
             hub,
+            pool,
             config,
             registry,
             metrics,
@@ -159,21 +162,23 @@ impl Server {
     }
 }
 
-/// Each instance costs the process about six memory mappings (its pooled
-/// fiber stack and guard page, its memory and table slots); Linux allows
-/// 65,530 by default. Say so before connections start failing.
-fn warn_if_too_few_memory_maps(max_connections: usize) {
-    const MAPS_PER_CONNECTION: usize = 7;
+/// Each live instance costs the process a few memory mappings (its pooled
+/// fiber stack and guard page, its memory and table slots, more for
+/// scripting-language components); Linux allows 65,530 by default. Idle
+/// connections hold no instance, so only `max_instances` matters here.
+fn warn_if_too_few_memory_maps(max_instances: u32) {
+    const MAPS_PER_INSTANCE: usize = 12;
     let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else { return };
     let Ok(limit) = text.trim().parse::<usize>() else { return };
-    let needed = max_connections.saturating_mul(MAPS_PER_CONNECTION) + 2_000;
+    let instances = usize::try_from(max_instances).unwrap_or(usize::MAX);
+    let needed = instances.saturating_mul(MAPS_PER_INSTANCE) + 2_000;
     if needed > limit {
         tracing::warn!(
-            "websocket.max_connections = {max_connections} needs about {needed} memory mappings, but \
-             vm.max_map_count is {limit}: raise it (sysctl -w vm.max_map_count={}) or connections past \
-             about {} will fail",
-            needed.next_power_of_two(),
-            limit.saturating_sub(2_000) / MAPS_PER_CONNECTION
+            "max_instances = {max_instances} may need about {needed} memory mappings, but vm.max_map_count \
+             is {limit}: lower max_instances to {} or raise the limit (sysctl -w vm.max_map_count={}); \
+             instances past it fail with 503 or close 1011",
+            limit.saturating_sub(2_000) / MAPS_PER_INSTANCE,
+            needed.next_power_of_two()
         );
     }
 }

@@ -147,7 +147,12 @@ pub async fn write_loop(
             _ = &mut stopped => break,
             ok = async {
                 tokio::select! {
-                    n = queue.recv_many(&mut batch, WRITE_BATCH) => n > 0 && output.write(batch.drain(..)).await,
+                    n = queue.recv_many(&mut batch, WRITE_BATCH) => {
+                        let bytes = batch.iter().map(Outbound::len).sum();
+                        let ok = n > 0 && output.write(batch.drain(..)).await;
+                        conn.release(bytes);
+                        ok
+                    }
                     _ = ping_due => {
                         if liveness.silent_for() > silence_allowed {
                             tracing::debug!(conn = &*conn.id, "no answer to keep-alive pings; dropping the connection");
@@ -164,4 +169,10 @@ pub async fn write_loop(
         }
     }
     finished.cancel();
+    // What is still queued will never be written: give its bytes back.
+    batch.clear();
+    queue.close();
+    while let Ok(item) = queue.try_recv() {
+        conn.release(item.len());
+    }
 }

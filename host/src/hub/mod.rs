@@ -26,6 +26,56 @@ pub enum Outbound {
     Close(CloseFrame),
 }
 
+impl Outbound {
+    /// Payload bytes, as counted against the byte bounds.
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Message(m) => m.len(),
+            Outbound::Close(_) => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bytes one plugin has queued for its clients, against
+/// `limits.outbound_bytes`: its connections' queues and the replies of its
+/// calls in progress.
+pub struct ByteBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { used: AtomicUsize::new(0), limit })
+    }
+
+    /// Takes `n` bytes; false (and nothing taken) past the limit.
+    pub fn take(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.limit {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
 /// Why a send or close could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
@@ -35,6 +85,8 @@ pub enum DeliveryError {
     Closed,
     #[error("connection's send queue is full")]
     QueueFull,
+    #[error("the plugin has {used} bytes queued for its clients, its limit (limits.outbound_bytes is {limit})")]
+    OverBudget { used: usize, limit: usize },
 }
 
 /// One open connection, shared by its own tasks and every plugin call that
@@ -43,6 +95,11 @@ pub struct Connection {
     pub id: Arc<str>,
     pub plugin: Arc<str>,
     tx: mpsc::Sender<Outbound>,
+    /// Bytes in `tx`'s queue, against `max_queued`.
+    queued: AtomicUsize,
+    max_queued: usize,
+    /// The plugin's bytes in flight, shared by all its connections.
+    outbound: Arc<ByteBudget>,
     closing: AtomicBool,
     /// Cancelled once any close begins, so the reader can time the peer's
     /// answer.
@@ -64,13 +121,48 @@ impl Connection {
         if self.closing.load(Ordering::Acquire) {
             return Err(DeliveryError::Closed);
         }
-        self.tx.try_send(Outbound::Message(message)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.abort(CloseFrame { code: CloseCode::Policy, reason: "send queue full: client too slow".into() });
-                DeliveryError::QueueFull
+        let len = message.len();
+        if !self.outbound.take(len) {
+            return Err(DeliveryError::OverBudget { used: self.outbound.used(), limit: self.outbound.limit() });
+        }
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        let result = if before.saturating_add(len) > self.max_queued {
+            Err(mpsc::error::TrySendError::Full(()))
+        } else {
+            self.tx.try_send(Outbound::Message(message)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+            })
+        };
+        result.map_err(|e| {
+            self.release(len);
+            match e {
+                mpsc::error::TrySendError::Full(()) => {
+                    self.abort(CloseFrame {
+                        code: CloseCode::Policy,
+                        reason: "send queue full: client too slow".into(),
+                    });
+                    DeliveryError::QueueFull
+                }
+                mpsc::error::TrySendError::Closed(()) => DeliveryError::Closed,
             }
-            mpsc::error::TrySendError::Closed(_) => DeliveryError::Closed,
         })
+    }
+
+    /// `bytes` of its queue were written (or dropped with the connection).
+    pub fn release(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.outbound.give(bytes);
+    }
+
+    /// The most bytes its queue, or one call's replies, may hold.
+    pub fn max_queued(&self) -> usize {
+        self.max_queued
+    }
+
+    /// The budget of its plugin's bytes in flight.
+    pub fn outbound(&self) -> &Arc<ByteBudget> {
+        &self.outbound
     }
 
     /// Marks the connection as closing; false if it already was.
@@ -156,6 +248,14 @@ pub struct Hub {
     backplane: OnceLock<Arc<Backplane>>,
 }
 
+/// The bounds of one connection's send queue.
+pub struct QueueLimits {
+    pub messages: usize,
+    pub bytes: usize,
+    /// Its plugin's bytes in flight.
+    pub outbound: Arc<ByteBudget>,
+}
+
 /// A place among `max_connections`, held from the handshake until the
 /// connection ends.
 pub struct Slot {
@@ -219,15 +319,18 @@ impl Hub {
     }
 
     /// Registers a new connection with a fresh id and a send queue of
-    /// `capacity` messages; the receiver feeds its writer.
-    pub fn register(&self, plugin: Arc<str>, capacity: usize) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
+    /// `queue.messages` and `queue.bytes`; the receiver feeds its writer.
+    pub fn register(&self, plugin: Arc<str>, queue: QueueLimits) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = format!("{}-{seq:x}", self.host_id).into();
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = mpsc::channel(queue.messages);
         let conn = Arc::new(Connection {
             id: id.clone(),
             plugin,
             tx,
+            queued: AtomicUsize::new(0),
+            max_queued: queue.bytes,
+            outbound: queue.outbound,
             closing: AtomicBool::new(false),
             close_started: CancellationToken::new(),
             abort: CancellationToken::new(),

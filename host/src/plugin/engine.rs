@@ -3,6 +3,7 @@
 //! the host interfaces.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use super::bindings::{WebsocketPlugin, WebsocketPluginPre};
 use super::cache::{CompileCache, Origin};
 use super::instance::Ctx;
 
-/// One epoch tick. Deadlines are counted in ticks, and a running plugin
-/// yields to the async runtime once per tick.
-pub const TICK: Duration = Duration::from_millis(5);
+/// One epoch tick: a plugin computing this long yields to the async
+/// runtime (and moves to the plugin lane, see `lane`), and again every tick.
+pub const TICK: Duration = Duration::from_millis(2);
 
 /// Why a component cannot serve as a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +32,8 @@ pub enum LoadError {
 /// Sizes for the pooling allocator, and where compiled code is cached.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
-    /// Instances that may exist at once (one per open connection, plus
-    /// room for the short-lived ones made at handshake and for clean-up).
+    /// Instances that may exist at once (`max_instances`): what the
+    /// instance pool hands out.
     pub max_instances: u32,
     /// The largest linear memory any plugin may have.
     pub max_memory: u64,
@@ -46,6 +47,7 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<Ctx>>,
     cache: Option<CompileCache>,
+    clock: Arc<EpochClock>,
 }
 
 impl PluginEngine {
@@ -87,7 +89,7 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         WebsocketPlugin::add_to_linker::<Ctx, HasSelf<super::host_api::HostApi>>(&mut linker, |ctx| &mut ctx.host)?;
 
-        spawn_epoch_clock(&engine)?;
+        let clock = EpochClock::start(&engine)?;
         let cache = match &settings.cache_dir {
             Some(dir) => match CompileCache::open(dir, &engine) {
                 Ok(cache) => Some(cache),
@@ -98,11 +100,15 @@ impl PluginEngine {
             },
             None => None,
         };
-        Ok(Self { engine, linker: Arc::new(linker), cache })
+        Ok(Self { engine, linker: Arc::new(linker), cache, clock })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub fn clock(&self) -> &Arc<EpochClock> {
+        &self.clock
     }
 
     /// Compiles `bytes` and checks it against the world. CPU-heavy for
@@ -119,15 +125,53 @@ impl PluginEngine {
     }
 }
 
-/// Advances the engine's epoch every tick for as long as the engine lives.
-fn spawn_epoch_clock(engine: &Engine) -> std::io::Result<()> {
-    let weak = engine.weak();
-    thread::Builder::new().name("wasmsocket-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            thread::sleep(TICK);
+/// Advances the engine's epoch every tick while a plugin call is running,
+/// and sleeps otherwise: an idle host spends no CPU on it.
+pub struct EpochClock {
+    running: AtomicUsize,
+    thread: thread::Thread,
+}
+
+/// A call in progress; the clock ticks while any exists.
+pub struct Ticking(Arc<EpochClock>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EpochClock {
+    fn start(engine: &Engine) -> std::io::Result<Arc<Self>> {
+        let weak = engine.weak();
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<EpochClock>>();
+        let handle = thread::Builder::new().name("wasmsocket-epoch".into()).spawn(move || {
+            let Ok(clock) = rx.recv() else { return };
+            let clock = Arc::downgrade(&clock);
+            loop {
+                let Some(running) = clock.upgrade().map(|c| c.running.load(Ordering::Acquire)) else { return };
+                if running == 0 {
+                    // Woken by the next call (an unpark before this park
+                    // makes it return at once, so no wake-up is lost).
+                    thread::park();
+                    continue;
+                }
+                let Some(engine) = weak.upgrade() else { return };
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(TICK);
+            }
+        })?;
+        let clock = Arc::new(Self { running: AtomicUsize::new(0), thread: handle.thread().clone() });
+        let _ = tx.send(clock.clone());
+        Ok(clock)
+    }
+
+    /// Marks a call as running until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> Ticking {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
         }
-    })?;
-    Ok(())
+        Ticking(self.clone())
+    }
 }

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::bindings::{HostError, Message, connections, kv, log, rooms, state, types};
 use crate::hub::kv::{KvError, Store};
 use crate::hub::rooms::RoomError;
-use crate::hub::{Connection, DeliveryError, Hub, Outbound};
+use crate::hub::{ByteBudget, Connection, DeliveryError, Hub, Outbound};
 
 /// What an instance may reach: the hub, scoped to its own plugin.
 pub struct HostApi {
@@ -23,10 +23,39 @@ pub struct HostApi {
     /// What the plugin sent to its own connection during the current call.
     /// The connection's task writes these itself when the call returns, so
     /// a reply costs no hand-off to another task. Bounded like the queue.
-    replies: Vec<Outbound>,
+    replies: Replies,
     max_replies: usize,
     /// This plugin's key-value store.
     store: Arc<Store>,
+}
+
+/// Replies of one call, in order, with their bytes taken from the plugin's
+/// budget of bytes in flight until they are written (or dropped).
+pub struct Replies {
+    items: Vec<Outbound>,
+    bytes: usize,
+    budget: Arc<ByteBudget>,
+}
+
+impl Replies {
+    fn new(budget: Arc<ByteBudget>) -> Self {
+        Self { items: Vec::new(), bytes: 0, budget }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The replies, to write; their bytes are given back when `self` drops.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Outbound> {
+        self.items.drain(..)
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        self.budget.give(self.bytes);
+    }
 }
 
 /// Limits an instance's host API enforces.
@@ -41,27 +70,41 @@ impl HostApi {
     pub fn new(hub: Arc<Hub>, own: Arc<Connection>, version: Arc<str>, limits: HostLimits) -> Self {
         Self {
             store: hub.kv.store(&own.plugin),
+            replies: Replies::new(own.outbound().clone()),
             hub,
             own,
             version,
             max_message: limits.max_message,
             max_state: limits.max_state,
-            replies: Vec::new(),
             max_replies: limits.max_replies,
         }
     }
 
     /// Takes the replies queued by the last call, in order.
-    pub fn take_replies(&mut self) -> Vec<Outbound> {
-        std::mem::take(&mut self.replies)
+    pub fn take_replies(&mut self) -> Replies {
+        let empty = Replies::new(self.replies.budget.clone());
+        std::mem::replace(&mut self.replies, empty)
     }
 
+    /// Holds a reply for the connection's task to write after the call. One
+    /// call may send at most what the send queue holds, in messages and in
+    /// bytes: past that the plugin, not the client, is at fault.
     fn reply(&mut self, item: Outbound) -> Result<(), HostError> {
-        if self.replies.len() >= self.max_replies {
-            self.own.abort(WsCloseFrame { code: CloseCode::Policy, reason: "send queue full: client too slow".into() });
+        let len = item.len();
+        let bytes = self.replies.bytes.saturating_add(len);
+        if self.replies.items.len() >= self.max_replies || bytes > self.own.max_queued() {
+            self.own.abort(WsCloseFrame {
+                code: CloseCode::Policy,
+                reason: "plugin sent more in one call than the send queue holds".into(),
+            });
             return Err(HostError::QueueFull);
         }
-        self.replies.push(item);
+        let budget = &self.replies.budget;
+        if !budget.take(len) {
+            return Err(DeliveryError::OverBudget { used: budget.used(), limit: budget.limit() }.into());
+        }
+        self.replies.bytes = bytes;
+        self.replies.items.push(item);
         Ok(())
     }
 
@@ -105,6 +148,7 @@ impl From<DeliveryError> for HostError {
             DeliveryError::NotFound => HostError::NotFound,
             DeliveryError::Closed => HostError::Closed,
             DeliveryError::QueueFull => HostError::QueueFull,
+            DeliveryError::OverBudget { .. } => HostError::TooLarge(e.to_string()),
         }
     }
 }

@@ -12,6 +12,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{CloseFrame, Message, OpenResponse, Request, WebsocketPlugin};
 use super::engine::TICK;
 use super::host_api::HostApi;
+use super::lane::{self, LongCall};
+use super::pool::Permit;
 use super::registry::Version;
 use super::stdio::LogStream;
 use crate::config::PluginLimits;
@@ -26,6 +28,10 @@ pub enum Fault {
     Timeout(Duration),
     #[error("exceeded its {0} memory limit")]
     Memory(ByteSize),
+    /// The host, not the plugin, ran short: no instance slot came free in
+    /// time, or the system refused memory. Not the plugin's fault.
+    #[error("could not be instantiated: {0}")]
+    Resources(String),
 }
 
 impl Fault {
@@ -34,8 +40,22 @@ impl Fault {
             Fault::Trap(_) => FaultKind::Trap,
             Fault::Timeout(_) => FaultKind::Timeout,
             Fault::Memory(_) => FaultKind::Memory,
+            Fault::Resources(_) => FaultKind::Resources,
         }
     }
+}
+
+/// An event for the plugin.
+pub enum Event {
+    Open(Request),
+    Message(Message),
+    Close(Option<CloseFrame>),
+}
+
+/// What the plugin answered.
+pub enum Answer {
+    Open(OpenResponse),
+    Done,
 }
 
 /// The data of one store: WASI with nothing granted, the limits, and the
@@ -47,6 +67,7 @@ pub struct Ctx {
     pub(super) host: HostApi,
     ticks_left: u64,
     timed_out: bool,
+    long: LongCall,
 }
 
 impl WasiView for Ctx {
@@ -85,7 +106,8 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// A live instance of one plugin version.
+/// A live instance of one plugin version. It holds one of the pool's slots
+/// for as long as it lives.
 pub struct Instance {
     store: Store<Ctx>,
     bindings: WebsocketPlugin,
@@ -93,21 +115,36 @@ pub struct Instance {
     limits: PluginLimits,
     /// The connection served, as the bindings want it.
     id: String,
+    long: LongCall,
+    // Last, so the store's pool slot is free before the permit is.
+    permit: Permit,
 }
 
+/// Largest WASI random request: 1 MiB takes about a millisecond to make;
+/// wasmtime-wasi's own cap (64 MiB) held a runtime thread for 200 ms.
+const MAX_RANDOM: u64 = 1 << 20;
+
 impl Instance {
-    /// Instantiates `version` for the connection behind `host`.
-    pub async fn new(version: Arc<Version>, host: HostApi, limits: PluginLimits) -> Result<Self, Fault> {
+    /// Instantiates `version` for the connection behind `host`, in the slot
+    /// `permit`, within the plugin's deadline.
+    pub async fn new(
+        version: Arc<Version>,
+        host: HostApi,
+        limits: PluginLimits,
+        permit: Permit,
+    ) -> Result<Self, Fault> {
         let mut wasi = WasiCtx::builder();
         // Nothing is granted: no preopened directories, no environment, no
         // network. Output goes to the host's log.
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM)
             .stdout(LogStream::stdout(&host))
             .stderr(LogStream::stderr(&host));
         let id = host.connection().to_string();
         let memory = usize::try_from(limits.memory.as_u64()).unwrap_or(usize::MAX);
+        let long = LongCall::default();
         let ctx = Ctx {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -118,6 +155,7 @@ impl Instance {
             host,
             ticks_left: 0,
             timed_out: false,
+            long: long.clone(),
         };
         let mut store = Store::new(version.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.limiter);
@@ -128,18 +166,28 @@ impl Instance {
                 return Ok(UpdateDeadline::Interrupt);
             }
             ctx.ticks_left -= 1;
-            // Let other connections run while this call is busy.
+            // Let other connections run while this call is busy, and move
+            // it off the threads that serve sockets.
+            ctx.long.mark();
             Ok(UpdateDeadline::Yield(1))
         });
-        arm(&mut store, limits.deadline);
-        match version.pre.instantiate_async(&mut store).await {
-            Ok(bindings) => Ok(Self { store, bindings, version, limits, id }),
-            Err(e) => Err(classify(&store, &limits, e)),
-        }
+        let clock = version.clock.clone();
+        let flag = long.clone();
+        let call = async move {
+            let _ticking = clock.enter();
+            arm(&mut store, limits.deadline);
+            let made = tokio::time::timeout(limits.deadline, version.pre.instantiate_async(&mut store)).await;
+            match made {
+                Ok(Ok(bindings)) => Ok(Self { store, bindings, version, limits, id, long, permit }),
+                Ok(Err(e)) => Err(classify_instantiation(&store, &limits, e)),
+                Err(_) => Err(Fault::Timeout(limits.deadline)),
+            }
+        };
+        lane::run(call, flag).await
     }
 
     /// What the last calls sent to the instance's own connection.
-    pub fn take_replies(&mut self) -> Vec<crate::hub::Outbound> {
+    pub fn take_replies(&mut self) -> super::host_api::Replies {
         self.store.data_mut().host.take_replies()
     }
 
@@ -147,23 +195,44 @@ impl Instance {
         &self.version
     }
 
-    pub async fn on_open(&mut self, request: &Request) -> Result<OpenResponse, Fault> {
-        arm(&mut self.store, self.limits.deadline);
-        let result = self.bindings.wasmsocket_plugin_handler().call_on_open(&mut self.store, &self.id, request).await;
-        result.map_err(|e| classify(&self.store, &self.limits, e))
+    /// The pool slot this instance holds.
+    pub fn permit(&self) -> &Permit {
+        &self.permit
     }
 
-    pub async fn on_message(&mut self, message: &Message) -> Result<(), Fault> {
-        arm(&mut self.store, self.limits.deadline);
-        let result =
-            self.bindings.wasmsocket_plugin_handler().call_on_message(&mut self.store, &self.id, message).await;
-        result.map_err(|e| classify(&self.store, &self.limits, e))
+    /// Delivers `event` within the plugin's deadline, wall time: time spent
+    /// in host calls that wait (a sleep, a Redis command) counts too. The
+    /// instance comes back with the answer; after a fault it must be dropped.
+    pub async fn handle(mut self, event: Event) -> (Self, Result<Answer, Fault>) {
+        let long = self.long.clone();
+        long.reset();
+        let clock = self.version.clock.clone();
+        let deadline = self.limits.deadline;
+        let call = async move {
+            let _ticking = clock.enter();
+            arm(&mut self.store, deadline);
+            let answered = tokio::time::timeout(deadline, self.dispatch(&event)).await;
+            let result = match answered {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) => Err(classify(&self.store, &self.limits, e)),
+                Err(_) => Err(Fault::Timeout(deadline)),
+            };
+            (self, result)
+        };
+        lane::run(call, long).await
     }
 
-    pub async fn on_close(&mut self, close: Option<&CloseFrame>) -> Result<(), Fault> {
-        arm(&mut self.store, self.limits.deadline);
-        let result = self.bindings.wasmsocket_plugin_handler().call_on_close(&mut self.store, &self.id, close).await;
-        result.map_err(|e| classify(&self.store, &self.limits, e))
+    async fn dispatch(&mut self, event: &Event) -> wasmtime::Result<Answer> {
+        let handler = self.bindings.wasmsocket_plugin_handler();
+        match event {
+            Event::Open(request) => handler.call_on_open(&mut self.store, &self.id, request).await.map(Answer::Open),
+            Event::Message(message) => {
+                handler.call_on_message(&mut self.store, &self.id, message).await.map(|()| Answer::Done)
+            }
+            Event::Close(close) => {
+                handler.call_on_close(&mut self.store, &self.id, close.as_ref()).await.map(|()| Answer::Done)
+            }
+        }
     }
 }
 
@@ -175,6 +244,16 @@ fn arm(store: &mut Store<Ctx>, deadline: Duration) {
     ctx.timed_out = false;
     ctx.limiter.hit = false;
     store.set_epoch_deadline(1);
+}
+
+/// A failed instantiation is the plugin's fault when its own code trapped,
+/// looped or grew; otherwise the host ran short (pool, memory mappings).
+fn classify_instantiation(store: &Store<Ctx>, limits: &PluginLimits, error: wasmtime::Error) -> Fault {
+    let ctx = store.data();
+    if ctx.timed_out || ctx.limiter.hit || error.downcast_ref::<Trap>().is_some() {
+        return classify(store, limits, error);
+    }
+    Fault::Resources(format!("{error:#}"))
 }
 
 fn classify(store: &Store<Ctx>, limits: &PluginLimits, error: wasmtime::Error) -> Fault {

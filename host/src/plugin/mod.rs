@@ -6,12 +6,15 @@ mod cache;
 mod engine;
 mod host_api;
 mod instance;
+mod lane;
+mod pool;
 mod registry;
 mod stdio;
 
 pub use bindings::{CloseFrame, Message, OpenResponse, Request};
 pub use cache::Origin;
 pub use engine::{EngineSettings, LoadError, PluginEngine};
-pub use host_api::{HostApi, HostLimits};
-pub use instance::{Fault, Instance};
+pub use host_api::{HostApi, HostLimits, Replies};
+pub use instance::{Answer, Event, Fault, Instance};
+pub use pool::{Exhausted, InstancePool, Permit};
 pub use registry::{Plugin, PluginInfo, Registry, SyncOutcome, Version};

@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 
 use super::bindings::WebsocketPluginPre;
 use super::cache::Origin;
-use super::engine::{LoadError, PluginEngine};
+use super::engine::{EpochClock, LoadError, PluginEngine};
 use super::instance::Ctx;
 use crate::config::{Config, PluginLimits, ReloadMode, is_plugin_name};
+use crate::hub::ByteBudget;
 use crate::metrics::{Metrics, PluginMetrics};
 
 /// One compiled version of a plugin, ready to instantiate.
@@ -29,6 +30,8 @@ pub struct Version {
     pub source: String,
     pub size: usize,
     pub(crate) pre: WebsocketPluginPre<Ctx>,
+    /// Ticks while this version's calls run (deadlines and yields).
+    pub(crate) clock: Arc<EpochClock>,
 }
 
 struct LoadFailure {
@@ -43,6 +46,8 @@ pub struct Plugin {
     pub limits: PluginLimits,
     pub reload: ReloadMode,
     pub metrics: PluginMetrics,
+    /// Bytes it has queued for its clients (`limits.outbound_bytes`).
+    pub outbound: Arc<ByteBudget>,
     current: ArcSwapOption<Version>,
     failure: Mutex<Option<LoadFailure>>,
     /// The file is gone: the route answers 404. The entry stays so that
@@ -178,9 +183,11 @@ impl Registry {
         if let Some(p) = self.plugins.read().ok().and_then(|m| m.get(name).cloned()) {
             return p;
         }
+        let limits = self.config.limits_for(name);
         let plugin = Arc::new(Plugin {
             name: name.into(),
-            limits: self.config.limits_for(name),
+            outbound: ByteBudget::new(usize::try_from(limits.outbound_bytes.as_u64()).unwrap_or(usize::MAX)),
+            limits,
             reload: self.config.reload_for(name),
             metrics: self.metrics.for_plugin(name),
             current: ArcSwapOption::empty(),
@@ -225,6 +232,7 @@ impl Registry {
                     source,
                     size,
                     pre,
+                    clock: self.engine.clock().clone(),
                 });
                 plugin.install(version.clone());
                 self.metrics.plugin_loaded(name, "ok");

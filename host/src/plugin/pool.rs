@@ -1,0 +1,195 @@
+//! How many plugin instances may be alive at once, and who gives one up
+//! when every slot is taken.
+//!
+//! A connection holds an instance only while it has events to handle (see
+//! `limits.hibernate_after`). Each live instance holds a [`Permit`], one of
+//! `max_instances`, which is also what the pooling allocator is sized for.
+//! When none is free, the one asking does not fail: it asks the connection
+//! whose instance has been idle longest to give its instance up, and waits
+//! for a permit within its call's deadline.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Every instance slot of the host.
+pub struct InstancePool {
+    slots: Arc<Semaphore>,
+    size: u32,
+    /// Leases that went idle, oldest first; entries of leases that have been
+    /// used again since (an older generation) or are gone are skipped.
+    idle: Mutex<VecDeque<(Weak<Lease>, u64)>>,
+}
+
+/// No slot came free within the deadline.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("all {0} instance slots stayed busy (max_instances)")]
+pub struct Exhausted(pub u32);
+
+/// One slot, held for as long as an instance lives.
+pub struct Permit {
+    _slot: OwnedSemaphorePermit,
+    lease: Arc<Lease>,
+    pool: Arc<InstancePool>,
+}
+
+const BUSY: u8 = 0;
+const IDLE: u8 = 1;
+const EVICTED: u8 = 2;
+
+/// What the pool and the holder of a slot agree on.
+pub struct Lease {
+    state: AtomicU8,
+    generation: AtomicU64,
+    evicted: Notify,
+}
+
+impl InstancePool {
+    pub fn new(size: u32) -> Arc<Self> {
+        let permits = usize::try_from(size).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        Arc::new(Self { slots: Arc::new(Semaphore::new(permits)), size, idle: Mutex::new(VecDeque::new()) })
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Slots in use now.
+    pub fn in_use(&self) -> usize {
+        usize::try_from(self.size).unwrap_or(usize::MAX).saturating_sub(self.slots.available_permits())
+    }
+
+    /// A slot for a new instance, evicting the longest-idle instance if the
+    /// pool is full; waits at most `within`. The permit starts busy.
+    pub async fn acquire(self: &Arc<Self>, within: Duration) -> Result<Permit, Exhausted> {
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.evict_one();
+                match tokio::time::timeout(within, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    _ => return Err(Exhausted(self.size)),
+                }
+            }
+        };
+        let lease =
+            Arc::new(Lease { state: AtomicU8::new(BUSY), generation: AtomicU64::new(0), evicted: Notify::new() });
+        Ok(Permit { _slot: slot, lease, pool: self.clone() })
+    }
+
+    /// Asks the longest-idle holder to give its slot back.
+    fn evict_one(&self) {
+        let Ok(mut idle) = self.idle.lock() else { return };
+        while let Some((weak, generation)) = idle.pop_front() {
+            let Some(lease) = weak.upgrade() else { continue };
+            if lease.generation.load(Ordering::Acquire) != generation {
+                continue;
+            }
+            if lease.state.compare_exchange(IDLE, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                lease.evicted.notify_one();
+                return;
+            }
+        }
+    }
+
+    fn went_idle(&self, lease: &Arc<Lease>, generation: u64) {
+        let Ok(mut idle) = self.idle.lock() else { return };
+        idle.push_back((Arc::downgrade(lease), generation));
+        // Each event leaves an entry; drop the stale ones before they pile up.
+        if idle.len() > 2 * usize::try_from(self.size).unwrap_or(usize::MAX) + 64 {
+            idle.retain(|(weak, generation)| {
+                weak.upgrade().is_some_and(|l| {
+                    l.generation.load(Ordering::Acquire) == *generation && l.state.load(Ordering::Acquire) == IDLE
+                })
+            });
+        }
+    }
+}
+
+impl Permit {
+    /// Marks the instance busy for an event. False if the pool took it
+    /// back meanwhile: the instance must be dropped and a new one made.
+    pub fn resume(&self) -> bool {
+        self.lease.state.compare_exchange(IDLE, BUSY, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            || self.lease.state.load(Ordering::Acquire) == BUSY
+    }
+
+    /// The event is handled: the instance may be evicted until the next.
+    pub fn idle(&self) {
+        let generation = self.lease.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.lease.state.store(IDLE, Ordering::Release);
+        self.pool.went_idle(&self.lease, generation);
+    }
+
+    /// Completes when the pool asks for this slot back.
+    pub async fn evicted(&self) {
+        self.watch().evicted().await
+    }
+
+    /// A handle that waits for eviction without borrowing the instance.
+    pub fn watch(&self) -> Eviction {
+        Eviction(self.lease.clone())
+    }
+}
+
+/// See [`Permit::watch`].
+pub struct Eviction(Arc<Lease>);
+
+impl Eviction {
+    /// Completes when the pool asks for the slot back.
+    pub async fn evicted(&self) {
+        loop {
+            let notified = self.0.evicted.notified();
+            if self.0.state.load(Ordering::Acquire) == EVICTED {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_pool_takes_the_longest_idle_slot_back() {
+        let pool = InstancePool::new(2);
+        let first = pool.acquire(Duration::from_millis(10)).await.unwrap();
+        let second = pool.acquire(Duration::from_millis(10)).await.unwrap();
+        assert_eq!(pool.in_use(), 2);
+
+        // Both busy: nobody can be evicted, so the third waits and fails.
+        assert!(pool.acquire(Duration::from_millis(20)).await.is_err());
+
+        first.idle();
+        second.idle();
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire(Duration::from_secs(5)).await.is_ok() }
+        });
+        // The longest idle (first) is asked to give its slot back ...
+        tokio::time::timeout(Duration::from_secs(5), first.evicted()).await.unwrap();
+        assert!(!first.resume(), "an evicted instance must not be used again");
+        assert!(second.resume(), "the other one was not evicted");
+        drop(first);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn stale_idle_entries_do_not_evict_a_busy_slot() {
+        let pool = InstancePool::new(1);
+        let only = pool.acquire(Duration::from_millis(10)).await.unwrap();
+        for _ in 0..1000 {
+            only.idle();
+            assert!(only.resume());
+        }
+        assert!(pool.idle.lock().unwrap().len() < 100, "stale entries are compacted");
+        // Busy now: a request waits and fails rather than taking it.
+        assert!(pool.acquire(Duration::from_millis(20)).await.is_err());
+        assert!(only.resume());
+    }
+}
