@@ -386,7 +386,7 @@ pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &F
                 plugin = &*plugin.name,
                 conn = &*conn.id,
                 version,
-                "host out of resources: plugin {fault} during {during}; closing the connection with 1011"
+                "host out of resources during {during}: plugin {fault}; refusing (503) or closing (1011) the connection"
             );
             "server busy"
         }

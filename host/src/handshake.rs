@@ -91,6 +91,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     let instance = match ctx.new_instance(version).await {
         Ok(instance) => instance,
         Err(fault @ Fault::Resources(_)) => {
+            // `new_instance` logged what ran out.
             forget(&state, &plugin, &conn.id);
             return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "busy", format!("server busy: {fault}\n"));
         }

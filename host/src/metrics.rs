@@ -155,6 +155,24 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Registers the instance pool's series and returns handles on them.
+    pub fn register_pool(&mut self) -> crate::plugin::PoolMetrics {
+        let p = crate::plugin::PoolMetrics::default();
+        let r = &mut self.registry;
+        r.register(
+            "instances",
+            "Plugin instances alive (at most max_instances; idle connections hold none)",
+            p.live.clone(),
+        );
+        r.register("instance_evictions", "Idle instances given up because every slot was taken", p.evictions.clone());
+        r.register(
+            "instance_waits_exhausted",
+            "Events that found no instance slot within their deadline (503 or close 1011)",
+            p.exhausted.clone(),
+        );
+        p
+    }
+
     /// Registers the backplane's series and returns handles on them.
     pub fn register_backplane(&mut self) -> BackplaneMetrics {
         let b = BackplaneMetrics::default();

@@ -71,6 +71,7 @@ impl Server {
         let config = Arc::new(config);
         let mut metrics = Metrics::new();
         let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
+        let pool_metrics = metrics.register_pool();
         let metrics = Arc::new(metrics);
         let max_connections = config.websocket.max_connections.unwrap_or(10_000);
         let engine = PluginEngine::new(EngineSettings {
@@ -79,7 +80,7 @@ impl Server {
             cache_dir: config.compile_cache_dir(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
-        let pool = InstancePool::new(config.max_instances);
+        let pool = InstancePool::new(config.max_instances, pool_metrics);
         warn_if_too_few_memory_maps(config.max_instances);
         let mut registry = Registry::new(engine, config.clone(), metrics.clone());
 

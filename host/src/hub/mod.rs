@@ -85,7 +85,7 @@ pub enum DeliveryError {
     Closed,
     #[error("connection's send queue is full")]
     QueueFull,
-    #[error("the plugin has {used} bytes queued for its clients, its limit (limits.outbound_bytes is {limit})")]
+    #[error("the plugin already has {used} bytes queued for its clients; limits.outbound_bytes allows {limit}")]
     OverBudget { used: usize, limit: usize },
 }
 

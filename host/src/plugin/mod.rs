@@ -16,5 +16,5 @@ pub use cache::Origin;
 pub use engine::{EngineSettings, LoadError, PluginEngine};
 pub use host_api::{HostApi, HostLimits, Replies};
 pub use instance::{Answer, Event, Fault, Instance};
-pub use pool::{Exhausted, InstancePool, Permit};
+pub use pool::{Exhausted, InstancePool, Permit, PoolMetrics};
 pub use registry::{Plugin, PluginInfo, Registry, SyncOutcome, Version};

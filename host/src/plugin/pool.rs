@@ -13,7 +13,20 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// What the pool reports in `/metrics`.
+#[derive(Clone, Default)]
+pub struct PoolMetrics {
+    /// Instances alive now.
+    pub live: Gauge,
+    /// Idle instances given up because another connection needed a slot.
+    pub evictions: Counter,
+    /// Events that found no slot within their deadline.
+    pub exhausted: Counter,
+}
 
 /// Every instance slot of the host.
 pub struct InstancePool {
@@ -22,6 +35,7 @@ pub struct InstancePool {
     /// Leases that went idle, oldest first; entries of leases that have been
     /// used again since (an older generation) or are gone are skipped.
     idle: Mutex<VecDeque<(Weak<Lease>, u64)>>,
+    metrics: PoolMetrics,
 }
 
 /// No slot came free within the deadline.
@@ -48,9 +62,9 @@ pub struct Lease {
 }
 
 impl InstancePool {
-    pub fn new(size: u32) -> Arc<Self> {
+    pub fn new(size: u32, metrics: PoolMetrics) -> Arc<Self> {
         let permits = usize::try_from(size).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Arc::new(Self { slots: Arc::new(Semaphore::new(permits)), size, idle: Mutex::new(VecDeque::new()) })
+        Arc::new(Self { slots: Arc::new(Semaphore::new(permits)), size, idle: Mutex::new(VecDeque::new()), metrics })
     }
 
     pub fn size(&self) -> u32 {
@@ -71,12 +85,16 @@ impl InstancePool {
                 self.evict_one();
                 match tokio::time::timeout(within, self.slots.clone().acquire_owned()).await {
                     Ok(Ok(slot)) => slot,
-                    _ => return Err(Exhausted(self.size)),
+                    _ => {
+                        self.metrics.exhausted.inc();
+                        return Err(Exhausted(self.size));
+                    }
                 }
             }
         };
         let lease =
             Arc::new(Lease { state: AtomicU8::new(BUSY), generation: AtomicU64::new(0), evicted: Notify::new() });
+        self.metrics.live.inc();
         Ok(Permit { _slot: slot, lease, pool: self.clone() })
     }
 
@@ -89,6 +107,7 @@ impl InstancePool {
                 continue;
             }
             if lease.state.compare_exchange(IDLE, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                self.metrics.evictions.inc();
                 lease.evicted.notify_one();
                 return;
             }
@@ -135,6 +154,12 @@ impl Permit {
     }
 }
 
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.pool.metrics.live.dec();
+    }
+}
+
 /// See [`Permit::watch`].
 pub struct Eviction(Arc<Lease>);
 
@@ -157,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_pool_takes_the_longest_idle_slot_back() {
-        let pool = InstancePool::new(2);
+        let pool = InstancePool::new(2, PoolMetrics::default());
         let first = pool.acquire(Duration::from_millis(10)).await.unwrap();
         let second = pool.acquire(Duration::from_millis(10)).await.unwrap();
         assert_eq!(pool.in_use(), 2);
@@ -181,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_idle_entries_do_not_evict_a_busy_slot() {
-        let pool = InstancePool::new(1);
+        let pool = InstancePool::new(1, PoolMetrics::default());
         let only = pool.acquire(Duration::from_millis(10)).await.unwrap();
         for _ in 0..1000 {
             only.idle();

@@ -197,6 +197,27 @@ impl Host {
         self.child.id().expect("host is running")
     }
 
+    /// The host's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
+    /// The value of the Prometheus series `series` (name and labels, as
+    /// printed), or 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get_text("/metrics").await.1;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = std::process::Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
         assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{sig} failed");
