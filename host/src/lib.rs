@@ -12,6 +12,7 @@ pub mod api;
 pub mod backplane;
 pub mod config;
 pub mod connection;
+pub mod fd_limit;
 pub mod handshake;
 pub mod hub;
 pub mod metrics;

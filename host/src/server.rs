@@ -18,7 +18,7 @@ use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, LoadError, PluginEngine, Registry};
-use crate::{api, reload, static_files};
+use crate::{api, fd_limit, reload, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
 pub const BUILTIN_ECHO: &[u8] = include_bytes!(env!("WASMSOCKET_ECHO_WASM"));
@@ -70,7 +70,16 @@ impl Server {
         let mut metrics = Metrics::new();
         let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
         let metrics = Arc::new(metrics);
-        let max_connections = config.websocket.max_connections.unwrap_or(10_000);
+        let open_files = fd_limit::raise_open_file_limit();
+        if let Some(limit) = open_files {
+            tracing::info!("open-file limit: {limit}");
+        }
+        let limit = fd_limit::connection_limit(config.websocket.max_connections, open_files, config.http.max_pending);
+        if let Some(warning) = &limit.warning {
+            tracing::warn!("{warning}");
+        }
+        let max_connections = limit.max_connections;
+        tracing::info!("max_connections: {max_connections}");
         let engine = PluginEngine::new(EngineSettings {
             // Room for handshakes in flight and for clean-up instances.
             max_instances: u32::try_from(max_connections + max_connections / 8 + 16).unwrap_or(u32::MAX),
