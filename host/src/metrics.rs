@@ -108,6 +108,9 @@ pub struct Metrics {
     faults: Family<FaultLabels, Counter>,
     handshakes_refused: Family<ReasonLabel, Counter>,
     plugin_loads: Family<LoadLabels, Counter>,
+    http_refused: Family<ReasonLabel, Counter>,
+    http_timeouts: Family<ReasonLabel, Counter>,
+    accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -130,6 +133,9 @@ impl Metrics {
             faults: Family::default(),
             handshakes_refused: Family::default(),
             plugin_loads: Family::default(),
+            http_refused: Family::default(),
+            http_timeouts: Family::default(),
+            accept_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
@@ -150,6 +156,21 @@ impl Metrics {
             m.handshakes_refused.clone(),
         );
         registry.register("plugin_loads", "Plugin loads, by outcome", m.plugin_loads.clone());
+        registry.register(
+            "http_refused",
+            "TCP connections closed at accept, by reason (pending: too many still in their HTTP phase)",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "http_timeouts",
+            "HTTP connections closed for taking too long to send a request, by reason (header, idle)",
+            m.http_timeouts.clone(),
+        );
+        registry.register(
+            "http_accept_errors",
+            "Failed accepts (e.g. out of file descriptors)",
+            m.accept_errors.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -201,6 +222,20 @@ impl Metrics {
 
     pub fn handshake_refused(&self, reason: &str) {
         self.handshakes_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    /// A connection closed at accept.
+    pub fn http_refused(&self, reason: &str) {
+        self.http_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    /// The counter of one kind of HTTP timeout (`header`, `idle`).
+    pub fn http_timeout(&self, reason: &str) -> Counter {
+        self.http_timeouts.get_or_create_owned(&ReasonLabel { reason: reason.to_string() })
+    }
+
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     pub fn plugin_loaded(&self, plugin: &str, outcome: &str) {

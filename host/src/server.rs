@@ -16,9 +16,10 @@ use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, WebSocketConfig};
 use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
+use crate::listener::PeerAddr;
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, LoadError, PluginEngine, Registry};
-use crate::{api, fd_limit, reload, static_files};
+use crate::{api, fd_limit, listener, reload, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
 pub const BUILTIN_ECHO: &[u8] = include_bytes!(env!("WASMSOCKET_ECHO_WASM"));
@@ -147,9 +148,7 @@ impl Server {
         let Server { state, listener, _watcher } = self;
         spawn_rescan_on_sighup(state.clone());
         let stop_http = CancellationToken::new();
-        let http =
-            warp::serve(routes(state.clone())).incoming(listener).graceful(stop_http.clone().cancelled_owned()).run();
-        let http = tokio::spawn(http);
+        let http = tokio::spawn(listener::serve(listener, state.clone(), stop_http.clone()));
 
         signal.await;
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
@@ -225,7 +224,7 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|PeerAddr(addr)| addr)))
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_state.clone())
         .then(|plugin, method, path: warp::path::FullPath, query, headers, remote, on_upgrade, state| {
