@@ -80,6 +80,14 @@ struct Cli {
     /// Bytes queued for one client before it is closed as too slow [default: 4MiB].
     #[arg(long, value_name = "SIZE")]
     send_queue_bytes: Option<ByteSize>,
+    /// A message must arrive whole within this time of its first byte
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    message_timeout: Option<Duration>,
+    /// Bytes of partly received messages held across all connections
+    /// [default: 256MiB].
+    #[arg(long, value_name = "SIZE")]
+    receive_budget: Option<ByteSize>,
     /// A request's headers must arrive whole within this time [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_timeout: Option<Duration>,
@@ -149,6 +157,8 @@ impl Cli {
         }
         set(&mut ws.send_queue, self.send_queue);
         set(&mut ws.send_queue_bytes, self.send_queue_bytes);
+        set(&mut ws.message_timeout, self.message_timeout);
+        set(&mut ws.receive_budget, self.receive_budget);
         set(&mut c.http.header_timeout, self.header_timeout);
         set(&mut c.http.idle_timeout, self.idle_timeout);
         set(&mut c.http.max_pending, self.max_pending);

@@ -1,5 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics`.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -89,6 +91,15 @@ impl BackplaneMetrics {
     }
 }
 
+/// The receive budget's series, handed to [`crate::inbound::ReceiveBudget`],
+/// whose byte count lives in the gauge itself.
+#[derive(Clone, Default)]
+pub struct InboundMetrics {
+    pub in_use: Gauge<u64, AtomicU64>,
+    pub over_budget: Counter,
+    pub message_timeouts: Counter,
+}
+
 fn call_histogram() -> Histogram {
     // 1 µs to about 4 s: a reused instance answers in microseconds, a
     // scripting-language one in milliseconds, a runaway one at its deadline.
@@ -111,6 +122,8 @@ pub struct Metrics {
     http_refused: Family<ReasonLabel, Counter>,
     http_timeouts: Family<ReasonLabel, Counter>,
     accept_errors: Counter,
+    inbound: InboundMetrics,
+    inbound_closed: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +149,8 @@ impl Metrics {
             http_refused: Family::default(),
             http_timeouts: Family::default(),
             accept_errors: Counter::default(),
+            inbound: InboundMetrics::default(),
+            inbound_closed: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
@@ -171,7 +186,22 @@ impl Metrics {
             "Failed accepts (e.g. out of file descriptors)",
             m.accept_errors.clone(),
         );
-        Self { registry, ..m }
+        registry.register(
+            "receive_budget_bytes",
+            "Bytes of partly received WebSocket messages held across all connections",
+            m.inbound.in_use.clone(),
+        );
+        registry.register(
+            "receive_refused",
+            "WebSocket connections closed for a partly received message, by reason (budget: 1009, message_timeout: 1008)",
+            m.inbound_closed.clone(),
+        );
+        let inbound = InboundMetrics {
+            in_use: m.inbound.in_use.clone(),
+            over_budget: m.inbound_closed.get_or_create_owned(&ReasonLabel { reason: "budget".into() }),
+            message_timeouts: m.inbound_closed.get_or_create_owned(&ReasonLabel { reason: "message_timeout".into() }),
+        };
+        Self { registry, inbound, ..m }
     }
 
     /// Registers the backplane's series and returns handles on them.
@@ -236,6 +266,11 @@ impl Metrics {
 
     pub fn accept_error(&self) {
         self.accept_errors.inc();
+    }
+
+    /// Handles on the receive budget's series.
+    pub fn inbound(&self) -> InboundMetrics {
+        self.inbound.clone()
     }
 
     pub fn plugin_loaded(&self, plugin: &str, outcome: &str) {

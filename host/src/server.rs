@@ -16,6 +16,7 @@ use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, WebSocketConfig};
 use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
+use crate::inbound::ReceiveBudget;
 use crate::listener::PeerAddr;
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, LoadError, PluginEngine, Registry};
@@ -50,6 +51,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
+    /// Bytes of partly received messages, across every connection.
+    pub receive_budget: Arc<ReceiveBudget>,
     /// Cancelled when shutdown begins: new upgrades are refused.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -122,12 +125,18 @@ impl Server {
             backplane.ready(config.redis.timeout * 2).await;
             hub.attach(backplane);
         }
+        let receive_budget = ReceiveBudget::new(
+            config.websocket.receive_budget.as_u64(),
+            config.websocket.message_timeout,
+            metrics.inbound(),
+        );
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
             hub,
             config,
             registry,
             metrics,
+            receive_budget,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
