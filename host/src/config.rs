@@ -398,7 +398,7 @@ const MIN_BUFFER: u64 = 256;
 const MAX_BUFFER: u64 = 16 << 20;
 const MAX_MESSAGE: u64 = 1 << 30;
 const MAX_MEMORY: u64 = 4 << 30;
-const MAX_CONNECTIONS: usize = 1_000_000;
+pub const MAX_CONNECTIONS: usize = 1_000_000;
 
 impl Config {
     /// Reads a TOML file. Unknown keys are errors, so a typo is not ignored.

@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Hibernate, ReloadMode, WebSocketConfig};
 use crate::hub::{Connection, Hub, Outbound, Slot};
+use crate::inbound::{self, InboundError, Meter, MeteredIo};
 use crate::metrics::Event as EventLabel;
 use crate::plugin::{self, Event, Fault, HostLimits, Instance, InstancePool, Plugin};
 use crate::writer::{Liveness, Output, write_loop};
 
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub type Socket = WebSocketStream<MeteredIo<TokioIo<Upgraded>>>;
 
 /// An accepted connection whose plugin instance has said yes in `on-open`,
 /// waiting for the HTTP upgrade to complete.
@@ -52,6 +53,7 @@ impl Session {
     /// Serves the connection until it closes, then tells the plugin.
     pub async fn run(self, socket: Socket) {
         let Session { conn, plugin, instance, hub, pool, settings, outbound, slot } = self;
+        let meter = socket.get_ref().meter();
         let (sink, stream) = socket.split();
         let output = Output::new(sink, plugin.metrics.clone());
         let liveness = Arc::new(Liveness::default());
@@ -74,7 +76,7 @@ impl Session {
         // What on-open sent goes out first.
         reader.write_replies().await;
         reader.rest();
-        let peer_close = reader.read_loop(stream, &liveness).await;
+        let peer_close = reader.read_loop(stream, &liveness, &meter).await;
         finished.cancel();
         let _ = writer.await;
         let Reader { ctx, serving, version, .. } = reader;
@@ -114,7 +116,12 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Reads until the connection ends; returns the peer's close frame.
-    async fn read_loop(&mut self, mut stream: SplitStream<Socket>, liveness: &Liveness) -> Option<CloseFrame> {
+    async fn read_loop(
+        &mut self,
+        mut stream: SplitStream<Socket>,
+        liveness: &Liveness,
+        meter: &Meter,
+    ) -> Option<CloseFrame> {
         let mut peer_close = None;
         // Once a close is under way, the peer has close_timeout to answer.
         let mut close_deadline: Option<tokio::time::Instant> = None;
@@ -177,6 +184,7 @@ impl Reader<'_> {
                 }
             };
             liveness.touch();
+            meter.message_done(&message);
             let message = match message {
                 Message::Text(text) => plugin::Message::Text(text.as_str().to_owned()),
                 Message::Binary(bytes) => plugin::Message::Binary(bytes.into()),
@@ -412,6 +420,11 @@ fn close_for_error(e: &WsError) -> Option<CloseFrame> {
         WsError::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8 in text message"),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
         WsError::Protocol(_) => (CloseCode::Protocol, "protocol error"),
+        WsError::Io(e) => match inbound::refusal(e) {
+            Some(InboundError::BudgetExhausted) => (CloseCode::Size, "server receive budget exhausted"),
+            Some(InboundError::MessageTimeout) => (CloseCode::Policy, "message timeout"),
+            None => return None,
+        },
         _ => return None,
     };
     Some(CloseFrame { code, reason: reason.into() })

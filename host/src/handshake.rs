@@ -19,6 +19,7 @@ use warp::reply::{Reply, Response};
 use crate::config::WebSocketConfig;
 use crate::connection::{Ctx, Session, fault_closes};
 use crate::hub::QueueLimits;
+use crate::inbound::MeteredIo;
 use crate::metrics::Event as EventLabel;
 use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
 use crate::server::AppState;
@@ -137,11 +138,12 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     plugin.metrics.connections_total.inc();
     let session = session(&state, conn, plugin, instance, outbound, slot);
     let socket_config = socket_config(&state.ws);
+    let receive_budget = state.receive_budget.clone();
     state.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(socket_config)).await;
+                let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
+                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config)).await;
                 session.run(socket).await;
             }
             Err(e) => {

@@ -2,18 +2,24 @@
 //! components.
 //!
 //! The path of a message through the host, top to bottom:
-//! [`server`] (routes, start-up, shutdown) → [`handshake`] (upgrade and the
-//! plugin's `on-open`) → [`connection`] (reader, close handshake) and [`writer`] (replies, queue, pings) →
-//! [`plugin`] (instances, limits, the host side of the WIT imports) →
-//! [`hub`] (every open connection, reachable by id) → [`backplane`] (other
-//! hosts, through Redis, when scaled out).
+//! [`listener`] (accept, the HTTP phase and its bounds) → [`server`]
+//! (routes, start-up, shutdown) → [`handshake`] (upgrade and the plugin's
+//! `on-open`) → [`connection`] (reader, close handshake; its input metered
+//! by [`inbound`]) and [`writer`] (replies, queue, pings) → [`plugin`]
+//! (instances, limits, the host side of the WIT imports) → [`hub`] (every
+//! open connection, reachable by id) → [`backplane`] (other hosts, through
+//! Redis, when scaled out).
 
 pub mod api;
 pub mod backplane;
 pub mod config;
 pub mod connection;
+pub mod fd_limit;
 pub mod handshake;
+pub mod http_timeouts;
 pub mod hub;
+pub mod inbound;
+pub mod listener;
 pub mod metrics;
 pub mod plugin;
 pub mod reload;

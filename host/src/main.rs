@@ -80,6 +80,24 @@ struct Cli {
     /// Bytes queued for one client before it is closed as too slow [default: 4MiB].
     #[arg(long, value_name = "SIZE")]
     send_queue_bytes: Option<ByteSize>,
+    /// A message must arrive whole within this time of its first byte
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    message_timeout: Option<Duration>,
+    /// Bytes of partly received messages held across all connections
+    /// [default: 256MiB].
+    #[arg(long, value_name = "SIZE")]
+    receive_budget: Option<ByteSize>,
+    /// A request's headers must arrive whole within this time [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    header_timeout: Option<Duration>,
+    /// Close a keep-alive HTTP connection idle this long [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Connections still in their HTTP phase at once; more are closed at
+    /// accept [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_pending: Option<usize>,
     /// Plugin instances alive at once, across all connections [default: 1024].
     #[arg(long, value_name = "N")]
     max_instances: Option<u32>,
@@ -139,6 +157,11 @@ impl Cli {
         }
         set(&mut ws.send_queue, self.send_queue);
         set(&mut ws.send_queue_bytes, self.send_queue_bytes);
+        set(&mut ws.message_timeout, self.message_timeout);
+        set(&mut ws.receive_budget, self.receive_budget);
+        set(&mut c.http.header_timeout, self.header_timeout);
+        set(&mut c.http.idle_timeout, self.idle_timeout);
+        set(&mut c.http.max_pending, self.max_pending);
         set(&mut c.max_instances, self.max_instances);
         set(&mut c.limits.hibernate_after, self.hibernate_after);
         set(&mut c.limits.deadline, self.deadline);

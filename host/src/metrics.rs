@@ -1,5 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics`.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -91,6 +93,15 @@ impl BackplaneMetrics {
     }
 }
 
+/// The receive budget's series, handed to [`crate::inbound::ReceiveBudget`],
+/// whose byte count lives in the gauge itself.
+#[derive(Clone, Default)]
+pub struct InboundMetrics {
+    pub in_use: Gauge<u64, AtomicU64>,
+    pub over_budget: Counter,
+    pub message_timeouts: Counter,
+}
+
 fn call_histogram() -> Histogram {
     // 1 µs to about 4 s: a reused instance answers in microseconds, a
     // scripting-language one in milliseconds, a runaway one at its deadline.
@@ -110,6 +121,11 @@ pub struct Metrics {
     faults: Family<FaultLabels, Counter>,
     handshakes_refused: Family<ReasonLabel, Counter>,
     plugin_loads: Family<LoadLabels, Counter>,
+    http_refused: Family<ReasonLabel, Counter>,
+    http_timeouts: Family<ReasonLabel, Counter>,
+    accept_errors: Counter,
+    inbound: InboundMetrics,
+    inbound_closed: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -132,6 +148,11 @@ impl Metrics {
             faults: Family::default(),
             handshakes_refused: Family::default(),
             plugin_loads: Family::default(),
+            http_refused: Family::default(),
+            http_timeouts: Family::default(),
+            accept_errors: Counter::default(),
+            inbound: InboundMetrics::default(),
+            inbound_closed: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
@@ -152,7 +173,37 @@ impl Metrics {
             m.handshakes_refused.clone(),
         );
         registry.register("plugin_loads", "Plugin loads, by outcome", m.plugin_loads.clone());
-        Self { registry, ..m }
+        registry.register(
+            "http_refused",
+            "TCP connections closed at accept, by reason (pending: too many still in their HTTP phase)",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "http_timeouts",
+            "HTTP connections closed for taking too long to send a request, by reason (header, idle)",
+            m.http_timeouts.clone(),
+        );
+        registry.register(
+            "http_accept_errors",
+            "Failed accepts (e.g. out of file descriptors)",
+            m.accept_errors.clone(),
+        );
+        registry.register(
+            "receive_budget_bytes",
+            "Bytes of partly received WebSocket messages held across all connections",
+            m.inbound.in_use.clone(),
+        );
+        registry.register(
+            "receive_refused",
+            "WebSocket connections closed for a partly received message, by reason (budget: 1009, message_timeout: 1008)",
+            m.inbound_closed.clone(),
+        );
+        let inbound = InboundMetrics {
+            in_use: m.inbound.in_use.clone(),
+            over_budget: m.inbound_closed.get_or_create_owned(&ReasonLabel { reason: "budget".into() }),
+            message_timeouts: m.inbound_closed.get_or_create_owned(&ReasonLabel { reason: "message_timeout".into() }),
+        };
+        Self { registry, inbound, ..m }
     }
 
     /// Registers the instance pool's series and returns handles on them.
@@ -221,6 +272,25 @@ impl Metrics {
 
     pub fn handshake_refused(&self, reason: &str) {
         self.handshakes_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    /// A connection closed at accept.
+    pub fn http_refused(&self, reason: &str) {
+        self.http_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    /// The counter of one kind of HTTP timeout (`header`, `idle`).
+    pub fn http_timeout(&self, reason: &str) -> Counter {
+        self.http_timeouts.get_or_create_owned(&ReasonLabel { reason: reason.to_string() })
+    }
+
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    /// Handles on the receive budget's series.
+    pub fn inbound(&self) -> InboundMetrics {
+        self.inbound.clone()
     }
 
     pub fn plugin_loaded(&self, plugin: &str, outcome: &str) {

@@ -16,9 +16,11 @@ use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, WebSocketConfig};
 use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
+use crate::inbound::ReceiveBudget;
+use crate::listener::PeerAddr;
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
-use crate::{api, reload, static_files};
+use crate::{api, fd_limit, listener, reload, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
 pub const BUILTIN_ECHO: &[u8] = include_bytes!(env!("WASMSOCKET_ECHO_WASM"));
@@ -51,6 +53,8 @@ pub struct AppState {
     /// Slots for live plugin instances (`max_instances`).
     pub pool: Arc<InstancePool>,
     pub metrics: Arc<Metrics>,
+    /// Bytes of partly received messages, across every connection.
+    pub receive_budget: Arc<ReceiveBudget>,
     /// Cancelled when shutdown begins: new upgrades are refused.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -73,14 +77,23 @@ impl Server {
         let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
         let pool_metrics = metrics.register_pool();
         let metrics = Arc::new(metrics);
-        let max_connections = config.websocket.max_connections.unwrap_or(10_000);
+        let open_files = fd_limit::raise_open_file_limit();
+        if let Some(limit) = open_files {
+            tracing::info!("open-file limit: {limit}");
+        }
+        let limit = fd_limit::connection_limit(config.websocket.max_connections, open_files, config.http.max_pending);
+        if let Some(warning) = &limit.warning {
+            tracing::warn!("{warning}");
+        }
+        let max_connections = limit.max_connections;
+        tracing::info!("max_connections: {max_connections}");
         let engine = PluginEngine::new(EngineSettings {
             max_instances: config.max_instances,
             max_memory: config.largest_memory(),
             cache_dir: config.compile_cache_dir(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
-        let pool = InstancePool::new(config.max_instances, pool_metrics);
+        let pool = InstancePool::new(engine.instances(), pool_metrics);
         warn_if_too_few_memory_maps(config.max_instances);
         let mut registry = Registry::new(engine, config.clone(), metrics.clone());
 
@@ -115,6 +128,11 @@ impl Server {
             backplane.ready(config.redis.timeout * 2).await;
             hub.attach(backplane);
         }
+        let receive_budget = ReceiveBudget::new(
+            config.websocket.receive_budget.as_u64(),
+            config.websocket.message_timeout,
+            metrics.inbound(),
+        );
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
             hub,
@@ -122,6 +140,7 @@ impl Server {
             config,
             registry,
             metrics,
+            receive_budget,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -142,9 +161,7 @@ impl Server {
         let Server { state, listener, _watcher } = self;
         spawn_rescan_on_sighup(state.clone());
         let stop_http = CancellationToken::new();
-        let http =
-            warp::serve(routes(state.clone())).incoming(listener).graceful(stop_http.clone().cancelled_owned()).run();
-        let http = tokio::spawn(http);
+        let http = tokio::spawn(listener::serve(listener, state.clone(), stop_http.clone()));
 
         signal.await;
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
@@ -222,7 +239,7 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|PeerAddr(addr)| addr)))
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_state.clone())
         .then(|plugin, method, path: warp::path::FullPath, query, headers, remote, on_upgrade, state| {

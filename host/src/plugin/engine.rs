@@ -41,6 +41,18 @@ pub struct EngineSettings {
     pub cache_dir: Option<std::path::PathBuf>,
 }
 
+/// The pools reserve their address space up front and engine creation fails
+/// when it is not there: keep them within half of the 128 TiB a 64-bit
+/// Linux process has. With the default 64 MiB memories that is about
+/// 250,000 instances.
+fn instances_that_fit(max_memory: u64, per_component: u32) -> u32 {
+    const ADDRESS_SPACE: u64 = 64 << 40;
+    // Each memory slot and its 64 KiB guard, times the memories of one
+    // component, plus its 2 MiB fiber stack (see the settings below).
+    let per_instance = (max_memory + (64 << 10)).saturating_mul(u64::from(per_component)) + (2 << 20);
+    u32::try_from(ADDRESS_SPACE / per_instance).unwrap_or(u32::MAX).max(16)
+}
+
 /// Compiles components and prepares them for fast instantiation.
 #[derive(Clone)]
 pub struct PluginEngine {
@@ -48,15 +60,25 @@ pub struct PluginEngine {
     linker: Arc<Linker<Ctx>>,
     cache: Option<CompileCache>,
     clock: Arc<EpochClock>,
+    /// Instances the pooling allocator holds: what the instance pool hands out.
+    instances: u32,
 }
 
 impl PluginEngine {
     pub fn new(settings: EngineSettings) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
-        let instances = settings.max_instances.max(16);
         // Scripting-language components hold several core instances and
         // memories (their runtime plus adapters).
         const PER_COMPONENT: u32 = 4;
+        let instances = settings.max_instances.max(16).min(instances_that_fit(settings.max_memory, PER_COMPONENT));
+        if instances < settings.max_instances {
+            tracing::warn!(
+                "the instance pool is cut to {instances} (of {} wanted): that is what fits in the address \
+                 space with {} of memory per instance; connections past it will fail",
+                settings.max_instances,
+                bytesize::ByteSize(settings.max_memory)
+            );
+        }
         pool.total_component_instances(instances)
             .total_core_instances(instances.saturating_mul(PER_COMPONENT))
             .total_memories(instances.saturating_mul(PER_COMPONENT))
@@ -100,11 +122,19 @@ impl PluginEngine {
             },
             None => None,
         };
-        Ok(Self { engine, linker: Arc::new(linker), cache, clock })
+        // The pool hands out what was asked for; the allocator keeps at least
+        // 16 slots either way.
+        let instances = settings.max_instances.min(instances);
+        Ok(Self { engine, linker: Arc::new(linker), cache, clock, instances })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// How many instances may exist at once.
+    pub fn instances(&self) -> u32 {
+        self.instances
     }
 
     pub fn clock(&self) -> &Arc<EpochClock> {

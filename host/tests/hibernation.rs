@@ -1,0 +1,197 @@
+//! Instances are disposable, connections are not: an idle connection gives
+//! its plugin instance up and keeps its socket, its state, its rooms and
+//! its store; the number of live instances is bounded, not the number of
+//! connections.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const INSTANCES: &str = "wasmsocket_instances";
+
+#[tokio::test]
+async fn a_connection_hibernates_after_hibernate_after_and_keeps_state_rooms_and_store() {
+    let host = Host::start(&["--hibernate-after", "300ms"]).await;
+    let mut ws = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, "set apples").await, "stored");
+    assert_eq!(ask(&mut ws, "join lobby").await, "ok");
+    assert_eq!(ask(&mut ws, "kvset fruit pear").await, "ok");
+    // Events in quick succession share one instance: its globals count on.
+    assert_eq!(ask(&mut ws, "global").await, "global 1");
+    assert_eq!(ask(&mut ws, "global").await, "global 2");
+
+    // Idle: the instance is dropped, the socket stays open.
+    eventually("the instance was dropped", async || host.metric(INSTANCES).await, |n| *n == 0.0).await;
+    assert_eq!(host.metric("wasmsocket_connections_open{plugin=\"testbed\"}").await, 1.0);
+
+    // The next event wakes a fresh instance (its globals start again) and
+    // finds what the host kept.
+    assert_eq!(ask(&mut ws, "global").await, "global 1");
+    assert_eq!(ask(&mut ws, "get").await, "apples");
+    assert_eq!(ask(&mut ws, "rooms").await, "lobby");
+    assert_eq!(ask(&mut ws, "kvget fruit").await, "pear");
+    assert_eq!(ask(&mut ws, "count lobby").await, "1");
+}
+
+#[tokio::test]
+async fn zero_means_a_fresh_instance_for_every_event() {
+    let host = Host::start(&["--hibernate-after", "0s"]).await;
+    let mut ws = host.connect("/ws/testbed").await;
+    for _ in 0..3 {
+        assert_eq!(ask(&mut ws, "global").await, "global 1");
+    }
+    assert_eq!(host.metric(INSTANCES).await, 0.0);
+    let mut never = Host::start(&["--hibernate-after", "never"]).await;
+    let mut kept = never.connect("/ws/testbed").await;
+    for n in 1..=3 {
+        assert_eq!(ask(&mut kept, "global").await, format!("global {n}"));
+    }
+    never.kill().await;
+}
+
+#[tokio::test]
+async fn on_close_runs_exactly_once_on_a_hibernated_connection() {
+    let host = Host::start(&["--hibernate-after", "0s"]).await;
+    let mut watcher = host.connect("/ws/testbed").await;
+    let watcher_id = ask(&mut watcher, "whoami").await;
+    let mut ws = host.connect(&format!("/ws/testbed?watch={watcher_id}")).await;
+    let id = ask(&mut ws, "whoami").await;
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .expect("close");
+    assert_eq!(expect_text(&mut watcher).await, format!("closed {id} 1000 bye"));
+    // And only once.
+    assert_eq!(ask(&mut watcher, "ping").await, "ping");
+}
+
+#[tokio::test]
+async fn live_reload_reaches_a_hibernated_connection_at_its_next_event() {
+    let host = Host::start(&["--hibernate-after", "0s"]).await;
+    let mut ws = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, "set apples").await, "stored");
+    let file = host.dir.as_ref().expect("plugins dir").join("testbed.wasm");
+    replace_by_rename(SHOUT_WASM, &file);
+    host.wait_serving("testbed", path(SHOUT_WASM)).await;
+    assert_eq!(ask(&mut ws, "hello").await, "HELLO");
+}
+
+#[tokio::test]
+async fn drain_mode_wakes_a_hibernated_connection_on_the_version_it_started_with() {
+    let host = Host::start(&["--hibernate-after", "0s", "--reload", "drain"]).await;
+    let mut old = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut old, "hello").await, "hello");
+    let file = host.dir.as_ref().expect("plugins dir").join("testbed.wasm");
+    replace_by_rename(SHOUT_WASM, &file);
+    host.wait_serving("testbed", path(SHOUT_WASM)).await;
+    // Woken again after the reload, still on its version.
+    assert_eq!(ask(&mut old, "hello").await, "hello");
+    let mut new = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut new, "hello").await, "HELLO");
+}
+
+#[tokio::test]
+async fn a_burst_beyond_max_instances_is_answered_in_order() {
+    // Four slots, fifty busy connections: events wait for a slot (the
+    // longest idle instance is given up), and none fails.
+    let host = Host::start(&["--max-instances", "4", "--deadline", "2s"]).await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(host.connect("/ws/testbed").await);
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, ws)| {
+            tokio::spawn(async move {
+                let (mut tx, mut rx) = ws.split();
+                for i in 0..20 {
+                    tx.send(Message::text(format!("{c}:{i}"))).await.expect("send");
+                }
+                for i in 0..20 {
+                    match tokio::time::timeout(PATIENCE, rx.next()).await.expect("reply in time") {
+                        Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), format!("{c}:{i}")),
+                        other => panic!("connection {c}, message {i}: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client");
+    }
+    assert!(host.metric("wasmsocket_instance_evictions_total").await > 0.0, "slots were shared");
+    assert_eq!(host.metric("wasmsocket_instance_waits_exhausted_total").await, 0.0);
+    assert!(host.metric(INSTANCES).await <= 4.0);
+}
+
+#[tokio::test]
+async fn thousands_of_idle_connections_fit_the_default_memory_map_limit() {
+    // Linux's default vm.max_map_count (65,530) stopped the old host near
+    // 5,100 connections, each holding an instance. Idle connections now
+    // hold none.
+    let host = Host::start(&["--max-instances", "64", "--hibernate-after", "100ms"]).await;
+    let mut clients = Vec::new();
+    for i in 0..3000 {
+        let (ws, _) = tokio_tungstenite::connect_async(host.url("/ws/testbed"))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}\n{}", host.log()));
+        clients.push(ws);
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let text = format!("still here {i}");
+        assert_eq!(ask(ws, &text).await, text);
+    }
+    assert!(host.metric(INSTANCES).await <= 64.0);
+    assert!(!host.log().contains("vm.max_map_count"), "no memory-map warning at these settings");
+    let refused = host.get_text("/metrics").await.1;
+    assert!(!refused.contains("wasmsocket_handshakes_refused_total{"), "{refused}");
+}
+
+#[tokio::test]
+async fn an_exhausted_instance_pool_gives_503_and_1011_not_500() {
+    // One slot. A testbed call computes for 3 s and cannot be given up;
+    // echo events wait at most their 500 ms deadline for the slot.
+    let dir = plugins_dir(&[]);
+    let config = dir.0.join("host.toml");
+    std::fs::write(
+        &config,
+        "max_instances = 1\n[limits]\ndeadline = \"500ms\"\nhibernate_after = \"0s\"\n\
+         [plugins.testbed]\ndeadline = \"3s\"\n",
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let host = Host::start_with(dir, &["--config", &config]).await;
+    let mut waiting = host.connect("/ws").await;
+    let mut busy = host.connect("/ws/testbed").await;
+    send_text(&mut busy, "loop").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (status, body) = host.refused_status(host.url("/ws")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("max_instances"), "{body}");
+    send_text(&mut waiting, "hello").await;
+    let frame = expect_close(&mut waiting).await;
+    assert_eq!(frame.code, CloseCode::Error);
+    assert_eq!(frame.reason.as_str(), "server busy");
+    assert!(host.log().contains("host out of resources"), "{}", host.log());
+    assert!(!host.log().contains("trapped"), "not reported as a plugin trap:\n{}", host.log());
+
+    // Once the loop is cut, the slot serves again.
+    assert_eq!(expect_close(&mut busy).await.code, CloseCode::Error);
+    let mut fresh = host.connect("/ws").await;
+    assert_eq!(ask(&mut fresh, "back").await, "back");
+}
+
+#[tokio::test]
+async fn a_memory_map_warning_names_max_instances_when_it_is_too_high() {
+    let host = Host::start(&["--max-instances", "20000"]).await;
+    assert!(host.wait_for_log("max_instances = 20000").await, "{}", host.log());
+}
