@@ -1,30 +1,31 @@
-//! One accepted WebSocket connection: a reader that hands each whole
-//! message to the plugin in order, a writer that drains the bounded send
-//! queue and pings, and the close handshake between them.
+//! One accepted WebSocket connection, served by one task: it hands each
+//! whole message to the plugin in order and writes the replies, writes what
+//! other connections queued for it, pings, and carries out the close
+//! handshake. Idle, it holds no plugin instance (`limits.hibernate_after`)
+//! and its socket rests without buffers (see `socket`).
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::time::sleep_until;
-use tokio_tungstenite::WebSocketStream;
+use tokio::time::Instant as Deadline;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Hibernate, ReloadMode, WebSocketConfig};
-use crate::hub::{Connection, Hub, Outbound, Slot};
-use crate::inbound::{self, InboundError, Meter, MeteredIo};
+use crate::hub::{Connection, Hub, Slot};
+use crate::inbound::{self, InboundError};
 use crate::metrics::Event as EventLabel;
 use crate::plugin::{self, Event, Fault, HostLimits, Instance, InstancePool, Plugin};
-use crate::writer::{Liveness, Output, write_loop};
+use crate::socket::{Arrival, Socket};
+use crate::writer::{WRITE_BATCH, Written};
 
-pub type Socket = WebSocketStream<MeteredIo<TokioIo<Upgraded>>>;
+/// A socket idle this long rests (gives its buffers back) until the client
+/// sends again; waking it costs one small allocation and one read.
+const SOCKET_REST: Duration = Duration::from_secs(1);
 
 /// An accepted connection whose plugin instance has said yes in `on-open`,
 /// waiting for the HTTP upgrade to complete.
@@ -36,7 +37,6 @@ pub struct Session {
     pub hub: Arc<Hub>,
     pub pool: Arc<InstancePool>,
     pub settings: Arc<WebSocketConfig>,
-    pub outbound: tokio::sync::mpsc::Receiver<Outbound>,
     /// Held until the connection is gone: counts toward max_connections.
     pub slot: Slot,
 }
@@ -52,34 +52,21 @@ enum Serving {
 impl Session {
     /// Serves the connection until it closes, then tells the plugin.
     pub async fn run(self, socket: Socket) {
-        let Session { conn, plugin, instance, hub, pool, settings, outbound, slot } = self;
-        let meter = socket.get_ref().meter();
-        let (sink, stream) = socket.split();
-        let output = Output::new(sink, plugin.metrics.clone());
-        let liveness = Arc::new(Liveness::default());
-        let finished = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(
-            output.clone(),
-            outbound,
-            conn.clone(),
-            settings.clone(),
-            liveness.clone(),
-            finished.clone(),
-        ));
-        let mut reader = Reader {
+        let Session { conn, plugin, instance, hub, pool, settings, slot } = self;
+        let mut task = Task {
             ctx: Ctx { conn: &conn, plugin: &plugin, hub: &hub, pool: &pool, settings: &settings },
-            output: &output,
-            finished: &finished,
+            socket,
+            written: Written::default(),
             version: instance.version().clone(),
             serving: Serving::Ready(Box::new(instance)),
+            peer_close: None,
         };
         // What on-open sent goes out first.
-        reader.write_replies().await;
-        reader.rest();
-        let peer_close = reader.read_loop(stream, &liveness, &meter).await;
-        finished.cancel();
-        let _ = writer.await;
-        let Reader { ctx, serving, version, .. } = reader;
+        task.write_replies().await;
+        task.rest();
+        task.serve().await;
+        conn.discard_queued();
+        let Task { ctx, serving, version, peer_close, .. } = task;
         ctx.finish(serving, &version, peer_close.as_ref()).await;
         drop(slot);
     }
@@ -87,9 +74,10 @@ impl Session {
     /// The client went away before the upgrade completed: the plugin said
     /// yes to `on-open`, so it still gets its `on-close`.
     pub async fn abandon(self) {
-        let Session { conn, plugin, instance, hub, pool, settings, slot, .. } = self;
+        let Session { conn, plugin, instance, hub, pool, settings, slot } = self;
         let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &hub, pool: &pool, settings: &settings };
         let version = instance.version().clone();
+        conn.discard_queued();
         ctx.finish(Serving::Ready(Box::new(instance)), &version, None).await;
         drop(slot);
     }
@@ -105,45 +93,78 @@ pub struct Ctx<'a> {
     pub settings: &'a WebSocketConfig,
 }
 
-struct Reader<'a> {
+/// The connection's task.
+struct Task<'a> {
     ctx: Ctx<'a>,
-    output: &'a Output,
-    finished: &'a CancellationToken,
+    socket: Socket,
+    written: Written,
     serving: Serving,
     /// The version of the last instance: what drain mode keeps serving.
     version: Arc<plugin::Version>,
+    peer_close: Option<CloseFrame>,
 }
 
-impl Reader<'_> {
-    /// Reads until the connection ends; returns the peer's close frame.
-    async fn read_loop(
-        &mut self,
-        mut stream: SplitStream<Socket>,
-        liveness: &Liveness,
-        meter: &Meter,
-    ) -> Option<CloseFrame> {
-        let mut peer_close = None;
-        // Once a close is under way, the peer has close_timeout to answer.
-        let mut close_deadline: Option<tokio::time::Instant> = None;
-        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        // Made once, not per message: registering a waiter costs a lock.
-        let finished = self.finished.clone();
-        let finished = finished.cancelled();
-        tokio::pin!(finished);
-        let close_started = self.ctx.conn.close_started().clone();
-        let close_started = close_started.cancelled();
-        tokio::pin!(close_started);
+/// Why the next timer is set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Close,
+    Ping,
+    Hibernate,
+    Rest,
+}
+
+impl Task<'_> {
+    /// Runs until the connection ends.
+    async fn serve(&mut self) {
+        let settings = self.ctx.settings;
         let hibernate_after = match self.ctx.plugin.limits.hibernate_after {
             Hibernate::After(after) => Some(after),
             Hibernate::Never => None,
         };
-        let mut idle_since = tokio::time::Instant::now();
+        let ping_every = (!settings.keep_alive_interval.is_zero()).then_some(settings.keep_alive_interval);
+        let silence_allowed = settings.keep_alive_interval + settings.keep_alive_timeout;
+        let now = Deadline::now();
+        let mut last_seen = now;
+        let mut last_event = now;
+        // When the socket may rest, if it is awake; moved on by traffic.
+        let mut rest_at = Some(now + SOCKET_REST);
+        let mut next_ping = ping_every.map(|every| now + every);
+        let mut close_deadline: Option<Deadline> = None;
+        // One timer for everything this connection waits on, moved only
+        // when its deadline changes.
+        let mut timer = pin!(tokio::time::sleep_until(now));
         loop {
+            let conn = self.ctx.conn;
+            if conn.is_closing() && close_deadline.is_none() {
+                close_deadline = Some(Deadline::now() + settings.close_timeout);
+            }
+            if conn.is_aborted() && !self.written.close_sent {
+                let frame = conn.take_abort_frame();
+                if let Some(stream) = self.socket.awake().await {
+                    let _ = tokio::time::timeout(settings.close_timeout, self.written.close(stream, frame)).await;
+                }
+            }
+            if !conn.is_aborted() && conn.has_queued() {
+                if !self.write_queued().await {
+                    break;
+                }
+                rest_at = Some(Deadline::now() + SOCKET_REST);
+            }
             let holding = matches!(self.serving, Serving::Ready(_));
-            let hibernate_at = match hibernate_after {
-                Some(after) if holding => idle_since + after,
-                _ => far(),
-            };
+            let due = [
+                close_deadline.map(|at| (at, Due::Close)),
+                next_ping.map(|at| (at, Due::Ping)),
+                hibernate_after.filter(|_| holding).map(|after| (last_event + after, Due::Hibernate)),
+                rest_at.filter(|_| self.socket.is_awake()).map(|at| (at, Due::Rest)),
+            ]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at);
+            if let Some((at, _)) = due
+                && timer.deadline() != at
+            {
+                timer.as_mut().reset(at);
+            }
             let eviction = match &self.serving {
                 Serving::Ready(instance) => Some(instance.permit().watch()),
                 _ => None,
@@ -154,58 +175,134 @@ impl Reader<'_> {
                     None => std::future::pending().await,
                 }
             };
+            let inbound = async {
+                if self.socket.is_awake() {
+                    match self.socket.stream() {
+                        Some(stream) => Inbound::Frame(stream.next().await),
+                        None => Inbound::Ended,
+                    }
+                } else {
+                    match self.socket.arrival().await {
+                        Arrival::Woke => Inbound::Woke,
+                        Arrival::Ended => Inbound::Ended,
+                    }
+                }
+            };
             let item = tokio::select! {
                 biased;
-                _ = &mut finished => break,
-                _ = &mut close_started, if close_deadline.is_none() => {
-                    close_deadline = Some(tokio::time::Instant::now() + self.ctx.settings.close_timeout);
-                    continue;
-                }
-                _ = sleep_until(close_deadline.unwrap_or_else(far)), if close_deadline.is_some() => break,
-                _ = sleep_until(hibernate_at), if hibernate_after.is_some() && holding => {
-                    self.hibernate("idle");
+                _ = conn.woken() => continue,
+                _ = &mut timer, if due.is_some() => {
+                    match due.map(|(_, why)| why) {
+                        Some(Due::Close) => break,
+                        Some(Due::Ping) => {
+                            if last_seen.elapsed() > silence_allowed {
+                                tracing::debug!(conn = &*conn.id, "no answer to keep-alive pings; dropping the connection");
+                                break;
+                            }
+                            next_ping = ping_every.map(|every| Deadline::now() + every);
+                            if !self.written.close_sent && !self.socket.ping().await {
+                                break;
+                            }
+                        }
+                        Some(Due::Hibernate) => self.hibernate("idle"),
+                        Some(Due::Rest) => {
+                            // Tried once per quiet spell: a socket that
+                            // cannot rest now waits for more traffic.
+                            rest_at = None;
+                            if !self.written.close_sent && !conn.is_closing() {
+                                self.socket.rest().await;
+                            }
+                        }
+                        None => {}
+                    }
                     continue;
                 }
                 _ = evicted, if holding => {
                     self.hibernate("evicted: every instance slot was taken");
                     continue;
                 }
-                item = stream.next() => item,
+                item = inbound => item,
             };
             let message = match item {
-                None => break,
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
+                Inbound::Woke => {
+                    last_seen = Deadline::now();
+                    rest_at = Some(last_seen + SOCKET_REST);
+                    continue;
+                }
+                Inbound::Ended | Inbound::Frame(None) => break,
+                Inbound::Frame(Some(Ok(message))) => message,
+                Inbound::Frame(Some(Err(e))) => {
                     if let Some(frame) = close_for_error(&e) {
-                        tracing::debug!(conn = &*self.ctx.conn.id, "closing with {}: {e}", frame.code);
-                        self.ctx.conn.abort(frame);
+                        tracing::debug!(conn = &*conn.id, "closing with {}: {e}", frame.code);
+                        conn.abort(frame.clone());
+                        if let Some(stream) = self.socket.stream() {
+                            let _ =
+                                tokio::time::timeout(settings.close_timeout, self.written.close(stream, Some(frame)))
+                                    .await;
+                        }
                     }
                     break;
                 }
             };
-            liveness.touch();
-            meter.message_done(&message);
+            last_seen = Deadline::now();
+            if message.is_text() || message.is_binary() {
+                // Pings and pongs do not keep a socket awake.
+                rest_at = Some(last_seen + SOCKET_REST);
+            } else if rest_at.is_none() {
+                rest_at = Some(last_seen);
+            }
+            self.socket.meter().message_done(&message);
+            self.socket.handed_over(&message);
             let message = match message {
                 Message::Text(text) => plugin::Message::Text(text.as_str().to_owned()),
                 Message::Binary(bytes) => plugin::Message::Binary(bytes.into()),
                 Message::Close(frame) => {
                     // tungstenite has queued the reply with the same code;
                     // reading on flushes it and ends the stream.
-                    peer_close = frame;
+                    self.peer_close = frame;
+                    conn.begin_close();
                     continue;
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
-            if self.ctx.conn.is_closing() {
+            if conn.is_closing() {
                 continue;
             }
             let m = &self.ctx.plugin.metrics;
             m.messages_in.inc();
             m.bytes_in.inc_by(message_len(&message) as u64);
             self.dispatch(message).await;
-            idle_since = tokio::time::Instant::now();
+            last_event = Deadline::now();
         }
-        peer_close
+    }
+
+    /// Writes what other connections queued, a batch per flush. False when
+    /// the socket failed or stalled past keep-alive.
+    async fn write_queued(&mut self) -> bool {
+        let settings = self.ctx.settings;
+        let conn = self.ctx.conn;
+        let metrics = &self.ctx.plugin.metrics;
+        let stall = settings.keep_alive_interval + settings.keep_alive_timeout;
+        while conn.has_queued() && !conn.is_aborted() {
+            let (batch, bytes) = conn.take_queued(WRITE_BATCH);
+            let Some(stream) = self.socket.awake().await else {
+                conn.written(bytes);
+                return false;
+            };
+            let write = self.written.write(stream, batch, metrics);
+            let ok = tokio::select! {
+                biased;
+                // A write to a client that does not read can wait long: an
+                // abort interrupts it, and so does a stall past keep-alive.
+                _ = aborted(conn) => true,
+                ok = tokio::time::timeout(stall, write) => ok.unwrap_or(false),
+            };
+            conn.written(bytes);
+            if !ok {
+                return false;
+            }
+        }
+        true
     }
 
     /// Drops the instance; the next event makes a fresh one.
@@ -245,23 +342,24 @@ impl Reader<'_> {
         self.rest();
     }
 
-    /// Writes what the last call sent to this connection, right here.
+    /// Writes what the last call sent to this connection, right here: a
+    /// reply costs no hand-off to another task.
     async fn write_replies(&mut self) {
         let Serving::Ready(instance) = &mut self.serving else { return };
         let mut replies = instance.take_replies();
         if replies.is_empty() {
             return;
         }
-        // A client that does not read makes this wait; an abort or the end
-        // of the connection (keep-alive) interrupts it.
+        let conn = self.ctx.conn;
+        let Some(stream) = self.socket.awake().await else { return };
+        // A client that does not read makes this wait; an abort interrupts it.
         let written = tokio::select! {
             biased;
-            _ = self.ctx.conn.aborted().cancelled() => return,
-            _ = self.finished.cancelled() => return,
-            ok = self.output.write(replies.drain()) => ok,
+            _ = aborted(conn) => return,
+            ok = self.written.write(stream, replies.drain(), &self.ctx.plugin.metrics) => ok,
         };
         if !written {
-            self.finished.cancel();
+            conn.abort(CloseFrame { code: CloseCode::Away, reason: "write failed".into() });
         }
     }
 
@@ -317,6 +415,21 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+}
+
+/// What came from the client.
+enum Inbound {
+    Frame(Option<Result<Message, WsError>>),
+    /// A resting socket got bytes and is awake again.
+    Woke,
+    Ended,
+}
+
+/// Completes once the connection is aborted.
+async fn aborted(conn: &Connection) {
+    while !conn.is_aborted() {
+        conn.woken().await;
     }
 }
 

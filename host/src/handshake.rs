@@ -23,6 +23,7 @@ use crate::inbound::MeteredIo;
 use crate::metrics::Event as EventLabel;
 use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
 use crate::server::AppState;
+use crate::socket::Socket;
 
 /// What warp extracted from an upgrade request.
 pub struct UpgradeRequest {
@@ -86,7 +87,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     let request = wit_request(&req.path, &req.query, &req.headers, req.remote);
     let queue =
         QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
-    let (conn, outbound) = state.hub.register(plugin.name.clone(), queue);
+    let conn = state.hub.register(plugin.name.clone(), queue);
     plugin.metrics.connections_open.inc();
     let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
     let instance = match ctx.new_instance(version).await {
@@ -125,7 +126,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     {
         tracing::warn!(plugin = &*plugin.name, "on-open chose subprotocol {chosen:?}, which the client did not offer");
         // The plugin accepted: it is owed its on-close.
-        let session = session(&state, conn, plugin, instance, outbound, slot);
+        let session = session(&state, conn, plugin, instance, slot);
         tokio::spawn(session.abandon());
         return refuse(
             &state,
@@ -136,14 +137,16 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     }
 
     plugin.metrics.connections_total.inc();
-    let session = session(&state, conn, plugin, instance, outbound, slot);
+    let session = session(&state, conn, plugin, instance, slot);
     let socket_config = socket_config(&state.ws);
     let receive_budget = state.receive_budget.clone();
+    let resting = state.pool.resting_gauge();
     state.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
-                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config)).await;
+                let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config)).await;
+                let socket = Socket::new(stream, socket_config, resting);
                 session.run(socket).await;
             }
             Err(e) => {
@@ -172,7 +175,6 @@ fn session(
     conn: Arc<crate::hub::Connection>,
     plugin: Arc<Plugin>,
     instance: crate::plugin::Instance,
-    outbound: tokio::sync::mpsc::Receiver<crate::hub::Outbound>,
     slot: crate::hub::Slot,
 ) -> Session {
     Session {
@@ -182,7 +184,6 @@ fn session(
         hub: state.hub.clone(),
         pool: state.pool.clone(),
         settings: state.ws.clone(),
-        outbound,
         slot,
     }
 }

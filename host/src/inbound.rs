@@ -98,6 +98,9 @@ impl ReceiveBudget {
 pub struct Meter {
     budget: Arc<ReceiveBudget>,
     held: AtomicU64,
+    /// Every byte read, for telling whether tungstenite has bytes buffered
+    /// (see `socket`).
+    read_total: AtomicU64,
     /// Nanoseconds from `epoch` to the first byte of the current message,
     /// plus one; 0 when no message is under way.
     partial_since: AtomicU64,
@@ -106,12 +109,23 @@ pub struct Meter {
 
 impl Meter {
     fn new(budget: Arc<ReceiveBudget>) -> Self {
-        Self { budget, held: AtomicU64::new(0), partial_since: AtomicU64::new(0), epoch: Instant::now() }
+        Self {
+            budget,
+            held: AtomicU64::new(0),
+            read_total: AtomicU64::new(0),
+            partial_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
     }
 
     /// Bytes this connection holds against the budget.
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from the client since the connection opened.
+    pub fn read_total(&self) -> u64 {
+        self.read_total.load(Ordering::Relaxed)
     }
 
     /// When the first byte of the message under way arrived.
@@ -150,6 +164,7 @@ impl Meter {
     }
 
     fn counted(&self, bytes: u64) {
+        self.read_total.fetch_add(bytes, Ordering::Relaxed);
         if self.held.fetch_add(bytes, Ordering::Relaxed) == 0 {
             let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
             self.partial_since.store(since + 1, Ordering::Relaxed);

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod reload;
 pub mod server;
+pub mod socket;
 pub mod static_files;
 pub mod writer;
 

@@ -217,6 +217,11 @@ impl Metrics {
         );
         r.register("instance_evictions", "Idle instances given up because every slot was taken", p.evictions.clone());
         r.register(
+            "sockets_resting",
+            "Idle connections whose socket holds no buffers until the client sends again",
+            p.sockets_resting.clone(),
+        );
+        r.register(
             "instance_waits_exhausted",
             "Events that found no instance slot within their deadline (503 or close 1011)",
             p.exhausted.clone(),

@@ -195,3 +195,54 @@ async fn a_memory_map_warning_names_max_instances_when_it_is_too_high() {
     let host = Host::start(&["--max-instances", "20000"]).await;
     assert!(host.wait_for_log("max_instances = 20000").await, "{}", host.log());
 }
+
+#[tokio::test]
+async fn a_resting_socket_wakes_for_messages_broadcasts_and_pings() {
+    // Idle past a second, a socket gives its buffers back; everything that
+    // reaches it afterwards must still arrive, in order.
+    let host = Host::start(&["--keep-alive-interval", "700ms", "--keep-alive-timeout", "2s"]).await;
+    let mut member = host.connect("/ws/testbed").await;
+    let mut speaker = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut member, "join r").await, "ok");
+    let member_id = ask(&mut member, "whoami").await;
+    // Answer pings (tungstenite does so while the client reads) across
+    // several rest periods; the host must not drop us for silence.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match tokio::time::timeout(PATIENCE, member.next()).await.expect("in time") {
+                Some(Ok(Message::Text(t))) => got.push(t.to_string()),
+                Some(Ok(_)) => continue,
+                other => panic!("member's connection broke: {other:?}"),
+            }
+        }
+        (member, got)
+    });
+    eventually("both sockets rest", async || host.metric("wasmsocket_sockets_resting").await, |n| *n == 2.0).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(ask(&mut speaker, "bcast r one").await, "delivered 1");
+    assert_eq!(ask(&mut speaker, &format!("send {member_id} two")).await, "sent");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ask(&mut speaker, "bcast r three").await, "delivered 1");
+    let (mut member, got) = reader.await.expect("reader");
+    assert_eq!(got, ["one", "two", "three"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A message split across writes, to a socket that rests.
+    assert_eq!(ask(&mut member, "after rest").await, "after rest");
+    let long = "x".repeat(100_000);
+    assert_eq!(ask(&mut member, &long).await, long);
+}
+
+#[tokio::test]
+async fn a_client_that_fragments_messages_is_served_after_idling() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding::Data, coding::OpCode};
+    let host = Host::start(&[]).await;
+    let mut ws = host.connect("/ws").await;
+    let first = Frame::message(b"hel".to_vec(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(b"lo".to_vec(), OpCode::Data(Data::Continue), true);
+    ws.send(Message::Frame(first)).await.expect("send");
+    ws.send(Message::Frame(last)).await.expect("send");
+    assert_eq!(expect_text(&mut ws).await, "hello");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ask(&mut ws, "and again").await, "and again");
+}

@@ -6,15 +6,14 @@ pub mod kv;
 pub mod rooms;
 mod route;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_util::sync::CancellationToken;
 
 use crate::backplane::Backplane;
 
@@ -89,134 +88,184 @@ pub enum DeliveryError {
     OverBudget { used: usize, limit: usize },
 }
 
-/// One open connection, shared by its own tasks and every plugin call that
-/// may send to it.
+/// One open connection, shared by its own task and every plugin call that
+/// may send to it. Kept small: an idle host holds one per connection.
 pub struct Connection {
     pub id: Arc<str>,
     pub plugin: Arc<str>,
-    tx: mpsc::Sender<Outbound>,
-    /// Bytes in `tx`'s queue, against `max_queued`.
-    queued: AtomicUsize,
-    max_queued: usize,
-    /// The plugin's bytes in flight, shared by all its connections.
-    outbound: Arc<ByteBudget>,
-    closing: AtomicBool,
-    /// Cancelled once any close begins, so the reader can time the peer's
-    /// answer.
-    close_started: CancellationToken,
-    /// Cancelled when the connection must end now, without waiting for its
-    /// queue: a slow client, a faulted plugin, shutdown, a dead peer.
-    abort: CancellationToken,
-    abort_frame: Mutex<Option<CloseFrame>>,
+    /// What the connection's task is to write, and how it must end.
+    outbox: Mutex<Outbox>,
+    /// Wakes the connection's task: something was queued, a close began,
+    /// or the connection must end.
+    wake: Notify,
+    limits: QueueLimits,
+    /// Bit set of `CLOSING` and `ABORTED`.
+    flags: AtomicU8,
     /// Bytes kept for the plugin across calls and instances (`state` in WIT).
     state: Mutex<Option<Vec<u8>>>,
     /// The rooms it is in, so closing it can leave them all.
     rooms: Mutex<Vec<String>>,
 }
 
+/// A close is under way: nothing more may be queued.
+const CLOSING: u8 = 1;
+/// The connection must end now, without waiting for its queue: a slow
+/// client, a faulted plugin, a dead peer.
+const ABORTED: u8 = 2;
+
+#[derive(Default)]
+struct Outbox {
+    items: VecDeque<Outbound>,
+    /// Payload bytes in `items`, against `QueueLimits::bytes`.
+    bytes: usize,
+    /// The close frame an abort asked for; the first reason given wins.
+    abort_frame: Option<CloseFrame>,
+}
+
 impl Connection {
+    fn new(id: Arc<str>, plugin: Arc<str>, limits: QueueLimits) -> Self {
+        Self {
+            id,
+            plugin,
+            outbox: Mutex::new(Outbox::default()),
+            wake: Notify::new(),
+            limits,
+            flags: AtomicU8::new(0),
+            state: Mutex::new(None),
+            rooms: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Queues a message. A full queue means the client is not reading: the
     /// connection is closed with 1008 rather than buffered without bound.
     pub fn send(&self, message: Message) -> Result<(), DeliveryError> {
-        if self.closing.load(Ordering::Acquire) {
+        if self.is_closing() {
             return Err(DeliveryError::Closed);
         }
         let len = message.len();
-        if !self.outbound.take(len) {
-            return Err(DeliveryError::OverBudget { used: self.outbound.used(), limit: self.outbound.limit() });
+        let budget = &self.limits.outbound;
+        if !budget.take(len) {
+            return Err(DeliveryError::OverBudget { used: budget.used(), limit: budget.limit() });
         }
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        let result = if before.saturating_add(len) > self.max_queued {
-            Err(mpsc::error::TrySendError::Full(()))
-        } else {
-            self.tx.try_send(Outbound::Message(message)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
-                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
-            })
-        };
-        result.map_err(|e| {
-            self.release(len);
-            match e {
-                mpsc::error::TrySendError::Full(()) => {
-                    self.abort(CloseFrame {
-                        code: CloseCode::Policy,
-                        reason: "send queue full: client too slow".into(),
-                    });
-                    DeliveryError::QueueFull
+        let queued = match self.outbox.lock() {
+            Ok(mut outbox) => {
+                let fits =
+                    outbox.items.len() < self.limits.messages && outbox.bytes.saturating_add(len) <= self.limits.bytes;
+                if fits {
+                    outbox.bytes += len;
+                    outbox.items.push_back(Outbound::Message(message));
                 }
-                mpsc::error::TrySendError::Closed(()) => DeliveryError::Closed,
+                fits
             }
-        })
+            Err(_) => false,
+        };
+        if !queued {
+            budget.give(len);
+            self.abort(CloseFrame { code: CloseCode::Policy, reason: "send queue full: client too slow".into() });
+            return Err(DeliveryError::QueueFull);
+        }
+        self.wake.notify_one();
+        Ok(())
     }
 
-    /// `bytes` of its queue were written (or dropped with the connection).
-    pub fn release(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Ordering::AcqRel);
-        self.outbound.give(bytes);
+    /// Takes up to `max` queued items, in order; their bytes stay counted
+    /// against the plugin's budget until [`Connection::written`].
+    pub fn take_queued(&self, max: usize) -> (Vec<Outbound>, usize) {
+        let Ok(mut outbox) = self.outbox.lock() else { return (Vec::new(), 0) };
+        let n = outbox.items.len().min(max);
+        let items: Vec<Outbound> = outbox.items.drain(..n).collect();
+        let bytes = items.iter().map(Outbound::len).sum();
+        outbox.bytes -= bytes;
+        if outbox.items.is_empty() && outbox.items.capacity() > 0 {
+            // An idle connection keeps no queue memory.
+            outbox.items = VecDeque::new();
+        }
+        (items, bytes)
+    }
+
+    /// Taken items of `bytes` were written (or dropped with the connection).
+    pub fn written(&self, bytes: usize) {
+        self.limits.outbound.give(bytes);
+    }
+
+    /// Whether anything is queued.
+    pub fn has_queued(&self) -> bool {
+        self.outbox.lock().is_ok_and(|o| !o.items.is_empty())
+    }
+
+    /// Completes when the connection's task should look again: something
+    /// was queued, a close began or an abort came.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// The connection ended: whatever is still queued is dropped.
+    pub fn discard_queued(&self) {
+        let (_, bytes) = self.take_queued(usize::MAX);
+        self.written(bytes);
     }
 
     /// The most bytes its queue, or one call's replies, may hold.
     pub fn max_queued(&self) -> usize {
-        self.max_queued
+        self.limits.bytes
     }
 
     /// The budget of its plugin's bytes in flight.
     pub fn outbound(&self) -> &Arc<ByteBudget> {
-        &self.outbound
+        &self.limits.outbound
     }
 
     /// Marks the connection as closing; false if it already was.
     pub fn begin_close(&self) -> bool {
-        if self.closing.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        self.close_started.cancel();
-        true
+        let before = self.flags.fetch_or(CLOSING, Ordering::AcqRel);
+        self.wake.notify_one();
+        before & CLOSING == 0
     }
 
     /// Starts a close handshake after the messages already queued.
     pub fn close(&self, frame: CloseFrame) -> Result<(), DeliveryError> {
+        if self.is_closing() {
+            return Err(DeliveryError::Closed);
+        }
+        let queued = match self.outbox.lock() {
+            Ok(mut outbox) if outbox.items.len() < self.limits.messages => {
+                outbox.items.push_back(Outbound::Close(frame.clone()));
+                true
+            }
+            _ => false,
+        };
         if !self.begin_close() {
             return Err(DeliveryError::Closed);
         }
-        match self.tx.try_send(Outbound::Close(frame)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Outbound::Close(frame))) => {
-                // The client is not reading anyway: close without the backlog.
-                self.abort(frame);
-                Ok(())
-            }
-            Err(_) => Err(DeliveryError::Closed),
+        if !queued {
+            // The client is not reading anyway: close without the backlog.
+            self.abort(frame);
         }
+        Ok(())
     }
 
     /// Ends the connection now with `frame`, skipping anything queued. The
     /// first reason given wins.
     pub fn abort(&self, frame: CloseFrame) {
-        self.closing.store(true, Ordering::Release);
-        if let Ok(mut slot) = self.abort_frame.lock()
-            && slot.is_none()
+        if let Ok(mut outbox) = self.outbox.lock()
+            && outbox.abort_frame.is_none()
         {
-            *slot = Some(frame);
+            outbox.abort_frame = Some(frame);
         }
-        self.close_started.cancel();
-        self.abort.cancel();
+        self.flags.fetch_or(CLOSING | ABORTED, Ordering::AcqRel);
+        self.wake.notify_one();
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire) & CLOSING != 0
     }
 
-    pub fn close_started(&self) -> &CancellationToken {
-        &self.close_started
-    }
-
-    pub fn aborted(&self) -> &CancellationToken {
-        &self.abort
+    pub fn is_aborted(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & ABORTED != 0
     }
 
     pub fn take_abort_frame(&self) -> Option<CloseFrame> {
-        self.abort_frame.lock().ok().and_then(|mut f| f.take())
+        self.outbox.lock().ok().and_then(|mut o| o.abort_frame.take())
     }
 
     pub fn state(&self) -> Option<Vec<u8>> {
@@ -319,29 +368,15 @@ impl Hub {
     }
 
     /// Registers a new connection with a fresh id and a send queue of
-    /// `queue.messages` and `queue.bytes`; the receiver feeds its writer.
-    pub fn register(&self, plugin: Arc<str>, queue: QueueLimits) -> (Arc<Connection>, mpsc::Receiver<Outbound>) {
+    /// `queue.messages` and `queue.bytes`.
+    pub fn register(&self, plugin: Arc<str>, queue: QueueLimits) -> Arc<Connection> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = format!("{}-{seq:x}", self.host_id).into();
-        let (tx, rx) = mpsc::channel(queue.messages);
-        let conn = Arc::new(Connection {
-            id: id.clone(),
-            plugin,
-            tx,
-            queued: AtomicUsize::new(0),
-            max_queued: queue.bytes,
-            outbound: queue.outbound,
-            closing: AtomicBool::new(false),
-            close_started: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            abort_frame: Mutex::new(None),
-            state: Mutex::new(None),
-            rooms: Mutex::new(Vec::new()),
-        });
+        let conn = Arc::new(Connection::new(id.clone(), plugin, queue));
         if let Ok(mut map) = self.connections.write() {
             map.insert(id, conn.clone());
         }
-        (conn, rx)
+        conn
     }
 
     /// Forgets a closed connection, and takes it out of its rooms.

@@ -188,21 +188,25 @@ mod tests {
     use super::*;
     use crate::hub::{ByteBudget, Hub, Outbound, QueueLimits, kv::KvLimits};
 
-    fn received(rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(Outbound::Message(Message::Text(t))) = rx.try_recv() {
-            out.push(t.to_string());
-        }
-        out
+    fn received(conn: &Connection) -> Vec<String> {
+        let (items, bytes) = conn.take_queued(usize::MAX);
+        conn.written(bytes);
+        items
+            .into_iter()
+            .filter_map(|item| match item {
+                Outbound::Message(Message::Text(t)) => Some(t.to_string()),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
     fn broadcasts_from_other_hosts_reach_members_from_their_join_point_on() {
         let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10 });
         let queue = || QueueLimits { messages: 16, bytes: 1 << 10, outbound: ByteBudget::new(1 << 20) };
-        let (early, mut early_rx) = hub.register("p".into(), queue());
-        let (late, mut late_rx) = hub.register("p".into(), queue());
-        let (joining, mut joining_rx) = hub.register("p".into(), queue());
+        let early = hub.register("p".into(), queue());
+        let late = hub.register("p".into(), queue());
+        let joining = hub.register("p".into(), queue());
         assert!(hub.rooms.join(&early, "r", 0).unwrap());
         assert!(hub.rooms.join(&late, "r", 7).unwrap());
         assert!(hub.rooms.join(&joining, "r", JOINING).unwrap());
@@ -214,18 +218,18 @@ mod tests {
         // This host's own broadcasts reach every member at once.
         assert_eq!(hub.rooms.broadcast("p", "r", &Message::text("local"), None), 3);
 
-        assert_eq!(received(&mut early_rx), ["m5", "m7", "m8", "local"]);
-        assert_eq!(received(&mut late_rx), ["m8", "local"]);
-        assert_eq!(received(&mut joining_rx), ["local"]);
+        assert_eq!(received(&early), ["m5", "m7", "m8", "local"]);
+        assert_eq!(received(&late), ["m8", "local"]);
+        assert_eq!(received(&joining), ["local"]);
 
         hub.rooms.set_since("p", "r", &joining.id, 8);
         hub.rooms.broadcast_from_cluster("p", "r", &Message::text("m9"), None, 9);
-        assert_eq!(received(&mut joining_rx), ["m9"]);
-        assert_eq!(received(&mut late_rx), ["m9"]);
+        assert_eq!(received(&joining), ["m9"]);
+        assert_eq!(received(&late), ["m9"]);
 
         // After a reconnection Redis may number from 1 again.
         hub.rooms.reset_since();
         hub.rooms.broadcast_from_cluster("p", "r", &Message::text("m1"), None, 1);
-        assert_eq!(received(&mut late_rx), ["m1"]);
+        assert_eq!(received(&late), ["m1"]);
     }
 }

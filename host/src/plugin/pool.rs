@@ -26,6 +26,9 @@ pub struct PoolMetrics {
     pub evictions: Counter,
     /// Events that found no slot within their deadline.
     pub exhausted: Counter,
+    /// Sockets resting (see `socket`): kept here, with the other measures
+    /// of what idle connections cost.
+    pub sockets_resting: Gauge,
 }
 
 /// Every instance slot of the host.
@@ -72,6 +75,10 @@ impl InstancePool {
     }
 
     /// Slots in use now.
+    pub fn resting_gauge(&self) -> Gauge {
+        self.metrics.sockets_resting.clone()
+    }
+
     pub fn in_use(&self) -> usize {
         usize::try_from(self.size).unwrap_or(usize::MAX).saturating_sub(self.slots.available_permits())
     }
