@@ -89,6 +89,22 @@ impl BackplaneMetrics {
     }
 }
 
+/// The size of each plugin's key-value store, set by the store as it
+/// changes.
+#[derive(Clone, Default)]
+pub struct StoreGauges {
+    bytes: Family<PluginLabel, Gauge>,
+    keys: Family<PluginLabel, Gauge>,
+}
+
+impl StoreGauges {
+    /// Handles on `plugin`'s bytes and keys gauges.
+    pub fn for_plugin(&self, plugin: &str) -> (Gauge, Gauge) {
+        let label = PluginLabel { plugin: plugin.to_string() };
+        (self.bytes.get_or_create_owned(&label), self.keys.get_or_create_owned(&label))
+    }
+}
+
 fn call_histogram() -> Histogram {
     // 1 µs to about 4 s: a reused instance answers in microseconds, a
     // scripting-language one in milliseconds, a runaway one at its deadline.
@@ -108,6 +124,7 @@ pub struct Metrics {
     faults: Family<FaultLabels, Counter>,
     handshakes_refused: Family<ReasonLabel, Counter>,
     plugin_loads: Family<LoadLabels, Counter>,
+    store: StoreGauges,
 }
 
 impl Default for Metrics {
@@ -130,6 +147,7 @@ impl Metrics {
             faults: Family::default(),
             handshakes_refused: Family::default(),
             plugin_loads: Family::default(),
+            store: StoreGauges::default(),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
@@ -150,6 +168,8 @@ impl Metrics {
             m.handshakes_refused.clone(),
         );
         registry.register("plugin_loads", "Plugin loads, by outcome", m.plugin_loads.clone());
+        registry.register("store_bytes", "Bytes of keys and values in each plugin's store", m.store.bytes.clone());
+        registry.register("store_keys", "Keys in each plugin's store", m.store.keys.clone());
         Self { registry, ..m }
     }
 
@@ -169,6 +189,11 @@ impl Metrics {
             b.dropped.clone(),
         );
         b
+    }
+
+    /// The store's gauges, for the store to keep up to date.
+    pub fn store_gauges(&self) -> StoreGauges {
+        self.store.clone()
     }
 
     /// The Prometheus text exposition of every metric.

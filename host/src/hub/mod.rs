@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::backplane::Backplane;
+use crate::metrics::StoreGauges;
 
 /// What a connection's writer sends, in order.
 #[derive(Debug)]
@@ -169,7 +170,7 @@ impl Drop for Slot {
 }
 
 impl Hub {
-    pub fn new(max_connections: usize, kv_limits: kv::KvLimits) -> Arc<Self> {
+    pub fn new(max_connections: usize, kv_limits: kv::KvLimits, store_gauges: StoreGauges) -> Arc<Self> {
         // Ids name their host, so a later multi-host setup can route a send
         // to the host that owns the connection.
         let host_id = format!("{:08x}", rand::random::<u32>());
@@ -180,7 +181,7 @@ impl Hub {
             reserved: AtomicUsize::new(0),
             max_connections,
             rooms: rooms::Rooms::default(),
-            kv: kv::Kv::new(kv_limits),
+            kv: kv::Kv::new(kv_limits, store_gauges),
             backplane: OnceLock::new(),
         })
     }

@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn broadcasts_from_other_hosts_reach_members_from_their_join_point_on() {
-        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10 });
+        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10, max_bytes: 100 }, Default::default());
         let (early, mut early_rx) = hub.register("p".into(), 16);
         let (late, mut late_rx) = hub.register("p".into(), 16);
         let (joining, mut joining_rx) = hub.register("p".into(), 16);

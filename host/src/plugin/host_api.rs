@@ -219,7 +219,9 @@ impl rooms::Host for HostApi {
 impl From<KvError> for HostError {
     fn from(e: KvError) -> Self {
         match e {
-            KvError::ValueTooLarge { .. } | KvError::Full(_) => HostError::TooLarge(e.to_string()),
+            KvError::ValueTooLarge { .. } | KvError::Full(_) | KvError::OutOfBytes { .. } => {
+                HostError::TooLarge(e.to_string())
+            }
             // host-error has no "unavailable" case, and 0.1.x plugins must
             // keep loading, so an outage is reported as `invalid` with a
             // text that says so.
