@@ -317,3 +317,24 @@ pub async fn expect_close(ws: &mut Client) -> CloseFrame {
         }
     }
 }
+
+impl Host {
+    /// Starts the host with the testbed plugin, a config file holding
+    /// `toml`, and `args`.
+    pub async fn start_with_config(toml: &str, args: &[&str]) -> Host {
+        let dir = plugins_dir(&[]);
+        let path = dir.0.join("host.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let path = path.display().to_string();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend_from_slice(args);
+        Self::start_with(dir, &all).await
+    }
+
+    /// The value of one series of `/metrics`, named as exposed (e.g.
+    /// `wasmsocket_store_keys{plugin="testbed"}`); `None` while absent.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get_text("/metrics").await.1;
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
