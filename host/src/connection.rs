@@ -276,7 +276,8 @@ pub async fn new_instance(
         max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
         max_replies: settings.send_queue,
     };
-    let host = plugin::HostApi::new(hub.clone(), conn.clone(), version.short.clone(), limits);
+    let log_budget = plugin::LogBudget::of(conn, plugin);
+    let host = plugin::HostApi::new(hub.clone(), conn.clone(), version.short.clone(), limits, log_budget);
     let short = version.short.clone();
     Instance::new(version, host, plugin.limits)
         .await

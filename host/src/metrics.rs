@@ -124,6 +124,8 @@ pub struct Metrics {
     faults: Family<FaultLabels, Counter>,
     handshakes_refused: Family<ReasonLabel, Counter>,
     plugin_loads: Family<LoadLabels, Counter>,
+    log_dropped_lines: Family<PluginLabel, Counter>,
+    log_dropped_bytes: Family<PluginLabel, Counter>,
     store: StoreGauges,
 }
 
@@ -147,6 +149,8 @@ impl Metrics {
             faults: Family::default(),
             handshakes_refused: Family::default(),
             plugin_loads: Family::default(),
+            log_dropped_lines: Family::default(),
+            log_dropped_bytes: Family::default(),
             store: StoreGauges::default(),
             registry: Registry::default(),
         };
@@ -168,6 +172,16 @@ impl Metrics {
             m.handshakes_refused.clone(),
         );
         registry.register("plugin_loads", "Plugin loads, by outcome", m.plugin_loads.clone());
+        registry.register(
+            "plugin_log_dropped_lines",
+            "Plugin log lines (log, stdout, stderr) dropped over limits.log_rate",
+            m.log_dropped_lines.clone(),
+        );
+        registry.register(
+            "plugin_log_dropped_bytes",
+            "Bytes of the plugin log lines dropped over limits.log_rate",
+            m.log_dropped_bytes.clone(),
+        );
         registry.register("store_bytes", "Bytes of keys and values in each plugin's store", m.store.bytes.clone());
         registry.register("store_keys", "Keys in each plugin's store", m.store.keys.clone());
         Self { registry, ..m }
@@ -221,6 +235,8 @@ impl Metrics {
             call_message: call(Event::Message),
             call_close: call(Event::Close),
             faults: self.faults.clone(),
+            log_dropped_lines: self.log_dropped_lines.get_or_create_owned(&label),
+            log_dropped_bytes: self.log_dropped_bytes.get_or_create_owned(&label),
         }
     }
 
@@ -247,6 +263,8 @@ pub struct PluginMetrics {
     call_message: Histogram,
     call_close: Histogram,
     faults: Family<FaultLabels, Counter>,
+    pub log_dropped_lines: Counter,
+    pub log_dropped_bytes: Counter,
 }
 
 impl PluginMetrics {

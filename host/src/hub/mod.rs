@@ -56,6 +56,9 @@ pub struct Connection {
     state: Mutex<Option<Vec<u8>>>,
     /// The rooms it is in, so closing it can leave them all.
     rooms: Mutex<Vec<String>>,
+    /// What its plugin may still write to the log, across instances; made
+    /// with the first one.
+    pub log_budget: OnceLock<Arc<crate::plugin::LogBudget>>,
 }
 
 impl Connection {
@@ -235,6 +238,7 @@ impl Hub {
             abort_frame: Mutex::new(None),
             state: Mutex::new(None),
             rooms: Mutex::new(Vec::new()),
+            log_budget: OnceLock::new(),
         });
         if let Ok(mut map) = self.connections.write() {
             map.insert(id, conn.clone());

@@ -7,6 +7,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::bindings::{HostError, Message, connections, kv, log, rooms, state, types};
+use super::log_budget::LogBudget;
 use crate::hub::kv::{KvError, Store};
 use crate::hub::rooms::RoomError;
 use crate::hub::{Connection, DeliveryError, Hub, Outbound};
@@ -27,6 +28,8 @@ pub struct HostApi {
     max_replies: usize,
     /// This plugin's key-value store.
     store: Arc<Store>,
+    /// The connection's log budget, which outlives this instance.
+    log_budget: Arc<LogBudget>,
 }
 
 /// Limits an instance's host API enforces.
@@ -38,7 +41,13 @@ pub struct HostLimits {
 }
 
 impl HostApi {
-    pub fn new(hub: Arc<Hub>, own: Arc<Connection>, version: Arc<str>, limits: HostLimits) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        own: Arc<Connection>,
+        version: Arc<str>,
+        limits: HostLimits,
+        log_budget: Arc<LogBudget>,
+    ) -> Self {
         Self {
             store: hub.kv.store(&own.plugin),
             hub,
@@ -48,7 +57,12 @@ impl HostApi {
             max_state: limits.max_state,
             replies: Vec::new(),
             max_replies: limits.max_replies,
+            log_budget,
         }
+    }
+
+    pub(super) fn log_budget(&self) -> &Arc<LogBudget> {
+        &self.log_budget
     }
 
     /// Takes the replies queued by the last call, in order.
@@ -286,9 +300,29 @@ pub(super) fn clip(text: &str) -> &str {
     &text[..end]
 }
 
+/// The instance is gone: drops it left unreported are told now.
+impl Drop for HostApi {
+    fn drop(&mut self) {
+        self.log_budget.flush();
+    }
+}
+
 impl log::Host for HostApi {
     fn log(&mut self, level: log::Level, message: String) {
-        let (plugin, conn, version, message) = (self.plugin(), self.connection(), self.version(), clip(&message));
+        use tracing::{Level, enabled};
+        // Lines the filter discards cost nothing, so they are not charged.
+        let shown = match level {
+            log::Level::Trace => enabled!(target: "plugin", Level::TRACE),
+            log::Level::Debug => enabled!(target: "plugin", Level::DEBUG),
+            log::Level::Info => enabled!(target: "plugin", Level::INFO),
+            log::Level::Warn => enabled!(target: "plugin", Level::WARN),
+            log::Level::Error => enabled!(target: "plugin", Level::ERROR),
+        };
+        let message = clip(&message);
+        if !shown || !self.log_budget.admit(message.len()) {
+            return;
+        }
+        let (plugin, conn, version) = (self.plugin(), self.connection(), self.version());
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", plugin, conn, version, "{message}"),
             log::Level::Debug => tracing::debug!(target: "plugin", plugin, conn, version, "{message}"),

@@ -6,6 +6,7 @@ mod cache;
 mod engine;
 mod host_api;
 mod instance;
+mod log_budget;
 mod registry;
 mod stdio;
 
@@ -14,4 +15,5 @@ pub use cache::Origin;
 pub use engine::{EngineSettings, LoadError, PluginEngine};
 pub use host_api::{HostApi, HostLimits};
 pub use instance::{Fault, Instance};
+pub use log_budget::LogBudget;
 pub use registry::{Plugin, PluginInfo, Registry, SyncOutcome, Version};
