@@ -490,7 +490,8 @@ impl Ctx<'_> {
                 max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
                 max_replies: self.settings.send_queue,
             };
-            let host = plugin::HostApi::new(self.hub.clone(), conn.clone(), version.short.clone(), limits);
+            let log_budget = plugin::LogBudget::of(conn, plugin);
+            let host = plugin::HostApi::new(self.hub.clone(), conn.clone(), version.short.clone(), limits, log_budget);
             Instance::new(version, host, plugin.limits, permit).await
         };
         made.await.inspect_err(|fault| fault_closes(conn, plugin, &short, fault, "instantiation"))

@@ -102,6 +102,22 @@ pub struct InboundMetrics {
     pub message_timeouts: Counter,
 }
 
+/// The size of each plugin's key-value store, set by the store as it
+/// changes.
+#[derive(Clone, Default)]
+pub struct StoreGauges {
+    bytes: Family<PluginLabel, Gauge>,
+    keys: Family<PluginLabel, Gauge>,
+}
+
+impl StoreGauges {
+    /// Handles on `plugin`'s bytes and keys gauges.
+    pub fn for_plugin(&self, plugin: &str) -> (Gauge, Gauge) {
+        let label = PluginLabel { plugin: plugin.to_string() };
+        (self.bytes.get_or_create_owned(&label), self.keys.get_or_create_owned(&label))
+    }
+}
+
 fn call_histogram() -> Histogram {
     // 1 µs to about 4 s: a reused instance answers in microseconds, a
     // scripting-language one in milliseconds, a runaway one at its deadline.
@@ -126,6 +142,9 @@ pub struct Metrics {
     accept_errors: Counter,
     inbound: InboundMetrics,
     inbound_closed: Family<ReasonLabel, Counter>,
+    log_dropped_lines: Family<PluginLabel, Counter>,
+    log_dropped_bytes: Family<PluginLabel, Counter>,
+    store: StoreGauges,
 }
 
 impl Default for Metrics {
@@ -153,6 +172,9 @@ impl Metrics {
             accept_errors: Counter::default(),
             inbound: InboundMetrics::default(),
             inbound_closed: Family::default(),
+            log_dropped_lines: Family::default(),
+            log_dropped_bytes: Family::default(),
+            store: StoreGauges::default(),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
@@ -198,6 +220,18 @@ impl Metrics {
             "WebSocket connections closed for a partly received message, by reason (budget: 1009, message_timeout: 1008)",
             m.inbound_closed.clone(),
         );
+        registry.register(
+            "plugin_log_dropped_lines",
+            "Plugin log lines (log, stdout, stderr) dropped over limits.log_rate",
+            m.log_dropped_lines.clone(),
+        );
+        registry.register(
+            "plugin_log_dropped_bytes",
+            "Bytes of the plugin log lines dropped over limits.log_rate",
+            m.log_dropped_bytes.clone(),
+        );
+        registry.register("store_bytes", "Bytes of keys and values in each plugin's store", m.store.bytes.clone());
+        registry.register("store_keys", "Keys in each plugin's store", m.store.keys.clone());
         let inbound = InboundMetrics {
             in_use: m.inbound.in_use.clone(),
             over_budget: m.inbound_closed.get_or_create_owned(&ReasonLabel { reason: "budget".into() }),
@@ -247,6 +281,11 @@ impl Metrics {
         b
     }
 
+    /// The store's gauges, for the store to keep up to date.
+    pub fn store_gauges(&self) -> StoreGauges {
+        self.store.clone()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -272,6 +311,8 @@ impl Metrics {
             call_message: call(Event::Message),
             call_close: call(Event::Close),
             faults: self.faults.clone(),
+            log_dropped_lines: self.log_dropped_lines.get_or_create_owned(&label),
+            log_dropped_bytes: self.log_dropped_bytes.get_or_create_owned(&label),
         }
     }
 
@@ -317,6 +358,8 @@ pub struct PluginMetrics {
     call_message: Histogram,
     call_close: Histogram,
     faults: Family<FaultLabels, Counter>,
+    pub log_dropped_lines: Counter,
+    pub log_dropped_bytes: Counter,
 }
 
 impl PluginMetrics {

@@ -121,7 +121,9 @@ impl Server {
             crate::hub::kv::KvLimits {
                 max_keys: config.store.max_keys,
                 max_value: usize::try_from(config.store.value_size.as_u64()).unwrap_or(usize::MAX),
+                max_bytes: usize::try_from(config.store.max_bytes.as_u64()).unwrap_or(usize::MAX),
             },
+            metrics.store_gauges(),
         );
         if let Some(backplane_metrics) = backplane_metrics {
             let backplane = Backplane::start(&config.redis, &hub, backplane_metrics)?;

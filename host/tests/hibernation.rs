@@ -26,8 +26,8 @@ async fn a_connection_hibernates_after_hibernate_after_and_keeps_state_rooms_and
     assert_eq!(ask(&mut ws, "global").await, "global 2");
 
     // Idle: the instance is dropped, the socket stays open.
-    eventually("the instance was dropped", async || host.metric(INSTANCES).await, |n| *n == 0.0).await;
-    assert_eq!(host.metric("wasmsocket_connections_open{plugin=\"testbed\"}").await, 1.0);
+    eventually("the instance was dropped", async || host.metric_or_zero(INSTANCES).await, |n| *n == 0.0).await;
+    assert_eq!(host.metric_or_zero("wasmsocket_connections_open{plugin=\"testbed\"}").await, 1.0);
 
     // The next event wakes a fresh instance (its globals start again) and
     // finds what the host kept.
@@ -45,7 +45,7 @@ async fn zero_means_a_fresh_instance_for_every_event() {
     for _ in 0..3 {
         assert_eq!(ask(&mut ws, "global").await, "global 1");
     }
-    assert_eq!(host.metric(INSTANCES).await, 0.0);
+    assert_eq!(host.metric_or_zero(INSTANCES).await, 0.0);
     let mut never = Host::start(&["--hibernate-after", "never"]).await;
     let mut kept = never.connect("/ws/testbed").await;
     for n in 1..=3 {
@@ -127,9 +127,9 @@ async fn a_burst_beyond_max_instances_is_answered_in_order() {
     for task in tasks {
         task.await.expect("client");
     }
-    assert!(host.metric("wasmsocket_instance_evictions_total").await > 0.0, "slots were shared");
-    assert_eq!(host.metric("wasmsocket_instance_waits_exhausted_total").await, 0.0);
-    assert!(host.metric(INSTANCES).await <= 4.0);
+    assert!(host.metric_or_zero("wasmsocket_instance_evictions_total").await > 0.0, "slots were shared");
+    assert_eq!(host.metric_or_zero("wasmsocket_instance_waits_exhausted_total").await, 0.0);
+    assert!(host.metric_or_zero(INSTANCES).await <= 4.0);
 }
 
 #[tokio::test]
@@ -149,7 +149,7 @@ async fn thousands_of_idle_connections_fit_the_default_memory_map_limit() {
         let text = format!("still here {i}");
         assert_eq!(ask(ws, &text).await, text);
     }
-    assert!(host.metric(INSTANCES).await <= 64.0);
+    assert!(host.metric_or_zero(INSTANCES).await <= 64.0);
     assert!(!host.log().contains("vm.max_map_count"), "no memory-map warning at these settings");
     let refused = host.get_text("/metrics").await.1;
     assert!(!refused.contains("wasmsocket_handshakes_refused_total{"), "{refused}");
@@ -218,7 +218,8 @@ async fn a_resting_socket_wakes_for_messages_broadcasts_and_pings() {
         }
         (member, got)
     });
-    eventually("both sockets rest", async || host.metric("wasmsocket_sockets_resting").await, |n| *n == 2.0).await;
+    eventually("both sockets rest", async || host.metric_or_zero("wasmsocket_sockets_resting").await, |n| *n == 2.0)
+        .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(ask(&mut speaker, "bcast r one").await, "delivered 1");
     assert_eq!(ask(&mut speaker, &format!("send {member_id} two")).await, "sent");

@@ -191,7 +191,7 @@ async fn limits_give_clear_errors() {
     assert!(reply.starts_with("error HostError::Invalid") && reply.contains("room name"), "{reply}");
     let big = "v".repeat(70_000);
     let reply = ask(&mut ws, &format!("kvset k {big}")).await;
-    assert!(reply.starts_with("error HostError::TooLarge") && reply.contains("kv_value_size"), "{reply}");
+    assert!(reply.starts_with("error HostError::TooLarge") && reply.contains("store.value_size"), "{reply}");
     let reply = ask(&mut ws, &format!("set {big}")).await;
     assert!(reply.starts_with("error HostError::TooLarge") && reply.contains("state_size"), "{reply}");
     assert_eq!(ask(&mut ws, "kvset n x").await, "ok");

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backplane::Backplane;
+use crate::metrics::StoreGauges;
 
 /// What a connection's writer sends, in order.
 #[derive(Debug)]
@@ -105,6 +106,9 @@ pub struct Connection {
     state: Mutex<Option<Vec<u8>>>,
     /// The rooms it is in, so closing it can leave them all.
     rooms: Mutex<Vec<String>>,
+    /// What its plugin may still write to the log, across instances; made
+    /// with the first one.
+    pub log_budget: OnceLock<Arc<crate::plugin::LogBudget>>,
 }
 
 /// A close is under way: nothing more may be queued.
@@ -133,6 +137,7 @@ impl Connection {
             flags: AtomicU8::new(0),
             state: Mutex::new(None),
             rooms: Mutex::new(Vec::new()),
+            log_budget: OnceLock::new(),
         }
     }
 
@@ -318,7 +323,7 @@ impl Drop for Slot {
 }
 
 impl Hub {
-    pub fn new(max_connections: usize, kv_limits: kv::KvLimits) -> Arc<Self> {
+    pub fn new(max_connections: usize, kv_limits: kv::KvLimits, store_gauges: StoreGauges) -> Arc<Self> {
         // Ids name their host, so a later multi-host setup can route a send
         // to the host that owns the connection.
         let host_id = format!("{:08x}", rand::random::<u32>());
@@ -329,7 +334,7 @@ impl Hub {
             reserved: AtomicUsize::new(0),
             max_connections,
             rooms: rooms::Rooms::default(),
-            kv: kv::Kv::new(kv_limits),
+            kv: kv::Kv::new(kv_limits, store_gauges),
             backplane: OnceLock::new(),
         })
     }

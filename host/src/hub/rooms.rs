@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn broadcasts_from_other_hosts_reach_members_from_their_join_point_on() {
-        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10 });
+        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10, max_bytes: 100 }, Default::default());
         let queue = || QueueLimits { messages: 16, bytes: 1 << 10, outbound: ByteBudget::new(1 << 20) };
         let early = hub.register("p".into(), queue());
         let late = hub.register("p".into(), queue());

@@ -7,6 +7,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::bindings::{HostError, Message, connections, kv, log, rooms, state, types};
+use super::log_budget::LogBudget;
 use crate::hub::kv::{KvError, Store};
 use crate::hub::rooms::RoomError;
 use crate::hub::{ByteBudget, Connection, DeliveryError, Hub, Outbound};
@@ -27,6 +28,8 @@ pub struct HostApi {
     max_replies: usize,
     /// This plugin's key-value store.
     store: Arc<Store>,
+    /// The connection's log budget, which outlives this instance.
+    log_budget: Arc<LogBudget>,
 }
 
 /// Replies of one call, in order, with their bytes taken from the plugin's
@@ -67,7 +70,13 @@ pub struct HostLimits {
 }
 
 impl HostApi {
-    pub fn new(hub: Arc<Hub>, own: Arc<Connection>, version: Arc<str>, limits: HostLimits) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        own: Arc<Connection>,
+        version: Arc<str>,
+        limits: HostLimits,
+        log_budget: Arc<LogBudget>,
+    ) -> Self {
         Self {
             store: hub.kv.store(&own.plugin),
             replies: Replies::new(own.outbound().clone()),
@@ -77,7 +86,12 @@ impl HostApi {
             max_message: limits.max_message,
             max_state: limits.max_state,
             max_replies: limits.max_replies,
+            log_budget,
         }
+    }
+
+    pub(super) fn log_budget(&self) -> &Arc<LogBudget> {
+        &self.log_budget
     }
 
     /// Takes the replies queued by the last call, in order.
@@ -263,7 +277,9 @@ impl rooms::Host for HostApi {
 impl From<KvError> for HostError {
     fn from(e: KvError) -> Self {
         match e {
-            KvError::ValueTooLarge { .. } | KvError::Full(_) => HostError::TooLarge(e.to_string()),
+            KvError::ValueTooLarge { .. } | KvError::Full(_) | KvError::OutOfBytes { .. } => {
+                HostError::TooLarge(e.to_string())
+            }
             // host-error has no "unavailable" case, and 0.1.x plugins must
             // keep loading, so an outage is reported as `invalid` with a
             // text that says so.
@@ -328,9 +344,29 @@ pub(super) fn clip(text: &str) -> &str {
     &text[..end]
 }
 
+/// The instance is gone: drops it left unreported are told now.
+impl Drop for HostApi {
+    fn drop(&mut self) {
+        self.log_budget.flush();
+    }
+}
+
 impl log::Host for HostApi {
     fn log(&mut self, level: log::Level, message: String) {
-        let (plugin, conn, version, message) = (self.plugin(), self.connection(), self.version(), clip(&message));
+        use tracing::{Level, enabled};
+        // Lines the filter discards cost nothing, so they are not charged.
+        let shown = match level {
+            log::Level::Trace => enabled!(target: "plugin", Level::TRACE),
+            log::Level::Debug => enabled!(target: "plugin", Level::DEBUG),
+            log::Level::Info => enabled!(target: "plugin", Level::INFO),
+            log::Level::Warn => enabled!(target: "plugin", Level::WARN),
+            log::Level::Error => enabled!(target: "plugin", Level::ERROR),
+        };
+        let message = clip(&message);
+        if !shown || !self.log_budget.admit(message.len()) {
+            return;
+        }
+        let (plugin, conn, version) = (self.plugin(), self.connection(), self.version());
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", plugin, conn, version, "{message}"),
             log::Level::Debug => tracing::debug!(target: "plugin", plugin, conn, version, "{message}"),

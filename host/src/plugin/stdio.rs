@@ -1,5 +1,6 @@
 //! A plugin's stdout and stderr, turned into host log lines tagged with the
-//! plugin, its version and the connection.
+//! plugin, its version and the connection, within the connection's log
+//! budget.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::host_api::{HostApi, clip};
+use super::log_budget::LogBudget;
 
 #[derive(Clone, Copy)]
 enum Which {
@@ -18,10 +20,11 @@ enum Which {
     Stderr,
 }
 
-/// The log tags of one instance.
+/// The log tags of one instance, and its connection's log budget.
 #[derive(Clone)]
 pub struct LogStream {
     tags: Arc<(String, String, String)>,
+    budget: Arc<LogBudget>,
     which: Which,
 }
 
@@ -36,14 +39,25 @@ impl LogStream {
 
     fn new(host: &HostApi, which: Which) -> Self {
         let tags = (host.plugin().to_string(), host.connection().to_string(), host.version().to_string());
-        Self { tags: Arc::new(tags), which }
+        Self { tags: Arc::new(tags), budget: host.log_budget().clone(), which }
     }
 
     fn emit(&self, bytes: &[u8]) {
+        // Output the filter discards costs nothing, so it is not charged.
+        let shown = match self.which {
+            Which::Stdout => tracing::enabled!(target: "plugin::stdout", tracing::Level::INFO),
+            Which::Stderr => tracing::enabled!(target: "plugin::stderr", tracing::Level::WARN),
+        };
+        if !shown {
+            return;
+        }
         let text = String::from_utf8_lossy(bytes);
         let (plugin, conn, version) = (&self.tags.0, &self.tags.1, &self.tags.2);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let line = clip(line);
+            if !self.budget.admit(line.len()) {
+                continue;
+            }
             match self.which {
                 Which::Stdout => tracing::info!(target: "plugin::stdout", plugin, conn, version, "{line}"),
                 Which::Stderr => tracing::warn!(target: "plugin::stderr", plugin, conn, version, "{line}"),

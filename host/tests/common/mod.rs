@@ -208,14 +208,9 @@ impl Host {
             .expect("VmRSS in /proc status")
     }
 
-    /// The value of the Prometheus series `series` (name and labels, as
-    /// printed), or 0 when absent.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.get_text("/metrics").await.1;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+    /// The value of the series `series` of `/metrics`, 0 while absent.
+    pub async fn metric_or_zero(&self, series: &str) -> f64 {
+        self.metric(series).await.unwrap_or(0.0)
     }
 
     pub fn signal(&self, sig: &str) {
@@ -336,5 +331,26 @@ pub async fn expect_close(ws: &mut Client) -> CloseFrame {
             Some(_) => continue,
             None => panic!("connection ended without a close frame"),
         }
+    }
+}
+
+impl Host {
+    /// Starts the host with the testbed plugin, a config file holding
+    /// `toml`, and `args`.
+    pub async fn start_with_config(toml: &str, args: &[&str]) -> Host {
+        let dir = plugins_dir(&[]);
+        let path = dir.0.join("host.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let path = path.display().to_string();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend_from_slice(args);
+        Self::start_with(dir, &all).await
+    }
+
+    /// The value of one series of `/metrics`, named as exposed (e.g.
+    /// `wasmsocket_store_keys{plugin="testbed"}`); `None` while absent.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get_text("/metrics").await.1;
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     }
 }
