@@ -1,17 +1,27 @@
-//! Echo benchmark: wasmsocket with the echo plugin against a native warp
-//! echo server (no WebAssembly: the limit of this stack), side by side in one
-//! run, each in its own process, driven by the same load from this one.
+//! Echo benchmark: wasmsocket with the echo plugin against native servers
+//! (no WebAssembly: the limits of this stack), side by side in one run, each
+//! in its own process, driven by the same load from this one.
 //!
 //! ```text
 //! cargo bench --bench echo                      # everything
-//! cargo bench --bench echo -- --seconds 3 --connections 1,50 --idle 1000
+//! cargo bench --bench echo -- --seconds 3 --connections 1,50 --idle 1000 --loops 2
+//! cargo bench --bench echo -- --before OLD_BINARY   # looping calls: before and after
 //! cargo bench --bench echo -- --against 127.0.0.1:5000 --connections 50   # load only
 //! ```
 //!
-//! Throughput: every connection sends a 1 KiB text message, waits for its
-//! echo, checks it byte for byte, and sends the next (one message in flight
-//! per connection). Memory: N idle connections (each has echoed once), the
-//! server's resident memory before and after, divided by N.
+//! - Throughput: every connection sends a 1 KiB text message, waits for its
+//!   echo, checks it byte for byte, and sends the next (one message in
+//!   flight per connection), against native warp.
+//! - Looping calls: 50 connections echo while 2 (or 8) others keep a plugin
+//!   call computing (the testbed plugin's `loop`); their echo latency
+//!   against a run without the loops.
+//! - Memory: N idle connections (each has echoed once), the server's
+//!   resident memory before and after, divided by N; wasmsocket is measured
+//!   once its instances hibernated and its sockets rest. Beside native warp
+//!   (its 128 KiB read buffer) and a tokio-tungstenite echo with a 4 KiB
+//!   read buffer. Each count gets a fresh server.
+//! - Accepts: connections opened per second (handshake, instantiation and
+//!   `on-open` for wasmsocket), 64 at a time.
 
 mod common;
 
@@ -26,30 +36,50 @@ const PAYLOAD: usize = 1024;
 
 struct Options {
     seconds: f64,
+    /// Looping plugin calls beside 50 echoing connections.
+    loops: Vec<usize>,
+    /// An older wasmsocket binary, for the looping calls before and after.
+    before: Option<std::path::PathBuf>,
+    /// Connections opened to measure the accept rate.
+    accepts: usize,
+    /// With `--against`: only open this many idle connections and hold them.
+    hold: Option<usize>,
     /// Rounds per level, alternating which server goes first, merged: the
     /// machine's noise then falls on both servers alike.
     rounds: usize,
     connections: Vec<usize>,
-    idle: usize,
+    idle: Vec<usize>,
     /// Only drive load against a server already running (for profiling).
     against: Option<SocketAddr>,
 }
 
 fn options() -> Options {
-    let mut o = Options { seconds: 3.0, rounds: 3, connections: vec![1, 50, 200], idle: 2000, against: None };
+    let mut o = Options {
+        seconds: 3.0,
+        loops: vec![2, 8],
+        before: None,
+        accepts: 5000,
+        hold: None,
+        rounds: 3,
+        connections: vec![1, 50, 200],
+        idle: vec![1000, 10_000, 18_000],
+        against: None,
+    };
+    let list = |v: Option<String>| -> Option<Vec<usize>> {
+        v.map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rounds" => o.rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.rounds).max(1),
             "--seconds" => o.seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.seconds),
-            "--connections" => {
-                o.connections = args
-                    .next()
-                    .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-                    .unwrap_or(o.connections)
-            }
+            "--connections" => o.connections = list(args.next()).unwrap_or(o.connections),
             "--against" => o.against = args.next().and_then(|v| v.parse().ok()),
-            "--idle" => o.idle = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.idle),
+            "--idle" => o.idle = list(args.next()).unwrap_or(o.idle),
+            "--loops" => o.loops = list(args.next()).unwrap_or(o.loops),
+            "--before" => o.before = args.next().map(Into::into),
+            "--hold" => o.hold = args.next().and_then(|v| v.parse().ok()),
+            "--accepts" => o.accepts = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.accepts),
             _ => {} // cargo passes --bench; ignore what we do not know
         }
     }
@@ -57,8 +87,10 @@ fn options() -> Options {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--serve-native") {
-        return serve_native();
+    match std::env::args().nth(1).as_deref() {
+        Some("--serve-native") => return serve_native(),
+        Some("--serve-tungstenite") => return serve_tungstenite(),
+        _ => {}
     }
     let o = options();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -86,6 +118,29 @@ fn serve_native() {
     });
 }
 
+/// A tokio-tungstenite echo with a 4 KiB read buffer: about the least a
+/// Rust WebSocket server holds per connection.
+fn serve_tungstenite() {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("listening on http://{}", listener.local_addr().expect("addr"));
+        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else { return };
+                let (mut tx, mut rx) = ws.split();
+                while let Some(Ok(msg)) = rx.next().await {
+                    if (msg.is_text() || msg.is_binary()) && tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
 struct Server {
     name: &'static str,
     addr: SocketAddr,
@@ -103,10 +158,41 @@ async fn start_native() -> Server {
     start("native warp", cmd).await
 }
 
+async fn start_tungstenite() -> Server {
+    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    cmd.arg("--serve-tungstenite");
+    start("tokio-tungstenite 4 KiB", cmd).await
+}
+
 async fn start_wasmsocket() -> Server {
     let mut cmd = common::wasmsocket();
-    cmd.args(["--log", "warn", "--max-connections", "10000"]);
+    cmd.args(["--log", "warn"]);
     start("wasmsocket", cmd).await
+}
+
+/// wasmsocket (or `binary`, an older build) with the testbed plugin, whose
+/// `loop` computes until its 60 s deadline.
+async fn start_with_testbed(binary: Option<&std::path::Path>) -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("wasmsocket-echo-bench-{}-{}", std::process::id(), rand_tag()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy testbed");
+    std::fs::write(dir.join("host.toml"), "[plugins.testbed]\ndeadline = \"60s\"\n").expect("config");
+    let mut cmd = match binary {
+        Some(path) => {
+            let mut cmd = Command::new(path);
+            cmd.args(["--listen", "127.0.0.1:0"]);
+            cmd
+        }
+        None => common::wasmsocket(),
+    };
+    cmd.args(["--log", "warn", "--plugins"]).arg(&dir).arg("--config").arg(dir.join("host.toml"));
+    (start(if binary.is_some() { "before" } else { "wasmsocket" }, cmd).await, dir)
+}
+
+fn rand_tag() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Round-trip times (ns) of every verified echo, and the time measured.
@@ -204,24 +290,115 @@ async fn idle_memory(server: &Server, n: usize) -> f64 {
     let mut first = tokio_tungstenite::connect_async(&url).await.expect("connect").0;
     first.send(Message::text("warm")).await.expect("send");
     let _ = first.next().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(server, 1).await;
     let before = rss_kib(pid);
     let mut idle = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut ws = tokio_tungstenite::connect_async(&url).await.expect("connect").0;
+    for i in 0..n {
+        let mut ws = match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => ws,
+            Err(e) => panic!("{}: connection {i} of {n}: {e}", server.name),
+        };
         ws.send(Message::text("hello")).await.expect("send");
         let _ = ws.next().await;
         idle.push(ws);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(server, n + 1).await;
     let after = rss_kib(pid);
     drop(idle);
     drop(first);
     (after.saturating_sub(before)) as f64 / n as f64
 }
 
+/// Waits until an idle server is at rest: wasmsocket's instances
+/// hibernated and its sockets rested (at most 20 s); others, half a second.
+async fn settle(server: &Server, connections: usize) {
+    if server.name != "wasmsocket" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return;
+    }
+    let url = format!("http://{}/metrics", server.addr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let text = match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let value =
+            |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+        if value("wasmsocket_instances") == Some(0.0)
+            && value("wasmsocket_sockets_resting").is_some_and(|r| r as usize >= connections)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("warning: wasmsocket did not settle within 20 s; measuring anyway");
+}
+
+/// Connections opened per second, 64 at a time, each answered once.
+async fn accept_rate(server: &Server, n: usize) -> f64 {
+    let url = format!("ws://{}/ws", server.addr);
+    let started = Instant::now();
+    let per_task = n.div_ceil(64);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut open = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+                    ws.send(Message::text("hi")).await.expect("send");
+                    let _ = ws.next().await;
+                    open.push(ws);
+                }
+                open
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for t in tasks {
+        open.extend(t.await.expect("connector"));
+    }
+    let rate = open.len() as f64 / started.elapsed().as_secs_f64();
+    drop(open);
+    rate
+}
+
+/// 50 connections echo while `loops` others keep a plugin call computing.
+async fn with_loops(binary: Option<&std::path::Path>, loops: usize, seconds: f64) -> Load {
+    let (server, dir) = start_with_testbed(binary).await;
+    let url = format!("ws://{}/ws/testbed", server.addr);
+    let mut loopers = Vec::new();
+    for _ in 0..loops {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+        ws.send(Message::text("loop")).await.expect("send");
+        loopers.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let load = drive(server.addr, 50, seconds).await;
+    drop(loopers);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+    load
+}
+
 async fn run(o: Options) {
     if let Some(addr) = o.against {
+        if let Some(n) = o.hold {
+            // Idle connections to a server someone else watches (a heap
+            // profile, a trimmed allocator).
+            let url = format!("ws://{addr}/ws");
+            let mut idle = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+                ws.send(Message::text("hello")).await.expect("send");
+                let _ = ws.next().await;
+                idle.push(ws);
+            }
+            println!("holding {n} idle connections for {} s", o.seconds);
+            tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
+            return;
+        }
         for &c in &o.connections {
             let l = drive(addr, c, o.seconds).await;
             let rate = l.messages() as f64 / l.seconds;
@@ -268,11 +445,36 @@ async fn run(o: Options) {
             w.p(0.99) / n.p(0.99)
         );
     }
-    if o.idle > 0 {
-        println!("\nidle connections: {} (each echoed once), server resident memory per connection", o.idle);
-        for server in [start_native().await, start_wasmsocket().await] {
-            let per = idle_memory(&server, o.idle).await;
-            println!("{:>12}: {per:.1} KiB", server.name);
+    for &loops in &o.loops {
+        println!("\n50 connections echo while {loops} plugin calls loop (2 cores), {}s:", o.seconds);
+        println!("{:>28} {:>12} {:>10} {:>10}", "server", "msg/s", "p50 µs", "p99 µs");
+        let mut rows: Vec<(&str, Load)> = Vec::new();
+        if let Some(before) = &o.before {
+            rows.push(("before, no loops", with_loops(Some(before), 0, o.seconds).await));
+            rows.push(("before, loops", with_loops(Some(before), loops, o.seconds).await));
+        }
+        rows.push(("wasmsocket, no loops", with_loops(None, 0, o.seconds).await));
+        rows.push(("wasmsocket, loops", with_loops(None, loops, o.seconds).await));
+        for (name, l) in &rows {
+            let rate = l.messages() as f64 / l.seconds;
+            println!("{name:>28} {rate:>12.0} {:>10.1} {:>10.1}", l.p(0.50), l.p(0.99));
+        }
+    }
+    if !o.idle.is_empty() {
+        println!("\nidle connections (each echoed once), server resident memory per connection, KiB");
+        println!("{:>8} {:>14} {:>24} {:>12}", "conns", "native warp", "tokio-tungstenite 4 KiB", "wasmsocket");
+        for &n in &o.idle {
+            let mut row = Vec::new();
+            for server in [start_native().await, start_tungstenite().await, start_wasmsocket().await] {
+                row.push(idle_memory(&server, n).await);
+            }
+            println!("{n:>8} {:>14.1} {:>24.1} {:>12.1}", row[0], row[1], row[2]);
+        }
+    }
+    if o.accepts > 0 {
+        println!("\nconnections accepted per second ({} connections, 64 connecting at once)", o.accepts);
+        for server in [start_native().await, start_tungstenite().await, start_wasmsocket().await] {
+            println!("{:>24}: {:.0}", server.name, accept_rate(&server, o.accepts).await);
         }
     }
 }

@@ -33,7 +33,7 @@ pub struct Session {
     pub conn: Arc<Connection>,
     pub plugin: Arc<Plugin>,
     /// The instance that ran `on-open`; kept for the first events.
-    pub instance: Instance,
+    pub instance: Box<Instance>,
     pub hub: Arc<Hub>,
     pub pool: Arc<InstancePool>,
     pub settings: Arc<WebSocketConfig>,
@@ -58,16 +58,18 @@ impl Session {
             socket,
             written: Written::default(),
             version: instance.version().clone(),
-            serving: Serving::Ready(Box::new(instance)),
+            serving: Serving::Ready(instance),
             peer_close: None,
         };
         // What on-open sent goes out first.
-        task.write_replies().await;
+        Box::pin(task.write_replies()).await;
         task.rest();
         task.serve().await;
         conn.discard_queued();
         let Task { ctx, serving, version, peer_close, .. } = task;
-        ctx.finish(serving, &version, peer_close.as_ref()).await;
+        // Boxed, like every step an idle connection is not waiting in, so
+        // the task of an idle connection stays small.
+        Box::pin(ctx.finish(serving, &version, peer_close.as_ref())).await;
         drop(slot);
     }
 
@@ -78,7 +80,7 @@ impl Session {
         let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &hub, pool: &pool, settings: &settings };
         let version = instance.version().clone();
         conn.discard_queued();
-        ctx.finish(Serving::Ready(Box::new(instance)), &version, None).await;
+        Box::pin(ctx.finish(Serving::Ready(instance), &version, None)).await;
         drop(slot);
     }
 }
@@ -140,12 +142,10 @@ impl Task<'_> {
             }
             if conn.is_aborted() && !self.written.close_sent {
                 let frame = conn.take_abort_frame();
-                if let Some(stream) = self.socket.awake().await {
-                    let _ = tokio::time::timeout(settings.close_timeout, self.written.close(stream, frame)).await;
-                }
+                Box::pin(self.send_close(frame)).await;
             }
             if !conn.is_aborted() && conn.has_queued() {
-                if !self.write_queued().await {
+                if !Box::pin(self.write_queued()).await {
                     break;
                 }
                 rest_at = Some(Deadline::now() + SOCKET_REST);
@@ -200,7 +200,7 @@ impl Task<'_> {
                                 break;
                             }
                             next_ping = ping_every.map(|every| Deadline::now() + every);
-                            if !self.written.close_sent && !self.socket.ping().await {
+                            if !self.written.close_sent && !Box::pin(self.socket.ping()).await {
                                 break;
                             }
                         }
@@ -210,7 +210,7 @@ impl Task<'_> {
                             // cannot rest now waits for more traffic.
                             rest_at = None;
                             if !self.written.close_sent && !conn.is_closing() {
-                                self.socket.rest().await;
+                                Box::pin(self.socket.rest()).await;
                             }
                         }
                         None => {}
@@ -235,11 +235,7 @@ impl Task<'_> {
                     if let Some(frame) = close_for_error(&e) {
                         tracing::debug!(conn = &*conn.id, "closing with {}: {e}", frame.code);
                         conn.abort(frame.clone());
-                        if let Some(stream) = self.socket.stream() {
-                            let _ =
-                                tokio::time::timeout(settings.close_timeout, self.written.close(stream, Some(frame)))
-                                    .await;
-                        }
+                        Box::pin(self.send_close(conn.take_abort_frame())).await;
                     }
                     break;
                 }
@@ -271,8 +267,17 @@ impl Task<'_> {
             let m = &self.ctx.plugin.metrics;
             m.messages_in.inc();
             m.bytes_in.inc_by(message_len(&message) as u64);
-            self.dispatch(message).await;
+            Box::pin(self.dispatch(message)).await;
             last_event = Deadline::now();
+        }
+    }
+
+    /// Sends a close frame (an abort's, or one owed for bad input), unless
+    /// ours is already out, waiting at most `close_timeout`.
+    async fn send_close(&mut self, frame: Option<CloseFrame>) {
+        let within = self.ctx.settings.close_timeout;
+        if let Some(stream) = self.socket.awake().await {
+            let _ = tokio::time::timeout(within, self.written.close(stream, frame)).await;
         }
     }
 
@@ -405,7 +410,7 @@ impl Task<'_> {
             }
             None => self.ctx.version_for_wake(&self.version),
         };
-        match self.ctx.new_instance(version).await {
+        match Box::pin(self.ctx.new_instance(version)).await {
             Ok(fresh) => {
                 self.version = fresh.version().clone();
                 Some(fresh)

@@ -141,20 +141,21 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     let socket_config = socket_config(&state.ws);
     let receive_budget = state.receive_budget.clone();
     let resting = state.pool.resting_gauge();
-    state.tasks.spawn(async move {
+    let task = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
-                let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config)).await;
+                let stream = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config))).await;
                 let socket = Socket::new(stream, socket_config, resting);
                 session.run(socket).await;
             }
             Err(e) => {
                 tracing::debug!(conn = &*session.conn.id, "upgrade did not complete: {e}");
-                session.abandon().await;
+                Box::pin(session.abandon()).await;
             }
         }
-    });
+    };
+    state.tasks.spawn(task);
 
     let mut response = Response::default();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -180,7 +181,7 @@ fn session(
     Session {
         conn,
         plugin,
-        instance,
+        instance: Box::new(instance),
         hub: state.hub.clone(),
         pool: state.pool.clone(),
         settings: state.ws.clone(),

@@ -132,9 +132,10 @@ impl Socket {
         }
         if let State::Resting(io) = std::mem::replace(&mut self.state, State::Gone) {
             self.resting.dec();
-            let stream =
-                WebSocketStream::from_partially_read(io, first.to_vec(), Role::Server, Some(self.config)).await;
-            self.state = State::Awake(Box::new(stream));
+            // Boxed: a resting connection's task waits in this function, and
+            // should not carry the size of building a stream.
+            let woken = WebSocketStream::from_partially_read(io, first.to_vec(), Role::Server, Some(self.config));
+            self.state = State::Awake(Box::new(Box::pin(woken).await));
         }
         Arrival::Woke
     }
