@@ -11,6 +11,10 @@
 //! Each plugin gets a fresh host with a cold compile cache; every
 //! connection sends one message the plugin answers with exactly one reply,
 //! waits for it, and sends the next.
+//!
+//! Wake-up: the round trip of the first message after a connection's
+//! instance hibernated (a fresh instance is made for it) against the next
+//! message on the same, now warm, instance; 100 connections, one at a time.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,6 +42,8 @@ struct Row {
     rate: f64,
     p50_us: f64,
     p99_us: f64,
+    /// Round trips (µs) on a hibernated instance: p50, p99; then warm: p50.
+    wake: (f64, f64, f64),
 }
 
 async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
@@ -47,7 +53,9 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     let name = "p";
     std::fs::copy(file, dir.join(format!("{name}.wasm"))).expect("copy plugin");
     let mut cmd = common::wasmsocket();
-    cmd.args(["--log", "info", "--no-compile-cache", "--deadline", "5s"]).arg("--plugins").arg(&dir);
+    cmd.args(["--log", "info", "--no-compile-cache", "--deadline", "5s", "--hibernate-after", "300ms"])
+        .arg("--plugins")
+        .arg(&dir);
     let server = common::start(cmd, true).await;
     let (addr, log) = (server.addr, server.log.clone());
     // The log line may still be on its way through the pipe.
@@ -102,6 +110,7 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     }
     all.sort_unstable();
     let pick = |q: f64| all.get(((all.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or(0) as f64 / 1e3;
+    let wake = wake_up(&url, message).await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Row {
@@ -111,7 +120,40 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
         rate: all.len() as f64 / seconds,
         p50_us: pick(0.5),
         p99_us: pick(0.99),
+        wake,
     }
+}
+
+/// Round trips after hibernation (a fresh instance) and warm, in µs.
+async fn wake_up(url: &str, message: &'static str) -> (f64, f64, f64) {
+    let round_trip = async |ws: &mut common::Ws| {
+        let started = Instant::now();
+        ws.send(Message::text(message)).await.expect("send");
+        match ws.next().await {
+            Some(Ok(Message::Text(_) | Message::Binary(_))) => {}
+            other => panic!("no reply: {other:?}"),
+        }
+        started.elapsed().as_nanos() as u64
+    };
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let mut batch = Vec::new();
+        for _ in 0..10 {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+            round_trip(&mut ws).await;
+            batch.push(ws);
+        }
+        // Past hibernate_after (300 ms), within the socket's rest (1 s).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for ws in &mut batch {
+            cold.push(round_trip(ws).await);
+            warm.push(round_trip(ws).await);
+        }
+    }
+    cold.sort_unstable();
+    warm.sort_unstable();
+    let pick = |v: &[u64], q: f64| v[((v.len() - 1) as f64 * q) as usize] as f64 / 1e3;
+    (pick(&cold, 0.5), pick(&cold, 0.99), pick(&warm, 0.5))
 }
 
 /// "plugin loaded (compiled in 1.2s)" → milliseconds.
@@ -146,8 +188,18 @@ fn main() {
     rt.block_on(async {
         println!("plugins from {}; 50 connections, {seconds}s each; one fresh host per plugin", dir.display());
         println!(
-            "{:<26} {:>10} {:>12} {:>12} {:>10} {:>9} {:>9} {:>10}",
-            "plugin", "size KB", "compile ms", "connect ms", "msg/s", "p50 µs", "p99 µs", "× echo"
+            "{:<26} {:>10} {:>12} {:>12} {:>10} {:>9} {:>9} {:>10} {:>11} {:>11} {:>10}",
+            "plugin",
+            "size KB",
+            "compile ms",
+            "connect ms",
+            "msg/s",
+            "p50 µs",
+            "p99 µs",
+            "× echo",
+            "wake p50",
+            "wake p99",
+            "warm p50"
         );
         let mut echo_rate = None;
         for (stem, language, message) in PLUGINS {
@@ -163,7 +215,7 @@ fn main() {
             let row = measure(&file, seconds, message).await;
             let base = *echo_rate.get_or_insert(row.rate);
             println!(
-                "{:<26} {:>10} {:>12.1} {:>12.2} {:>10.0} {:>9.0} {:>9.0} {:>10.2}",
+                "{:<26} {:>10} {:>12.1} {:>12.2} {:>10.0} {:>9.0} {:>9.0} {:>10.2} {:>11.0} {:>11.0} {:>10.0}",
                 format!("{stem} ({language})"),
                 row.size / 1024,
                 row.compile_ms,
@@ -171,7 +223,10 @@ fn main() {
                 row.rate,
                 row.p50_us,
                 row.p99_us,
-                row.rate / base
+                row.rate / base,
+                row.wake.0,
+                row.wake.1,
+                row.wake.2
             );
         }
     });

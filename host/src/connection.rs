@@ -132,9 +132,11 @@ impl Task<'_> {
         let mut rest_at = Some(now + SOCKET_REST);
         let mut next_ping = ping_every.map(|every| now + every);
         let mut close_deadline: Option<Deadline> = None;
-        // One timer for everything this connection waits on, moved only
-        // when its deadline changes.
+        // One timer for everything this connection waits on. Traffic only
+        // pushes deadlines later, so it is moved only when one comes
+        // earlier; firing early just re-arms it.
         let mut timer = pin!(tokio::time::sleep_until(now));
+        let mut armed: Option<Deadline> = None;
         loop {
             let conn = self.ctx.conn;
             if conn.is_closing() && close_deadline.is_none() {
@@ -161,9 +163,10 @@ impl Task<'_> {
             .flatten()
             .min_by_key(|(at, _)| *at);
             if let Some((at, _)) = due
-                && timer.deadline() != at
+                && armed.is_none_or(|armed| at < armed)
             {
                 timer.as_mut().reset(at);
+                armed = Some(at);
             }
             let eviction = match &self.serving {
                 Serving::Ready(instance) => Some(instance.permit().watch()),
@@ -191,7 +194,11 @@ impl Task<'_> {
             let item = tokio::select! {
                 biased;
                 _ = conn.woken() => continue,
-                _ = &mut timer, if due.is_some() => {
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    if due.is_none_or(|(at, _)| Deadline::now() < at) {
+                        continue;
+                    }
                     match due.map(|(_, why)| why) {
                         Some(Due::Close) => break,
                         Some(Due::Ping) => {

@@ -100,7 +100,7 @@ pub struct Connection {
     /// or the connection must end.
     wake: Notify,
     limits: QueueLimits,
-    /// Bit set of `CLOSING` and `ABORTED`.
+    /// Bit set of `CLOSING`, `ABORTED` and `QUEUED`.
     flags: AtomicU8,
     /// Bytes kept for the plugin across calls and instances (`state` in WIT).
     state: Mutex<Option<Vec<u8>>>,
@@ -116,6 +116,9 @@ const CLOSING: u8 = 1;
 /// The connection must end now, without waiting for its queue: a slow
 /// client, a faulted plugin, a dead peer.
 const ABORTED: u8 = 2;
+/// Its outbox holds something: read on every turn of its task without the
+/// lock; set and cleared under it.
+const QUEUED: u8 = 4;
 
 #[derive(Default)]
 struct Outbox {
@@ -159,6 +162,7 @@ impl Connection {
                 if fits {
                     outbox.bytes += len;
                     outbox.items.push_back(Outbound::Message(message));
+                    self.flags.fetch_or(QUEUED, Ordering::AcqRel);
                 }
                 fits
             }
@@ -181,9 +185,12 @@ impl Connection {
         let items: Vec<Outbound> = outbox.items.drain(..n).collect();
         let bytes = items.iter().map(Outbound::len).sum();
         outbox.bytes -= bytes;
-        if outbox.items.is_empty() && outbox.items.capacity() > 0 {
-            // An idle connection keeps no queue memory.
-            outbox.items = VecDeque::new();
+        if outbox.items.is_empty() {
+            self.flags.fetch_and(!QUEUED, Ordering::AcqRel);
+            if outbox.items.capacity() > 0 {
+                // An idle connection keeps no queue memory.
+                outbox.items = VecDeque::new();
+            }
         }
         (items, bytes)
     }
@@ -195,7 +202,7 @@ impl Connection {
 
     /// Whether anything is queued.
     pub fn has_queued(&self) -> bool {
-        self.outbox.lock().is_ok_and(|o| !o.items.is_empty())
+        self.flags.load(Ordering::Acquire) & QUEUED != 0
     }
 
     /// Completes when the connection's task should look again: something
@@ -235,6 +242,7 @@ impl Connection {
         let queued = match self.outbox.lock() {
             Ok(mut outbox) if outbox.items.len() < self.limits.messages => {
                 outbox.items.push_back(Outbound::Close(frame.clone()));
+                self.flags.fetch_or(QUEUED, Ordering::AcqRel);
                 true
             }
             _ => false,

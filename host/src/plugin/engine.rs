@@ -3,7 +3,7 @@
 //! the host interfaces.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -159,8 +159,14 @@ impl PluginEngine {
 /// and sleeps otherwise: an idle host spends no CPU on it.
 pub struct EpochClock {
     running: AtomicUsize,
+    /// The clock thread is parked (or about to be): the next call wakes it.
+    parked: AtomicBool,
     thread: thread::Thread,
 }
+
+/// Ticks the clock keeps going after the last call ended, so a busy host
+/// does not pay a wake-up (a system call) for every call.
+const IDLE_TICKS: u32 = 50;
 
 /// A call in progress; the clock ticks while any exists.
 pub struct Ticking(Arc<EpochClock>);
@@ -178,28 +184,49 @@ impl EpochClock {
         let handle = thread::Builder::new().name("wasmsocket-epoch".into()).spawn(move || {
             let Ok(clock) = rx.recv() else { return };
             let clock = Arc::downgrade(&clock);
+            let mut idle = 0;
             loop {
-                let Some(running) = clock.upgrade().map(|c| c.running.load(Ordering::Acquire)) else { return };
-                if running == 0 {
-                    // Woken by the next call (an unpark before this park
-                    // makes it return at once, so no wake-up is lost).
-                    thread::park();
-                    continue;
+                let Some(strong) = clock.upgrade() else { return };
+                if strong.running.load(Ordering::SeqCst) == 0 {
+                    idle += 1;
+                    if idle > IDLE_TICKS {
+                        // Say so before looking again: a call that starts
+                        // after the look sees `parked` and unparks (an
+                        // unpark before the park makes it return at once).
+                        strong.parked.store(true, Ordering::SeqCst);
+                        if strong.running.load(Ordering::SeqCst) == 0 {
+                            drop(strong);
+                            thread::park();
+                        }
+                        if let Some(strong) = clock.upgrade() {
+                            strong.parked.store(false, Ordering::SeqCst);
+                        }
+                        idle = 0;
+                        continue;
+                    }
+                } else {
+                    idle = 0;
                 }
+                drop(strong);
                 let Some(engine) = weak.upgrade() else { return };
                 engine.increment_epoch();
                 drop(engine);
                 thread::sleep(TICK);
             }
         })?;
-        let clock = Arc::new(Self { running: AtomicUsize::new(0), thread: handle.thread().clone() });
+        let clock = Arc::new(Self {
+            running: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            thread: handle.thread().clone(),
+        });
         let _ = tx.send(clock.clone());
         Ok(clock)
     }
 
     /// Marks a call as running until the guard drops.
     pub fn enter(self: &Arc<Self>) -> Ticking {
-        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
             self.thread.unpark();
         }
         Ticking(self.clone())

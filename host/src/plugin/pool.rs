@@ -9,7 +9,7 @@
 //! for a permit within its call's deadline.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -35,9 +35,10 @@ pub struct PoolMetrics {
 pub struct InstancePool {
     slots: Arc<Semaphore>,
     size: u32,
-    /// Leases that went idle, oldest first; entries of leases that have been
-    /// used again since (an older generation) or are gone are skipped.
-    idle: Mutex<VecDeque<(Weak<Lease>, u64)>>,
+    /// Every lease that went idle since it was last looked at, once each,
+    /// oldest first: the clock hand of a second-chance (CLOCK) eviction, so
+    /// going idle is an atomic store on the message path, not a lock.
+    idle: Mutex<VecDeque<Weak<Lease>>>,
     metrics: PoolMetrics,
 }
 
@@ -60,7 +61,10 @@ const EVICTED: u8 = 2;
 /// What the pool and the holder of a slot agree on.
 pub struct Lease {
     state: AtomicU8,
-    generation: AtomicU64,
+    /// Used since the clock hand last passed: spared once.
+    referenced: AtomicBool,
+    /// In the pool's `idle` queue.
+    queued: AtomicBool,
     evicted: Notify,
 }
 
@@ -99,20 +103,35 @@ impl InstancePool {
                 }
             }
         };
-        let lease =
-            Arc::new(Lease { state: AtomicU8::new(BUSY), generation: AtomicU64::new(0), evicted: Notify::new() });
+        let lease = Arc::new(Lease {
+            state: AtomicU8::new(BUSY),
+            referenced: AtomicBool::new(true),
+            queued: AtomicBool::new(false),
+            evicted: Notify::new(),
+        });
         self.metrics.live.inc();
         Ok(Permit { _slot: slot, lease, pool: self.clone() })
     }
 
-    /// Asks the longest-idle holder to give its slot back.
+    /// Asks an idle holder that has not been used since the clock hand
+    /// last passed it to give its slot back (a used one is spared once and
+    /// goes to the back).
     fn evict_one(&self) {
         let Ok(mut idle) = self.idle.lock() else { return };
-        while let Some((weak, generation)) = idle.pop_front() {
+        // Twice round the queue at most: the first pass clears the marks.
+        for _ in 0..idle.len().saturating_mul(2) {
+            let Some(weak) = idle.pop_front() else { return };
             let Some(lease) = weak.upgrade() else { continue };
-            if lease.generation.load(Ordering::Acquire) != generation {
+            if lease.state.load(Ordering::Acquire) != IDLE {
+                // Busy now; it queues itself again when it next goes idle.
+                lease.queued.store(false, Ordering::Release);
                 continue;
             }
+            if lease.referenced.swap(false, Ordering::AcqRel) {
+                idle.push_back(weak);
+                continue;
+            }
+            lease.queued.store(false, Ordering::Release);
             if lease.state.compare_exchange(IDLE, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 self.metrics.evictions.inc();
                 lease.evicted.notify_one();
@@ -121,16 +140,12 @@ impl InstancePool {
         }
     }
 
-    fn went_idle(&self, lease: &Arc<Lease>, generation: u64) {
-        let Ok(mut idle) = self.idle.lock() else { return };
-        idle.push_back((Arc::downgrade(lease), generation));
-        // Each event leaves an entry; drop the stale ones before they pile up.
-        if idle.len() > 2 * usize::try_from(self.size).unwrap_or(usize::MAX) + 64 {
-            idle.retain(|(weak, generation)| {
-                weak.upgrade().is_some_and(|l| {
-                    l.generation.load(Ordering::Acquire) == *generation && l.state.load(Ordering::Acquire) == IDLE
-                })
-            });
+    fn went_idle(&self, lease: &Arc<Lease>) {
+        if lease.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push_back(Arc::downgrade(lease));
         }
     }
 }
@@ -145,9 +160,9 @@ impl Permit {
 
     /// The event is handled: the instance may be evicted until the next.
     pub fn idle(&self) {
-        let generation = self.lease.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.lease.referenced.store(true, Ordering::Release);
         self.lease.state.store(IDLE, Ordering::Release);
-        self.pool.went_idle(&self.lease, generation);
+        self.pool.went_idle(&self.lease);
     }
 
     /// Completes when the pool asks for this slot back.
@@ -199,11 +214,14 @@ mod tests {
 
         first.idle();
         second.idle();
+        // Used again since: spared by the first pass of the clock hand.
+        second.idle();
         let waiter = tokio::spawn({
             let pool = pool.clone();
             async move { pool.acquire(Duration::from_secs(5)).await.is_ok() }
         });
-        // The longest idle (first) is asked to give its slot back ...
+        // Both were used once; the hand clears both marks, then takes the
+        // first it finds unused on its second pass ...
         tokio::time::timeout(Duration::from_secs(5), first.evicted()).await.unwrap();
         assert!(!first.resume(), "an evicted instance must not be used again");
         assert!(second.resume(), "the other one was not evicted");
@@ -219,7 +237,7 @@ mod tests {
             only.idle();
             assert!(only.resume());
         }
-        assert!(pool.idle.lock().unwrap().len() < 100, "stale entries are compacted");
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "a lease is queued once");
         // Busy now: a request waits and fails rather than taking it.
         assert!(pool.acquire(Duration::from_millis(20)).await.is_err());
         assert!(only.resume());
