@@ -168,16 +168,12 @@ impl Task<'_> {
                 timer.as_mut().reset(at);
                 armed = Some(at);
             }
-            let eviction = match &self.serving {
-                Serving::Ready(instance) => Some(instance.permit().watch()),
-                _ => None,
-            };
-            let evicted = async {
-                match &eviction {
-                    Some(eviction) => eviction.evicted().await,
-                    None => std::future::pending().await,
-                }
-            };
+            if let Serving::Ready(instance) = &self.serving
+                && instance.permit().is_evicted()
+            {
+                // The pool wakes us (through `wake`) when it takes the slot.
+                self.hibernate("evicted: every instance slot was taken");
+            }
             let inbound = async {
                 if self.socket.is_awake() {
                     match self.socket.stream() {
@@ -222,10 +218,6 @@ impl Task<'_> {
                         }
                         None => {}
                     }
-                    continue;
-                }
-                _ = evicted, if holding => {
-                    self.hibernate("evicted: every instance slot was taken");
                     continue;
                 }
                 item = inbound => item,
@@ -495,8 +487,17 @@ impl Ctx<'_> {
         let (conn, plugin) = (self.conn, self.plugin);
         let short = version.short.clone();
         let made = async {
-            let permit =
-                self.pool.acquire(plugin.limits.deadline).await.map_err(|e| Fault::Resources(e.to_string()))?;
+            let weak = Arc::downgrade(conn);
+            let on_evict: Box<dyn Fn() + Send + Sync> = Box::new(move || {
+                if let Some(conn) = weak.upgrade() {
+                    conn.wake();
+                }
+            });
+            let permit = self
+                .pool
+                .acquire_for(plugin.limits.deadline, Some(on_evict))
+                .await
+                .map_err(|e| Fault::Resources(e.to_string()))?;
             let limits = HostLimits {
                 max_message: usize::try_from(self.settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
                 max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),

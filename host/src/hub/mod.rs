@@ -7,10 +7,10 @@ pub mod rooms;
 mod route;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -98,7 +98,7 @@ pub struct Connection {
     outbox: Mutex<Outbox>,
     /// Wakes the connection's task: something was queued, a close began,
     /// or the connection must end.
-    wake: Notify,
+    wake: Doorbell,
     limits: QueueLimits,
     /// Bit set of `CLOSING`, `ABORTED` and `QUEUED`.
     flags: AtomicU8,
@@ -109,6 +109,41 @@ pub struct Connection {
     /// What its plugin may still write to the log, across instances; made
     /// with the first one.
     pub log_budget: OnceLock<Arc<crate::plugin::LogBudget>>,
+}
+
+/// Wakes a connection's task, which alone waits on it: lock-free, where a
+/// `Notify` takes a lock to register every wait.
+#[derive(Default)]
+struct Doorbell {
+    rung: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Completes once the doorbell has rung since it was last answered.
+pub struct Rung<'a>(&'a Doorbell);
+
+impl std::future::Future for Rung<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let bell = self.0;
+        if bell.rung.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        bell.waker.register(cx.waker());
+        // A ring between the check and the registration is not lost.
+        if bell.rung.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
 }
 
 /// A close is under way: nothing more may be queued.
@@ -135,7 +170,7 @@ impl Connection {
             id,
             plugin,
             outbox: Mutex::new(Outbox::default()),
-            wake: Notify::new(),
+            wake: Doorbell::default(),
             limits,
             flags: AtomicU8::new(0),
             state: Mutex::new(None),
@@ -173,7 +208,7 @@ impl Connection {
             self.abort(CloseFrame { code: CloseCode::Policy, reason: "send queue full: client too slow".into() });
             return Err(DeliveryError::QueueFull);
         }
-        self.wake.notify_one();
+        self.wake.ring();
         Ok(())
     }
 
@@ -206,9 +241,15 @@ impl Connection {
     }
 
     /// Completes when the connection's task should look again: something
-    /// was queued, a close began or an abort came.
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// was queued, a close began, an abort came, or its instance slot was
+    /// taken back.
+    pub fn woken(&self) -> Rung<'_> {
+        Rung(&self.wake)
+    }
+
+    /// Makes the connection's task look again.
+    pub fn wake(&self) {
+        self.wake.ring();
     }
 
     /// The connection ended: whatever is still queued is dropped.
@@ -230,7 +271,7 @@ impl Connection {
     /// Marks the connection as closing; false if it already was.
     pub fn begin_close(&self) -> bool {
         let before = self.flags.fetch_or(CLOSING, Ordering::AcqRel);
-        self.wake.notify_one();
+        self.wake.ring();
         before & CLOSING == 0
     }
 
@@ -266,7 +307,7 @@ impl Connection {
             outbox.abort_frame = Some(frame);
         }
         self.flags.fetch_or(CLOSING | ABORTED, Ordering::AcqRel);
-        self.wake.notify_one();
+        self.wake.ring();
     }
 
     pub fn is_closing(&self) -> bool {

@@ -66,6 +66,8 @@ pub struct Lease {
     /// In the pool's `idle` queue.
     queued: AtomicBool,
     evicted: Notify,
+    /// Tells the holder, so it need not wait on `evicted` itself.
+    on_evict: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl InstancePool {
@@ -90,6 +92,16 @@ impl InstancePool {
     /// A slot for a new instance, evicting the longest-idle instance if the
     /// pool is full; waits at most `within`. The permit starts busy.
     pub async fn acquire(self: &Arc<Self>, within: Duration) -> Result<Permit, Exhausted> {
+        self.acquire_for(within, None).await
+    }
+
+    /// As [`InstancePool::acquire`]; `on_evict` runs when the pool asks for
+    /// the slot back (see [`Permit::is_evicted`]).
+    pub async fn acquire_for(
+        self: &Arc<Self>,
+        within: Duration,
+        on_evict: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Result<Permit, Exhausted> {
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -108,6 +120,7 @@ impl InstancePool {
             referenced: AtomicBool::new(true),
             queued: AtomicBool::new(false),
             evicted: Notify::new(),
+            on_evict,
         });
         self.metrics.live.inc();
         Ok(Permit { _slot: slot, lease, pool: self.clone() })
@@ -135,6 +148,9 @@ impl InstancePool {
             if lease.state.compare_exchange(IDLE, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 self.metrics.evictions.inc();
                 lease.evicted.notify_one();
+                if let Some(tell) = &lease.on_evict {
+                    tell();
+                }
                 return;
             }
         }
@@ -163,6 +179,11 @@ impl Permit {
         self.lease.referenced.store(true, Ordering::Release);
         self.lease.state.store(IDLE, Ordering::Release);
         self.pool.went_idle(&self.lease);
+    }
+
+    /// Whether the pool asked for this slot back.
+    pub fn is_evicted(&self) -> bool {
+        self.lease.state.load(Ordering::Acquire) == EVICTED
     }
 
     /// Completes when the pool asks for this slot back.
