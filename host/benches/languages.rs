@@ -12,9 +12,12 @@
 //! connection sends one message the plugin answers with exactly one reply,
 //! waits for it, and sends the next.
 //!
-//! Wake-up: the round trip of the first message after a connection's
-//! instance hibernated (a fresh instance is made for it) against the next
-//! message on the same, now warm, instance; 100 connections, one at a time.
+//! Wake-up: the round trip of a message after half a second of idleness,
+//! on a connection whose instance hibernated (a fresh instance is made for
+//! it) against one whose instance was kept (the same plugin served twice,
+//! the second with `hibernate_after = "never"`), taking turns; 100 of each.
+//! Both pay what idleness costs the machine (on a virtual machine, waking
+//! an idle CPU takes milliseconds); the difference is the wake-up.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,8 +45,9 @@ struct Row {
     rate: f64,
     p50_us: f64,
     p99_us: f64,
-    /// Round trips (µs) on a hibernated instance: p50, p99; then warm: p50.
-    wake: (f64, f64, f64),
+    /// Round trips (µs) after idleness on a hibernated instance (p50, p99)
+    /// and on a kept one (p50, p99).
+    wake: (f64, f64, f64, f64),
 }
 
 async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
@@ -52,8 +56,16 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let name = "p";
     std::fs::copy(file, dir.join(format!("{name}.wasm"))).expect("copy plugin");
+    // The same plugin again, never hibernating: the baseline of the wake-up.
+    std::fs::copy(file, dir.join("kept.wasm")).expect("copy plugin");
+    std::fs::write(dir.join("host.toml"), "[plugins.kept]\nhibernate_after = \"never\"\n").expect("config");
     let mut cmd = common::wasmsocket();
-    cmd.args(["--log", "info", "--no-compile-cache", "--deadline", "5s", "--hibernate-after", "300ms"])
+    // A fresh compile cache: `p` compiles cold, `kept` comes from the cache.
+    cmd.args(["--log", "info", "--deadline", "5s", "--hibernate-after", "300ms"])
+        .arg("--cache-dir")
+        .arg(dir.join(".cache"))
+        .arg("--config")
+        .arg(dir.join("host.toml"))
         .arg("--plugins")
         .arg(&dir);
     let server = common::start(cmd, true).await;
@@ -61,7 +73,8 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     // The log line may still be on its way through the pipe.
     let mut compile_ms = f64::NAN;
     for _ in 0..200 {
-        compile_ms = compile_time(&log.lock().expect("log"), name);
+        // `kept` sorts first: it compiles cold, `p` comes from the cache.
+        compile_ms = compile_time(&log.lock().expect("log"), "kept");
         if !compile_ms.is_nan() {
             break;
         }
@@ -110,7 +123,7 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     }
     all.sort_unstable();
     let pick = |q: f64| all.get(((all.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or(0) as f64 / 1e3;
-    let wake = wake_up(&url, message).await;
+    let wake = wake_up(&url, &format!("ws://{addr}/ws/kept"), message).await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Row {
@@ -124,8 +137,8 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
     }
 }
 
-/// Round trips after hibernation (a fresh instance) and warm, in µs.
-async fn wake_up(url: &str, message: &'static str) -> (f64, f64, f64) {
+/// Round trips after half a second idle: hibernated and kept, in µs.
+async fn wake_up(hibernating: &str, kept: &str, message: &'static str) -> (f64, f64, f64, f64) {
     let round_trip = async |ws: &mut common::Ws| {
         let started = Instant::now();
         ws.send(Message::text(message)).await.expect("send");
@@ -136,24 +149,32 @@ async fn wake_up(url: &str, message: &'static str) -> (f64, f64, f64) {
         started.elapsed().as_nanos() as u64
     };
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        let mut batch = Vec::new();
+    for batch in 0..10 {
+        let mut pairs = Vec::new();
         for _ in 0..10 {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-            round_trip(&mut ws).await;
-            batch.push(ws);
+            let (mut a, _) = tokio_tungstenite::connect_async(hibernating).await.expect("connect");
+            let (mut b, _) = tokio_tungstenite::connect_async(kept).await.expect("connect");
+            round_trip(&mut a).await;
+            round_trip(&mut b).await;
+            pairs.push((a, b));
         }
         // Past hibernate_after (300 ms), within the socket's rest (1 s).
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for ws in &mut batch {
-            cold.push(round_trip(ws).await);
-            warm.push(round_trip(ws).await);
+        for (a, b) in &mut pairs {
+            // Taking turns at going first after the pause.
+            if batch % 2 == 0 {
+                cold.push(round_trip(a).await);
+                warm.push(round_trip(b).await);
+            } else {
+                warm.push(round_trip(b).await);
+                cold.push(round_trip(a).await);
+            }
         }
     }
     cold.sort_unstable();
     warm.sort_unstable();
     let pick = |v: &[u64], q: f64| v[((v.len() - 1) as f64 * q) as usize] as f64 / 1e3;
-    (pick(&cold, 0.5), pick(&cold, 0.99), pick(&warm, 0.5))
+    (pick(&cold, 0.5), pick(&cold, 0.99), pick(&warm, 0.5), pick(&warm, 0.99))
 }
 
 /// "plugin loaded (compiled in 1.2s)" → milliseconds.
@@ -188,7 +209,7 @@ fn main() {
     rt.block_on(async {
         println!("plugins from {}; 50 connections, {seconds}s each; one fresh host per plugin", dir.display());
         println!(
-            "{:<26} {:>10} {:>12} {:>12} {:>10} {:>9} {:>9} {:>10} {:>11} {:>11} {:>10}",
+            "{:<26} {:>10} {:>12} {:>12} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "plugin",
             "size KB",
             "compile ms",
@@ -197,9 +218,10 @@ fn main() {
             "p50 µs",
             "p99 µs",
             "× echo",
-            "wake p50",
-            "wake p99",
-            "warm p50"
+            "woken p50",
+            "woken p99",
+            "kept p50",
+            "kept p99"
         );
         let mut echo_rate = None;
         for (stem, language, message) in PLUGINS {
@@ -215,7 +237,7 @@ fn main() {
             let row = measure(&file, seconds, message).await;
             let base = *echo_rate.get_or_insert(row.rate);
             println!(
-                "{:<26} {:>10} {:>12.1} {:>12.2} {:>10.0} {:>9.0} {:>9.0} {:>10.2} {:>11.0} {:>11.0} {:>10.0}",
+                "{:<26} {:>10} {:>12.1} {:>12.2} {:>10.0} {:>9.0} {:>9.0} {:>10.2} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
                 format!("{stem} ({language})"),
                 row.size / 1024,
                 row.compile_ms,
@@ -226,7 +248,8 @@ fn main() {
                 row.rate / base,
                 row.wake.0,
                 row.wake.1,
-                row.wake.2
+                row.wake.2,
+                row.wake.3
             );
         }
     });

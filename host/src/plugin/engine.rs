@@ -208,10 +208,12 @@ impl EpochClock {
                     idle = 0;
                 }
                 drop(strong);
+                // A tick first, then the increment: a call that woke the
+                // clock gets a whole tick before its first interruption.
+                thread::sleep(TICK);
                 let Some(engine) = weak.upgrade() else { return };
                 engine.increment_epoch();
                 drop(engine);
-                thread::sleep(TICK);
             }
         })?;
         let clock = Arc::new(Self {

@@ -243,7 +243,9 @@ fn arm(store: &mut Store<Ctx>, deadline: Duration) {
     ctx.ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX);
     ctx.timed_out = false;
     ctx.limiter.hit = false;
-    store.set_epoch_deadline(1);
+    // Two tick boundaries, not one: a call interrupted at its first has
+    // computed for at least a whole tick, not merely straddled one.
+    store.set_epoch_deadline(2);
 }
 
 /// A failed instantiation is the plugin's fault when its own code trapped,
