@@ -4,11 +4,13 @@
 //! The path of a message through the host, top to bottom:
 //! [`listener`] (accept, the HTTP phase and its bounds) → [`server`]
 //! (routes, start-up, shutdown) → [`handshake`] (upgrade and the plugin's
-//! `on-open`) → [`connection`] (reader, close handshake; its input metered
-//! by [`inbound`]) and [`writer`] (replies, queue, pings) → [`plugin`]
-//! (instances, limits, the host side of the WIT imports) → [`hub`] (every
-//! open connection, reachable by id) → [`backplane`] (other hosts, through
-//! Redis, when scaled out).
+//! `on-open`) → [`connection`] (one task: events in order, its queue,
+//! pings, hibernation, the close handshake) over [`socket`] (awake or
+//! resting, its input metered by [`inbound`]) and [`writer`] (replies,
+//! batches, the close frame) → [`plugin`] (the instance pool, wall-time
+//! deadlines, the plugin lane, the host side of the WIT imports) → [`hub`]
+//! (every open connection, reachable by id, and its byte-bounded queue) →
+//! [`backplane`] (other hosts, through Redis, when scaled out).
 
 pub mod api;
 pub mod backplane;
@@ -21,6 +23,7 @@ pub mod hub;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
+mod passthrough;
 pub mod plugin;
 pub mod reload;
 pub mod server;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
 
 use crate::metrics::StoreGauges;
 
@@ -129,6 +130,9 @@ pub struct Store {
     limits: KvLimits,
     bytes_gauge: Gauge,
     keys_gauge: Gauge,
+    /// Rung when a key with a TTL is set: the sweeper sleeps while no
+    /// store has one, so an idle host does not wake for it.
+    expiring: Arc<Notify>,
 }
 
 fn check_key(key: &str) -> Result<(), KvError> {
@@ -149,8 +153,12 @@ fn gauge_value(n: usize) -> i64 {
 }
 
 impl Store {
-    fn new(limits: KvLimits, (bytes_gauge, keys_gauge): (Gauge, Gauge)) -> Self {
-        Self { inner: Mutex::new(Inner::default()), limits, bytes_gauge, keys_gauge }
+    fn new(limits: KvLimits, (bytes_gauge, keys_gauge): (Gauge, Gauge), expiring: Arc<Notify>) -> Self {
+        Self { inner: Mutex::new(Inner::default()), limits, bytes_gauge, keys_gauge, expiring }
+    }
+
+    fn has_expiring(&self) -> bool {
+        !lock(&self.inner).expiry.is_empty()
     }
 
     /// The checks `set` makes on the key and value alone, for stores kept
@@ -183,8 +191,13 @@ impl Store {
         self.admit(&inner, key, value.len())?;
         // `ttl_ms` is any u64: a TTL past what `Instant` can hold (not
         // reachable on Linux) means no expiry rather than a panic.
-        inner.insert(key, value, ttl.and_then(|t| now.checked_add(t)));
+        let expires = ttl.and_then(|t| now.checked_add(t));
+        inner.insert(key, value, expires);
         self.publish(&inner);
+        drop(inner);
+        if expires.is_some() {
+            self.expiring.notify_one();
+        }
         Ok(())
     }
 
@@ -267,6 +280,7 @@ pub struct Kv {
     stores: Arc<Stores>,
     limits: KvLimits,
     gauges: StoreGauges,
+    expiring: Arc<Notify>,
 }
 
 impl Kv {
@@ -275,23 +289,24 @@ impl Kv {
     /// purge what expired.
     pub fn new(limits: KvLimits, gauges: StoreGauges) -> Self {
         let stores = Arc::new(Mutex::new(HashMap::new()));
+        let expiring = Arc::new(Notify::new());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(sweep(Arc::downgrade(&stores)));
+            runtime.spawn(sweep(Arc::downgrade(&stores), expiring.clone()));
         }
-        Self { stores, limits, gauges }
+        Self { stores, limits, gauges, expiring }
     }
 
     pub fn store(&self, plugin: &Arc<str>) -> Arc<Store> {
         lock(&self.stores)
             .entry(plugin.clone())
-            .or_insert_with(|| Arc::new(Store::new(self.limits, self.gauges.for_plugin(plugin))))
+            .or_insert_with(|| Arc::new(Store::new(self.limits, self.gauges.for_plugin(plugin), self.expiring.clone())))
             .clone()
     }
 }
 
 /// Rids every store of its expired keys now and then, so keys nobody
 /// reads or writes stop counting toward the limits and the gauges.
-async fn sweep(stores: Weak<Stores>) {
+async fn sweep(stores: Weak<Stores>, expiring: Arc<Notify>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -300,10 +315,17 @@ async fn sweep(stores: Weak<Stores>) {
             Some(stores) => lock(&stores).values().cloned().collect(),
             None => return,
         };
-        for store in all {
+        for store in &all {
             while store.sweep(SWEEP_BATCH) == SWEEP_BATCH {
                 tokio::task::yield_now().await;
             }
+        }
+        if !all.iter().any(|store| store.has_expiring()) {
+            drop(all);
+            // Nothing can expire until a key with a TTL is set (a set
+            // before this wait leaves a permit, so none is missed).
+            expiring.notified().await;
+            tick.reset();
         }
     }
 }
@@ -314,7 +336,7 @@ mod tests {
 
     fn limited(max_keys: usize, max_bytes: usize) -> Store {
         let gauges = StoreGauges::default().for_plugin("p");
-        Store::new(KvLimits { max_keys, max_value: 32, max_bytes }, gauges)
+        Store::new(KvLimits { max_keys, max_value: 32, max_bytes }, gauges, Arc::new(Notify::new()))
     }
 
     fn store(max_keys: usize) -> Store {
