@@ -59,17 +59,7 @@ async fn plugin_may_not_send_reserved_close_codes() {
 #[tokio::test]
 async fn on_close_runs_with_the_close_frame() {
     let host = Host::start(&[]).await;
-    let mut watcher = host.connect("/ws/testbed").await;
-    let watcher_id = ask(&mut watcher, "whoami").await;
-    let mut ws = host.connect(&format!("/ws/testbed?watch={watcher_id}")).await;
-    let id = ask(&mut ws, "whoami").await;
-    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    }))
-    .await
-    .unwrap();
-    assert_eq!(expect_text(&mut watcher).await, format!("closed {id} 1000 bye"));
+    close_watched_with_bye(&host).await;
 }
 
 #[tokio::test]

@@ -57,17 +57,7 @@ async fn zero_means_a_fresh_instance_for_every_event() {
 #[tokio::test]
 async fn on_close_runs_exactly_once_on_a_hibernated_connection() {
     let host = Host::start(&["--hibernate-after", "0s"]).await;
-    let mut watcher = host.connect("/ws/testbed").await;
-    let watcher_id = ask(&mut watcher, "whoami").await;
-    let mut ws = host.connect(&format!("/ws/testbed?watch={watcher_id}")).await;
-    let id = ask(&mut ws, "whoami").await;
-    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    }))
-    .await
-    .expect("close");
-    assert_eq!(expect_text(&mut watcher).await, format!("closed {id} 1000 bye"));
+    let mut watcher = close_watched_with_bye(&host).await;
     // And only once.
     assert_eq!(ask(&mut watcher, "ping").await, "ping");
 }

@@ -354,3 +354,20 @@ impl Host {
         text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     }
 }
+
+/// Opens a testbed connection watched by another (its `on-close` reports
+/// to the watcher), closes it with 1000 "bye", checks the watcher heard
+/// exactly that, and returns the watcher.
+pub async fn close_watched_with_bye(host: &Host) -> Client {
+    let mut watcher = host.connect("/ws/testbed").await;
+    let watcher_id = ask(&mut watcher, "whoami").await;
+    let mut ws = host.connect(&format!("/ws/testbed?watch={watcher_id}")).await;
+    let id = ask(&mut ws, "whoami").await;
+    let bye = CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    ws.close(Some(bye)).await.expect("close");
+    assert_eq!(expect_text(&mut watcher).await, format!("closed {id} 1000 bye"));
+    watcher
+}
