@@ -246,8 +246,7 @@ impl Task<'_> {
             } else if rest_at.is_none() {
                 rest_at = Some(last_seen);
             }
-            self.socket.meter().message_done(&message);
-            self.socket.handed_over(&message);
+            self.socket.received(&message);
             let message = match message {
                 Message::Text(text) => plugin::Message::Text(text.as_str().to_owned()),
                 Message::Binary(bytes) => plugin::Message::Binary(bytes.into()),
@@ -488,16 +487,13 @@ impl Ctx<'_> {
         let short = version.short.clone();
         let made = async {
             let weak = Arc::downgrade(conn);
-            let on_evict: Box<dyn Fn() + Send + Sync> = Box::new(move || {
+            let wake = move || {
                 if let Some(conn) = weak.upgrade() {
                     conn.wake();
                 }
-            });
-            let permit = self
-                .pool
-                .acquire_for(plugin.limits.deadline, Some(on_evict))
-                .await
-                .map_err(|e| Fault::Resources(e.to_string()))?;
+            };
+            let permit =
+                self.pool.acquire(plugin.limits.deadline, wake).await.map_err(|e| Fault::Resources(e.to_string()))?;
             let limits = HostLimits {
                 max_message: usize::try_from(self.settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
                 max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),

@@ -140,7 +140,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     let session = session(&state, conn, plugin, instance, slot);
     let socket_config = socket_config(&state.ws);
     let receive_budget = state.receive_budget.clone();
-    let resting = state.pool.resting_gauge();
+    let resting = state.metrics.sockets_resting();
     let task = async move {
         match on_upgrade.await {
             Ok(upgraded) => {

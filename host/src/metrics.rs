@@ -145,6 +145,7 @@ pub struct Metrics {
     log_dropped_lines: Family<PluginLabel, Counter>,
     log_dropped_bytes: Family<PluginLabel, Counter>,
     store: StoreGauges,
+    sockets_resting: Gauge,
 }
 
 impl Default for Metrics {
@@ -175,6 +176,7 @@ impl Metrics {
             log_dropped_lines: Family::default(),
             log_dropped_bytes: Family::default(),
             store: StoreGauges::default(),
+            sockets_resting: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
@@ -232,6 +234,11 @@ impl Metrics {
         );
         registry.register("store_bytes", "Bytes of keys and values in each plugin's store", m.store.bytes.clone());
         registry.register("store_keys", "Keys in each plugin's store", m.store.keys.clone());
+        registry.register(
+            "sockets_resting",
+            "Idle connections whose socket holds no buffers until the client sends again",
+            m.sockets_resting.clone(),
+        );
         let inbound = InboundMetrics {
             in_use: m.inbound.in_use.clone(),
             over_budget: m.inbound_closed.get_or_create_owned(&ReasonLabel { reason: "budget".into() }),
@@ -250,11 +257,6 @@ impl Metrics {
             p.live.clone(),
         );
         r.register("instance_evictions", "Idle instances given up because every slot was taken", p.evictions.clone());
-        r.register(
-            "sockets_resting",
-            "Idle connections whose socket holds no buffers until the client sends again",
-            p.sockets_resting.clone(),
-        );
         r.register(
             "instance_waits_exhausted",
             "Events that found no instance slot within their deadline (503 or close 1011)",
@@ -282,6 +284,11 @@ impl Metrics {
     }
 
     /// The store's gauges, for the store to keep up to date.
+    /// The gauge of sockets resting (see `socket`), shared by every one.
+    pub fn sockets_resting(&self) -> Gauge {
+        self.sockets_resting.clone()
+    }
+
     pub fn store_gauges(&self) -> StoreGauges {
         self.store.clone()
     }

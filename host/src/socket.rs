@@ -61,26 +61,27 @@ impl Socket {
         Self { state: State::Awake(Box::new(stream)), meter, consumed: 0, config, resting }
     }
 
-    pub fn meter(&self) -> &Arc<Meter> {
-        &self.meter
-    }
-
     pub fn is_awake(&self) -> bool {
         matches!(self.state, State::Awake(_))
     }
 
     /// The awake stream, woken first if it rests.
     pub async fn awake(&mut self) -> Option<&mut Stream> {
+        self.wake(Vec::new()).await;
+        self.stream()
+    }
+
+    /// Builds the stream again on a resting socket, with `first`, the bytes
+    /// already read from it.
+    async fn wake(&mut self, first: Vec<u8>) {
         if let State::Resting(_) = self.state
             && let State::Resting(io) = std::mem::replace(&mut self.state, State::Gone)
         {
             self.resting.dec();
-            self.state =
-                State::Awake(Box::new(WebSocketStream::from_raw_socket(io, Role::Server, Some(self.config)).await));
-        }
-        match &mut self.state {
-            State::Awake(stream) => Some(stream),
-            _ => None,
+            // Boxed: a resting connection's task waits beside this, and
+            // should not carry the size of building a stream.
+            let woken = WebSocketStream::from_partially_read(io, first, Role::Server, Some(self.config));
+            self.state = State::Awake(Box::new(Box::pin(woken).await));
         }
     }
 
@@ -92,8 +93,10 @@ impl Socket {
         }
     }
 
-    /// Counts a message tungstenite returned, as the frame that carried it.
-    pub fn handed_over(&mut self, message: &Message) {
+    /// Accounts for a message tungstenite returned: its bytes go back to the
+    /// receive budget, and count as the frame that carried them.
+    pub fn received(&mut self, message: &Message) {
+        self.meter.message_done(message);
         let payload = match message {
             Message::Text(t) => t.len(),
             Message::Binary(b) => b.len(),
@@ -130,13 +133,7 @@ impl Socket {
             Ok(1) => {}
             _ => return Arrival::Ended,
         }
-        if let State::Resting(io) = std::mem::replace(&mut self.state, State::Gone) {
-            self.resting.dec();
-            // Boxed: a resting connection's task waits in this function, and
-            // should not carry the size of building a stream.
-            let woken = WebSocketStream::from_partially_read(io, first.to_vec(), Role::Server, Some(self.config));
-            self.state = State::Awake(Box::new(Box::pin(woken).await));
-        }
+        self.wake(first.to_vec()).await;
         Arrival::Woke
     }
 

@@ -2,8 +2,8 @@
 //! the epoch clock behind per-call deadlines, and the linker that provides
 //! the host interfaces.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -161,7 +161,8 @@ pub struct EpochClock {
     running: AtomicUsize,
     /// The clock thread is parked (or about to be): the next call wakes it.
     parked: AtomicBool,
-    thread: thread::Thread,
+    /// Set once the thread runs; it parks only after that.
+    thread: OnceLock<thread::Thread>,
 }
 
 /// Ticks the clock keeps going after the last call ended, so a busy host
@@ -180,10 +181,11 @@ impl Drop for Ticking {
 impl EpochClock {
     fn start(engine: &Engine) -> std::io::Result<Arc<Self>> {
         let weak = engine.weak();
-        let (tx, rx) = std::sync::mpsc::channel::<Arc<EpochClock>>();
+        let clock =
+            Arc::new(Self { running: AtomicUsize::new(0), parked: AtomicBool::new(false), thread: OnceLock::new() });
+        let this = Arc::downgrade(&clock);
         let handle = thread::Builder::new().name("wasmsocket-epoch".into()).spawn(move || {
-            let Ok(clock) = rx.recv() else { return };
-            let clock = Arc::downgrade(&clock);
+            let clock = this;
             let mut idle = 0;
             loop {
                 let Some(strong) = clock.upgrade() else { return };
@@ -216,20 +218,17 @@ impl EpochClock {
                 drop(engine);
             }
         })?;
-        let clock = Arc::new(Self {
-            running: AtomicUsize::new(0),
-            parked: AtomicBool::new(false),
-            thread: handle.thread().clone(),
-        });
-        let _ = tx.send(clock.clone());
+        let _ = clock.thread.set(handle.thread().clone());
         Ok(clock)
     }
 
     /// Marks a call as running until the guard drops.
     pub fn enter(self: &Arc<Self>) -> Ticking {
         self.running.fetch_add(1, Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) {
-            self.thread.unpark();
+        if self.parked.load(Ordering::SeqCst)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
         }
         Ticking(self.clone())
     }

@@ -115,7 +115,6 @@ pub struct Instance {
     limits: PluginLimits,
     /// The connection served, as the bindings want it.
     id: String,
-    long: LongCall,
     // Last, so the store's pool slot is free before the permit is.
     permit: Permit,
 }
@@ -172,18 +171,17 @@ impl Instance {
             Ok(UpdateDeadline::Yield(1))
         });
         let clock = version.clock.clone();
-        let flag = long.clone();
         let call = async move {
             let _ticking = clock.enter();
             arm(&mut store, limits.deadline);
             let made = tokio::time::timeout(limits.deadline, version.pre.instantiate_async(&mut store)).await;
             match made {
-                Ok(Ok(bindings)) => Ok(Self { store, bindings, version, limits, id, long, permit }),
+                Ok(Ok(bindings)) => Ok(Self { store, bindings, version, limits, id, permit }),
                 Ok(Err(e)) => Err(classify_instantiation(&store, &limits, e)),
                 Err(_) => Err(Fault::Timeout(limits.deadline)),
             }
         };
-        lane::run(call, flag).await
+        lane::run(call, long).await
     }
 
     /// What the last calls sent to the instance's own connection.
@@ -204,7 +202,7 @@ impl Instance {
     /// in host calls that wait (a sleep, a Redis command) counts too. The
     /// instance comes back with the answer; after a fault it must be dropped.
     pub async fn handle(mut self, event: Event) -> (Self, Result<Answer, Fault>) {
-        let long = self.long.clone();
+        let long = self.store.data().long.clone();
         long.reset();
         let clock = self.version.clock.clone();
         let deadline = self.limits.deadline;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What the pool reports in `/metrics`.
 #[derive(Clone, Default)]
@@ -26,9 +26,6 @@ pub struct PoolMetrics {
     pub evictions: Counter,
     /// Events that found no slot within their deadline.
     pub exhausted: Counter,
-    /// Sockets resting (see `socket`): kept here, with the other measures
-    /// of what idle connections cost.
-    pub sockets_resting: Gauge,
 }
 
 /// Every instance slot of the host.
@@ -65,9 +62,9 @@ pub struct Lease {
     referenced: AtomicBool,
     /// In the pool's `idle` queue.
     queued: AtomicBool,
-    evicted: Notify,
-    /// Tells the holder, so it need not wait on `evicted` itself.
-    on_evict: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Tells the holder its slot was taken back (it then checks
+    /// [`Permit::is_evicted`]).
+    on_evict: Box<dyn Fn() + Send + Sync>,
 }
 
 impl InstancePool {
@@ -76,31 +73,13 @@ impl InstancePool {
         Arc::new(Self { slots: Arc::new(Semaphore::new(permits)), size, idle: Mutex::new(VecDeque::new()), metrics })
     }
 
-    pub fn size(&self) -> u32 {
-        self.size
-    }
-
-    /// Slots in use now.
-    pub fn resting_gauge(&self) -> Gauge {
-        self.metrics.sockets_resting.clone()
-    }
-
-    pub fn in_use(&self) -> usize {
-        usize::try_from(self.size).unwrap_or(usize::MAX).saturating_sub(self.slots.available_permits())
-    }
-
-    /// A slot for a new instance, evicting the longest-idle instance if the
-    /// pool is full; waits at most `within`. The permit starts busy.
-    pub async fn acquire(self: &Arc<Self>, within: Duration) -> Result<Permit, Exhausted> {
-        self.acquire_for(within, None).await
-    }
-
-    /// As [`InstancePool::acquire`]; `on_evict` runs when the pool asks for
-    /// the slot back (see [`Permit::is_evicted`]).
-    pub async fn acquire_for(
+    /// A slot for a new instance, evicting an idle instance if the pool is
+    /// full; waits at most `within`. The permit starts busy; `on_evict`
+    /// runs if the pool later asks for the slot back.
+    pub async fn acquire(
         self: &Arc<Self>,
         within: Duration,
-        on_evict: Option<Box<dyn Fn() + Send + Sync>>,
+        on_evict: impl Fn() + Send + Sync + 'static,
     ) -> Result<Permit, Exhausted> {
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -119,8 +98,7 @@ impl InstancePool {
             state: AtomicU8::new(BUSY),
             referenced: AtomicBool::new(true),
             queued: AtomicBool::new(false),
-            evicted: Notify::new(),
-            on_evict,
+            on_evict: Box::new(on_evict),
         });
         self.metrics.live.inc();
         Ok(Permit { _slot: slot, lease, pool: self.clone() })
@@ -147,10 +125,7 @@ impl InstancePool {
             lease.queued.store(false, Ordering::Release);
             if lease.state.compare_exchange(IDLE, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 self.metrics.evictions.inc();
-                lease.evicted.notify_one();
-                if let Some(tell) = &lease.on_evict {
-                    tell();
-                }
+                (lease.on_evict)();
                 return;
             }
         }
@@ -185,16 +160,6 @@ impl Permit {
     pub fn is_evicted(&self) -> bool {
         self.lease.state.load(Ordering::Acquire) == EVICTED
     }
-
-    /// Completes when the pool asks for this slot back.
-    pub async fn evicted(&self) {
-        self.watch().evicted().await
-    }
-
-    /// A handle that waits for eviction without borrowing the instance.
-    pub fn watch(&self) -> Eviction {
-        Eviction(self.lease.clone())
-    }
 }
 
 impl Drop for Permit {
@@ -203,35 +168,29 @@ impl Drop for Permit {
     }
 }
 
-/// See [`Permit::watch`].
-pub struct Eviction(Arc<Lease>);
-
-impl Eviction {
-    /// Completes when the pool asks for the slot back.
-    pub async fn evicted(&self) {
-        loop {
-            let notified = self.0.evicted.notified();
-            if self.0.state.load(Ordering::Acquire) == EVICTED {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An eviction callback that raises a flag.
+    fn flag() -> (Arc<AtomicBool>, impl Fn() + Send + Sync + 'static) {
+        let raised = Arc::new(AtomicBool::new(false));
+        let raise = raised.clone();
+        (raised, move || raise.store(true, Ordering::Release))
+    }
+
     #[tokio::test]
     async fn a_full_pool_takes_the_longest_idle_slot_back() {
-        let pool = InstancePool::new(2, PoolMetrics::default());
-        let first = pool.acquire(Duration::from_millis(10)).await.unwrap();
-        let second = pool.acquire(Duration::from_millis(10)).await.unwrap();
-        assert_eq!(pool.in_use(), 2);
+        let metrics = PoolMetrics::default();
+        let pool = InstancePool::new(2, metrics.clone());
+        let (first_told, tell_first) = flag();
+        let (second_told, tell_second) = flag();
+        let first = pool.acquire(Duration::from_millis(10), tell_first).await.unwrap();
+        let second = pool.acquire(Duration::from_millis(10), tell_second).await.unwrap();
+        assert_eq!(metrics.live.get(), 2);
 
         // Both busy: nobody can be evicted, so the third waits and fails.
-        assert!(pool.acquire(Duration::from_millis(20)).await.is_err());
+        assert!(pool.acquire(Duration::from_millis(20), || {}).await.is_err());
 
         first.idle();
         second.idle();
@@ -239,12 +198,14 @@ mod tests {
         second.idle();
         let waiter = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.acquire(Duration::from_secs(5)).await.is_ok() }
+            async move { pool.acquire(Duration::from_secs(5), || {}).await.is_ok() }
         });
         // Both were used once; the hand clears both marks, then takes the
         // first it finds unused on its second pass ...
-        tokio::time::timeout(Duration::from_secs(5), first.evicted()).await.unwrap();
+        eventually(|| first_told.load(Ordering::Acquire)).await;
+        assert!(first.is_evicted());
         assert!(!first.resume(), "an evicted instance must not be used again");
+        assert!(!second_told.load(Ordering::Acquire));
         assert!(second.resume(), "the other one was not evicted");
         drop(first);
         assert!(waiter.await.unwrap());
@@ -253,14 +214,25 @@ mod tests {
     #[tokio::test]
     async fn stale_idle_entries_do_not_evict_a_busy_slot() {
         let pool = InstancePool::new(1, PoolMetrics::default());
-        let only = pool.acquire(Duration::from_millis(10)).await.unwrap();
+        let only = pool.acquire(Duration::from_millis(10), || {}).await.unwrap();
         for _ in 0..1000 {
             only.idle();
             assert!(only.resume());
         }
         assert_eq!(pool.idle.lock().unwrap().len(), 1, "a lease is queued once");
         // Busy now: a request waits and fails rather than taking it.
-        assert!(pool.acquire(Duration::from_millis(20)).await.is_err());
+        assert!(pool.acquire(Duration::from_millis(20), || {}).await.is_err());
         assert!(only.resume());
+    }
+
+    /// Waits (at most 5 s) until `done` holds.
+    async fn eventually(done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition never held");
     }
 }
