@@ -124,7 +124,7 @@ impl Task<'_> {
             Hibernate::Never => None,
         };
         let ping_every = (!settings.keep_alive_interval.is_zero()).then_some(settings.keep_alive_interval);
-        let silence_allowed = settings.keep_alive_interval + settings.keep_alive_timeout;
+        let silence_allowed = silence_allowed(settings);
         let now = Deadline::now();
         let mut last_seen = now;
         let mut last_event = now;
@@ -198,7 +198,7 @@ impl Task<'_> {
                     match due.map(|(_, why)| why) {
                         Some(Due::Close) => break,
                         Some(Due::Ping) => {
-                            if last_seen.elapsed() > silence_allowed {
+                            if silence_allowed.is_some_and(|allowed| last_seen.elapsed() > allowed) {
                                 tracing::debug!(conn = &*conn.id, "no answer to keep-alive pings; dropping the connection");
                                 break;
                             }
@@ -285,7 +285,7 @@ impl Task<'_> {
         let settings = self.ctx.settings;
         let conn = self.ctx.conn;
         let metrics = &self.ctx.plugin.metrics;
-        let stall = settings.keep_alive_interval + settings.keep_alive_timeout;
+        let stall = silence_allowed(settings);
         while conn.has_queued() && !conn.is_aborted() {
             let (batch, bytes) = conn.take_queued(WRITE_BATCH);
             let Some(stream) = self.socket.awake().await else {
@@ -298,7 +298,12 @@ impl Task<'_> {
                 // A write to a client that does not read can wait long: an
                 // abort interrupts it, and so does a stall past keep-alive.
                 _ = aborted(conn) => true,
-                ok = tokio::time::timeout(stall, write) => ok.unwrap_or(false),
+                ok = async {
+                    match stall {
+                        Some(stall) => tokio::time::timeout(stall, write).await.unwrap_or(false),
+                        None => write.await,
+                    }
+                } => ok,
             };
             conn.written(bytes);
             if !ok {
@@ -427,6 +432,12 @@ enum Inbound {
     /// A resting socket got bytes and is awake again.
     Woke,
     Ended,
+}
+
+/// How long a client may go without a sign of life (reading or writing)
+/// before it counts as gone; none while keep-alive is off.
+fn silence_allowed(settings: &WebSocketConfig) -> Option<Duration> {
+    (!settings.keep_alive_interval.is_zero()).then(|| settings.keep_alive_interval + settings.keep_alive_timeout)
 }
 
 /// Completes once the connection is aborted.

@@ -115,6 +115,24 @@ async fn testbed_round_trip_through_host_state_and_other_connections() {
 }
 
 #[tokio::test]
+async fn sends_between_connections_arrive_with_keep_alive_off() {
+    // Keep-alive off with a zero timeout is valid; queued writes must not
+    // take that zero as their stall bound.
+    let host = Host::start(&["--keep-alive-interval", "0s", "--keep-alive-timeout", "0s"]).await;
+    let mut a = host.connect("/ws/testbed").await;
+    let mut b = host.connect("/ws/testbed").await;
+    let b_id = ask(&mut b, "whoami").await;
+    // Large enough that writing it has to wait for the socket.
+    assert_eq!(ask(&mut a, &format!("flood {b_id} 4 1000000")).await, "flooded 4 none");
+    for _ in 0..4 {
+        match next(&mut b).await {
+            Some(tokio_tungstenite::tungstenite::Message::Binary(m)) => assert_eq!(m.len(), 1_000_000),
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn plugins_cannot_reach_connections_of_other_plugins() {
     let host = Host::start(&[]).await;
     let mut echo = host.connect("/ws/echo").await;
