@@ -60,6 +60,8 @@ pub enum CrossHost {
     Broadcast,
     Send,
     Close,
+    /// A fallback client's post forwarded to its session's host.
+    Post,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -60,8 +60,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// This host's HTTP fallback sessions.
-    pub fallback: crate::fallback::Sessions,
 }
 
 /// A host that has loaded its plugins and bound its socket.
@@ -148,7 +146,6 @@ impl Server {
             receive_budget,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            fallback: Default::default(),
         });
         Ok(Self { state, listener, _watcher: watcher })
     }

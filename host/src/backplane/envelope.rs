@@ -58,6 +58,17 @@ pub enum Envelope<'a> {
     },
     /// Close connection `to` after what it has queued.
     Close { plugin: Cow<'a, str>, to: Cow<'a, str>, code: u16, reason: Cow<'a, str> },
+    /// A fallback client's post, taken by another host, for the session's
+    /// owner to deliver (unchecked: the owner checks it).
+    Post {
+        plugin: Cow<'a, str>,
+        session: Cow<'a, str>,
+        seq: u64,
+        close: Option<u16>,
+        text: bool,
+        #[serde(borrow, with = "serde_bytes")]
+        body: Cow<'a, [u8]>,
+    },
 }
 
 /// Why a received envelope was ignored.

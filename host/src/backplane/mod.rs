@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use envelope::{DecodeError, Envelope, Payload};
 
 use crate::config::RedisConfig;
+use crate::fallback::RawPost;
 use crate::hub::kv::KvError;
 use crate::hub::{DeliveryError, Hub};
 use crate::metrics::{BackplaneMetrics, CrossHost};
@@ -287,6 +288,20 @@ impl Backplane {
         self.direct(to, CrossHost::Close, &envelope).await
     }
 
+    /// Forwards a fallback client's post to the host that owns its session.
+    pub async fn forward_post(&self, plugin: &str, session: &str, post: &RawPost) -> Result<(), DeliveryError> {
+        let to = session.split_once('.').map_or(session, |(id, _)| id);
+        let envelope = Envelope::Post {
+            plugin: plugin.into(),
+            session: session.into(),
+            seq: post.seq,
+            close: post.close,
+            text: post.text,
+            body: post.body.as_slice().into(),
+        };
+        self.direct(to, CrossHost::Post, &envelope).await
+    }
+
     async fn direct(&self, to: &str, kind: CrossHost, envelope: &Envelope<'_>) -> Result<(), DeliveryError> {
         let host = Hub::host_of(to).ok_or(DeliveryError::NotFound)?;
         let channel = self.keys.host_channel(host);
@@ -354,6 +369,21 @@ impl Backplane {
                 if let Some(conn) = hub.get(&plugin, &to) {
                     let _ = conn.close(CloseFrame { code: CloseCode::from(code), reason: reason.into_owned().into() });
                 }
+            }
+            Envelope::Post { plugin, session, seq, close, text, body } => {
+                self.metrics.received(CrossHost::Post);
+                let post = RawPost { seq, close, text, body: body.into_owned() };
+                let (plugin, session) = (plugin.into_owned(), session.into_owned());
+                // It waits for the posts before it, so it must not hold up
+                // what else this channel brings.
+                tokio::spawn(async move {
+                    if let Err(e) = hub.fallback.deliver(&plugin, &session, post).await {
+                        // Its client heard 202 and cannot retry: a session
+                        // with a hole in it must not go on as if whole.
+                        tracing::debug!(session = session.as_str(), "forwarded post not taken: {e}");
+                        hub.fallback.abort(&session, &format!("a post forwarded by another host was refused: {e}"));
+                    }
+                });
             }
         }
     }

@@ -62,6 +62,33 @@ impl Sessions {
         (shared.secret.as_bytes() == secret.as_bytes()).then_some(shared)
     }
 
+    /// Delivers a post to a session of this host, after checking it as a
+    /// WebSocket frame is checked: a post that breaks a rule closes the
+    /// session with the code a WebSocket would get.
+    pub async fn deliver(&self, plugin: &str, session: &str, raw: RawPost) -> Result<Taken, Refused> {
+        let shared = self.find(session).ok_or(Refused::Unknown)?;
+        if *shared.conn.plugin != *plugin {
+            return Err(Refused::Unknown);
+        }
+        if shared.conn.is_closing() {
+            return Err(PostError::Gone.into());
+        }
+        let seq = raw.seq;
+        let post = raw.check().inspect_err(|invalid| {
+            shared.conn.abort(CloseFrame { code: invalid.close_code, reason: invalid.message.clone().into() });
+        })?;
+        Ok(shared.inbox.deliver(seq, post, shared.post_timeout).await?)
+    }
+
+    /// Ends a session at once with 1011 and `why`.
+    pub fn abort(&self, session: &str, why: &str) {
+        if let Some(shared) = self.find(session) {
+            let mut reason = why.to_string();
+            reason.truncate(reason.floor_char_boundary(123));
+            shared.conn.abort(CloseFrame { code: CloseCode::Error, reason: reason.into() });
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.lock().map(|m| m.len()).unwrap_or(0)
     }
@@ -140,15 +167,16 @@ pub async fn handle(
             let Some(seq) = params.seq.filter(|s| *s > 0) else {
                 return error(StatusCode::BAD_REQUEST, "seq (1, 2, 3, ...) is required");
             };
+            let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
             let max = usize::try_from(state.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
             let Some(bytes) = read_body(body, max).await else {
+                // As a WebSocket closes with 1009 for a message too big.
+                if let Some(shared) = state.hub.fallback.find(session) {
+                    shared.conn.abort(CloseFrame { code: CloseCode::Size, reason: "message too big".into() });
+                }
                 return error(StatusCode::PAYLOAD_TOO_LARGE, format!("larger than websocket.max_message_size ({max})"));
             };
-            let post = match to_post(&req.headers, params.close, bytes) {
-                Ok(post) => post,
-                Err(message) => return error(StatusCode::BAD_REQUEST, message),
-            };
-            post_to(&state, req.plugin.as_deref(), session, seq, post).await
+            post_to(&state, plugin, session, RawPost::new(seq, params.close, &req.headers, bytes)).await
         }
         _ => error(StatusCode::BAD_REQUEST, "a fallback post needs ?session=ID&seq=N"),
     }
@@ -176,40 +204,79 @@ async fn read_body(mut body: impl Stream<Item = Result<impl Buf, warp::Error>> +
     Some(out.into())
 }
 
-/// A post's body as a message, or as a close with its reason.
-fn to_post(headers: &HeaderMap, close: Option<u16>, body: Bytes) -> Result<Post, String> {
-    let text = || String::from_utf8(body.to_vec()).map_err(|_| "the body is not valid UTF-8".to_string());
-    if let Some(code) = close {
-        if !(code == 1000 || (3000..=4999).contains(&code)) {
-            return Err(format!("close code {code} cannot be sent by a client: use 1000 or 3000-4999"));
-        }
-        let reason = text()?;
-        if reason.len() > 123 {
-            return Err("a close reason is at most 123 bytes".into());
-        }
-        return Ok(Post::Close(CloseFrame { code: CloseCode::from(code), reason: reason.into() }));
+/// A post as it came, before it is checked: what a host forwards to the
+/// session's owner.
+#[derive(Debug, Clone)]
+pub struct RawPost {
+    pub seq: u64,
+    pub close: Option<u16>,
+    /// `Content-Type: text/plain`: a text message.
+    pub text: bool,
+    pub body: Vec<u8>,
+}
+
+/// A post that breaks a rule: its HTTP status, and the close code the
+/// session gets for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    pub status: StatusCode,
+    pub close_code: CloseCode,
+    pub message: String,
+}
+
+impl RawPost {
+    fn new(seq: u64, close: Option<u16>, headers: &HeaderMap, body: Bytes) -> Self {
+        let text = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/plain"));
+        Self { seq, close, text, body: body.into() }
     }
-    let is_text = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/plain"));
-    Ok(Post::Message(if is_text { plugin::Message::Text(text()?) } else { plugin::Message::Binary(body.to_vec()) }))
+
+    /// The message, or the close with its reason.
+    fn check(self) -> Result<Post, Invalid> {
+        let invalid = |close_code, message: String| Invalid { status: StatusCode::BAD_REQUEST, close_code, message };
+        let utf8 = |body: Vec<u8>| {
+            String::from_utf8(body).map_err(|_| invalid(CloseCode::Invalid, "invalid UTF-8 in text message".into()))
+        };
+        if let Some(code) = self.close {
+            if !(code == 1000 || (3000..=4999).contains(&code)) {
+                let message = format!("close code {code} cannot be sent by a client: use 1000 or 3000-4999");
+                return Err(invalid(CloseCode::Protocol, message));
+            }
+            let reason = utf8(self.body)?;
+            if reason.len() > 123 {
+                return Err(invalid(CloseCode::Protocol, "a close reason is at most 123 bytes".into()));
+            }
+            return Ok(Post::Close(CloseFrame { code: CloseCode::from(code), reason: reason.into() }));
+        }
+        Ok(Post::Message(if self.text {
+            plugin::Message::Text(utf8(self.body)?)
+        } else {
+            plugin::Message::Binary(self.body)
+        }))
+    }
 }
 
 /// Hands a post to its session, on this host or, scaled out, on the host
 /// that owns it.
-pub async fn post_to(state: &AppState, route: Option<&str>, session: &str, seq: u64, post: Post) -> Response {
+async fn post_to(state: &AppState, plugin: &str, session: &str, raw: RawPost) -> Response {
     let owner = session.split_once('.').and_then(|(id, _)| Hub::host_of(id));
     if let (Some(owner), Some(backplane)) = (owner, state.hub.backplane())
         && owner != state.hub.host_id()
     {
-        let _ = backplane;
-        return error(StatusCode::NOT_IMPLEMENTED, "forwarding posts to another host is not built yet");
+        // Taken by the owner in seq order; whether it was valid, only the
+        // owner knows.
+        return match backplane.forward_post(plugin, session, &raw).await {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(_) => error(StatusCode::NOT_FOUND, "no such session (its host is not reachable)"),
+        };
     }
-    let result = deliver(state, route, session, seq, post).await;
-    match result {
+    match state.hub.fallback.deliver(plugin, session, raw).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(Refused::Unknown) => error(StatusCode::NOT_FOUND, "no such session"),
+        Err(Refused::Invalid(invalid)) => error(invalid.status, invalid.message),
         Err(Refused::Post(e @ PostError::TooFarAhead)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(Refused::Post(e @ PostError::Timeout)) => error(StatusCode::REQUEST_TIMEOUT, e.to_string()),
         Err(Refused::Post(e @ PostError::Gone)) => error(StatusCode::NOT_FOUND, e.to_string()),
@@ -217,28 +284,14 @@ pub async fn post_to(state: &AppState, route: Option<&str>, session: &str, seq: 
 }
 
 /// Why a post was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     #[error("no such session")]
     Unknown,
     #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
     Post(#[from] PostError),
-}
-
-/// Delivers a post to a session of this host.
-pub async fn deliver(
-    state: &AppState,
-    route: Option<&str>,
-    session: &str,
-    seq: u64,
-    post: Post,
-) -> Result<Taken, Refused> {
-    let shared = state.fallback.find(session).ok_or(Refused::Unknown)?;
-    let plugin = route.unwrap_or(&state.config.default_plugin);
-    if *shared.conn.plugin != *plugin {
-        return Err(Refused::Unknown);
-    }
-    Ok(shared.inbox.deliver(seq, post, state.ws.message_timeout).await?)
 }
 
 /// The SSE response over `rx`.
@@ -270,8 +323,8 @@ async fn open(state: Arc<AppState>, req: Request) -> Response {
     let secret = hex::encode(rand::random::<[u8; 16]>());
     let id = format!("{}.{secret}", session.conn.id);
     let (inbox, posts) = inbox::Inbox::new();
-    let shared = Arc::new(Shared::new(session.conn.clone(), secret, inbox));
-    state.fallback.insert(shared.clone());
+    let shared = Arc::new(Shared::new(session.conn.clone(), secret, inbox, state.ws.message_timeout));
+    state.hub.fallback.insert(shared.clone());
     let settings = state.config.fallback.settings();
     let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
     let _ = tx.try_send(events::opened(&id, subprotocol.as_deref(), settings.grace.as_millis()));
@@ -279,13 +332,13 @@ async fn open(state: Arc<AppState>, req: Request) -> Response {
     state.tasks.spawn(async move {
         let conn_id = shared.conn.id.clone();
         session::run(session, shared, posts, tx, settings).await;
-        task_state.fallback.remove(&conn_id);
+        task_state.hub.fallback.remove(&conn_id);
     });
     stream_response(&req, rx)
 }
 
 fn resume(state: &AppState, req: Request, session: &str, last: u64) -> Response {
-    let Some(shared) = state.fallback.find(session) else {
+    let Some(shared) = state.hub.fallback.find(session) else {
         return error(StatusCode::NOT_FOUND, "no such session");
     };
     let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);

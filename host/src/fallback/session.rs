@@ -34,14 +34,17 @@ pub struct Shared {
     /// The part of the session id only its client knows.
     pub secret: String,
     pub inbox: Inbox,
+    /// How long a post may wait for the ones before it
+    /// (`websocket.message_timeout`).
+    pub post_timeout: Duration,
     /// A stream that resumed, for the task to take: and the last event id
     /// its client saw.
     attach: Mutex<Option<(Stream, u64)>>,
 }
 
 impl Shared {
-    pub fn new(conn: Arc<Connection>, secret: String, inbox: Inbox) -> Self {
-        Self { conn, secret, inbox, attach: Mutex::new(None) }
+    pub fn new(conn: Arc<Connection>, secret: String, inbox: Inbox, post_timeout: Duration) -> Self {
+        Self { conn, secret, inbox, post_timeout, attach: Mutex::new(None) }
     }
 
     /// Hands the session a new stream; an older one still attached ends.

@@ -347,6 +347,9 @@ pub struct Hub {
     max_connections: usize,
     pub rooms: rooms::Rooms,
     pub kv: kv::Kv,
+    /// The connections served over the HTTP fallback, by id, for their
+    /// clients' posts (which may come through another host).
+    pub fallback: crate::fallback::Sessions,
     /// Other hosts, through Redis, when scaled out.
     backplane: OnceLock<Arc<Backplane>>,
 }
@@ -384,6 +387,7 @@ impl Hub {
             max_connections,
             rooms: rooms::Rooms::default(),
             kv: kv::Kv::new(kv_limits, store_gauges),
+            fallback: Default::default(),
             backplane: OnceLock::new(),
         })
     }

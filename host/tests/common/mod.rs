@@ -2,6 +2,7 @@
 //! real tokio-tungstenite client.
 #![allow(dead_code)]
 
+pub mod fallback;
 pub mod redis;
 pub mod redis_server;
 
