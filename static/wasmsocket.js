@@ -147,6 +147,8 @@ export class WasmSocket extends EventTarget {
   #timer = null;
   #attempt = 0;
   #userClosed = false;
+  /** @type {"arraybuffer" | "blob"} */
+  #binaryType;
 
   /**
    * @param {string | URL} url A `ws:` or `wss:` URL (the HTTP fallback uses
@@ -159,8 +161,7 @@ export class WasmSocket extends EventTarget {
     this.url = String(url);
     /** Subprotocols offered on each connection. */
     this.protocols = options.protocols ?? [];
-    /** Type of received binary data. */
-    this.binaryType = options.binaryType ?? "arraybuffer";
+    this.#binaryType = options.binaryType ?? "arraybuffer";
     /**
      * Transports allowed, in order. May be changed at any time; applies from
      * the next connection attempt.
@@ -176,6 +177,16 @@ export class WasmSocket extends EventTarget {
      * @type {ReconnectOptions | null}
      */
     this.reconnect = r ? { ...RECONNECT_DEFAULTS, ...(r === true ? {} : r) } : null;
+  }
+
+  /** @returns {"arraybuffer" | "blob"} Type of received binary data; may be changed at any time. */
+  get binaryType() {
+    return this.#binaryType;
+  }
+
+  set binaryType(type) {
+    this.#binaryType = type;
+    if (this.#ws) this.#ws.binaryType = type;
   }
 
   /** @returns {WasmSocketState} The connection state. */
@@ -381,6 +392,11 @@ const RETRY_DELAYS = [100, 250, 500, 1000, 2000];
 const CLOSE_TIMEOUT = 10000;
 /** Grace period assumed until the `open` event names it, ms. */
 const DEFAULT_GRACE = 10000;
+/**
+ * How long the `open` event may take, ms. A proxy that buffers responses
+ * holds it back forever; without this limit the attempt would never end.
+ */
+const OPEN_TIMEOUT = 15000;
 const TEXT_TYPE = "text/plain;charset=utf-8";
 const BINARY_TYPE = "application/octet-stream";
 const encoder = new TextEncoder();
@@ -504,6 +520,7 @@ export class HttpSocket extends EventTarget {
   #buffered = 0;
   #graceTimer = null;
   #closeTimer = null;
+  #openTimer = null;
 
   /**
    * @param {string | URL} url `ws:`, `wss:`, `http:` or `https:`; a WebSocket
@@ -527,6 +544,10 @@ export class HttpSocket extends EventTarget {
     u.search = "";
     this.#route = u.href;
     this.#protocols = typeof protocols === "string" ? [protocols] : [...protocols];
+    this.#openTimer = setTimeout(
+      () => this.#finish(1006, `no open event within ${OPEN_TIMEOUT / 1000} s (a proxy buffering the stream?)`, false),
+      OPEN_TIMEOUT,
+    );
     this.#open();
   }
 
@@ -637,6 +658,7 @@ export class HttpSocket extends EventTarget {
         this.session = String(open.session);
         this.protocol = open.protocol ?? "";
         this.readyState = HttpSocket.OPEN;
+        clearTimeout(this.#openTimer);
         this.dispatchEvent(event("open"));
         return;
       }
@@ -715,9 +737,20 @@ export class HttpSocket extends EventTarget {
     }
   }
 
-  /** Posts one message; a post lost on the way is retried with the same `seq`. */
+  /**
+   * Posts one message. A post lost on the way is retried with the same `seq`
+   * (the host takes it once) until it has failed for the grace period: the
+   * host forgets a session it cannot reach for that long, too.
+   */
   async #post(post, tries) {
-    if (tries > 0) await sleep(RETRY_DELAYS[Math.min(tries - 1, RETRY_DELAYS.length - 1)]);
+    if (tries > 0) {
+      post.failingSince ??= performance.now();
+      if (performance.now() - post.failingSince > this.#graceMs) {
+        this.#finish(1006, "", false);
+        return;
+      }
+      await sleep(RETRY_DELAYS[Math.min(tries - 1, RETRY_DELAYS.length - 1)]);
+    }
     if (this.readyState === HttpSocket.CLOSED) return;
     let url = `${this.#route}?session=${encodeURIComponent(this.session)}&seq=${post.seq}`;
     if (post.close !== undefined) url += `&close=${post.close}`;
@@ -759,6 +792,7 @@ export class HttpSocket extends EventTarget {
     this.#buffered = 0;
     clearTimeout(this.#graceTimer);
     clearTimeout(this.#closeTimer);
+    clearTimeout(this.#openTimer);
     // Reported from a task of its own, as a WebSocket does: never from inside close().
     setTimeout(() => {
       if (!wasClean) this.dispatchEvent(event("error"));
