@@ -96,7 +96,7 @@ test("behind a proxy that refuses WebSockets, the page falls back to HTTP: echo,
   await say(page, "hello through the proxy ✓");
   const text = entry(page, "receive", "hello through the proxy ✓");
   await text.waitFor();
-  assert.match(await text.locator(".meta").textContent(), /^text · 26 B · rtt /);
+  assert.match(await text.locator(".meta").textContent(), /^text · 27 B · rtt /);
 
   await page.getByLabel("Binary (hex)").check();
   await page.getByLabel("Bytes to send (hex)").fill("de ad be ef 00 ff");
