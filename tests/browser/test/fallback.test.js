@@ -267,6 +267,30 @@ test("wasmsocket.js over a forced HTTP fallback: the API of the WebSocket path",
   await eventually(async () => (await echoCount(host)) === 0, { message: "the host to end the session" });
 });
 
+test("a connection the plugin refuses closes with the HTTP status in the reason", { timeout: 60000 }, async (t) => {
+  const { host, page } = await blankPage(t, direct);
+  const result = await run(
+    page,
+    `
+    const ws = new WasmSocket(arg.url);
+    const events = record(ws);
+    ws.connect();
+    await next(ws, "close");
+    return events.filter((e) => e.type !== "statechange");
+  `,
+    { url: `${host.ws}/ws/testbed?reject=403` },
+  );
+  // The WebSocket's refusal is hidden by the browser; the fallback's is not.
+  assert.deepEqual(
+    result.map((e) => [e.type, e.cause ?? e.code, e.reason]),
+    [
+      ["fallback", "failed", undefined],
+      ["error", undefined, undefined],
+      ["close", 1006, "HTTP 403: rejected by testbed: /ws/testbed"],
+    ],
+  );
+});
+
 test("a proxy that leaves the WebSocket hanging: the client falls back after fallbackAfter", { timeout: 60000 }, async (t) => {
   proxy.upgrades = "hang";
   t.after(() => (proxy.upgrades = "refuse"));
