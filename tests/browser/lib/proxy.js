@@ -29,6 +29,8 @@ class Proxy {
     /** Event streams being forwarded: the browser's side and the host's. */
     this.streams = new Set();
     this.held = new Set(); // sockets of hanging CONNECTs
+    /** While true, the host is out of reach: every request is answered 502. */
+    this.offline = false;
   }
 
   /** Chromium's flags to send everything, loopback included, through this proxy. */
@@ -85,6 +87,10 @@ export async function startProxy({ upgrades = "refuse" } = {}) {
       return;
     }
     proxy.requests.push({ method: req.method, url: req.url, headers: req.headers });
+    if (proxy.offline) {
+      res.writeHead(502).end("bad gateway\n");
+      return;
+    }
     const upstream = request(
       {
         host: target.hostname,

@@ -2,6 +2,8 @@
 // proxy that refuses WebSockets (as a strict corporate proxy does), forced
 // without one, and resumed after the proxy cuts the event stream.
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
   clientStaticDir,
@@ -399,4 +401,35 @@ test("reconnection over the fallback: after a host restart the page is back on H
   await entry(page, "receive", "after the restart").waitFor();
   await page.getByRole("button", { name: "Close Socket" }).click();
   await waitForStatus(page, /^Closed \(code 1000/);
+});
+
+test("an outage longer than the grace period ends the session; the page reconnects over HTTP", { timeout: 90000 }, async (t) => {
+  const dir = await pluginsDir();
+  t.after(() => removeDir(dir));
+  const config = join(dir, "wasmsocket.toml");
+  await writeFile(config, '[fallback]\ngrace = "2s"\n');
+  const host = await startHost({ plugins: dir, args: ["--config", config] });
+  t.after(() => host.stop());
+  const page = await testPage(t, proxied, host);
+  t.after(() => (proxy.offline = false));
+
+  await page.getByLabel("Reconnect automatically").check();
+  await page.getByRole("button", { name: "Connect" }).click();
+  await waitForStatus(page, /^Connected$/);
+  assert.equal(await transportShown(page), "via HTTP fallback");
+
+  // The network goes: the stream breaks and every resume fails until the
+  // grace period (2 s, from the open event) runs out.
+  proxy.offline = true;
+  proxy.cutStreams();
+  await entry(page, "close", "code 1006").waitFor({ timeout: 15000 });
+  await eventually(async () => (await echoCount(host)) === 0, { message: "on-close after the grace period" });
+  await waitForStatus(page, /^Reconnecting in /);
+
+  proxy.offline = false;
+  await entry(page, "open", "reconnected on attempt").waitFor({ timeout: 30000 });
+  assert.equal(await transportShown(page), "via HTTP fallback");
+  await say(page, "back online");
+  await entry(page, "receive", "back online").waitFor();
+  assert.equal(await echoCount(host), 1);
 });
