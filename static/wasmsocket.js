@@ -486,11 +486,7 @@ const isEventStream = (response) =>
  * the interface of a browser `WebSocket` that {@link WasmSocket} uses:
  * `readyState`, `protocol`, `binaryType`, `bufferedAmount`, `send`, `close`,
  * and `open`, `message`, `error` and `close` events.
- *
- * Built on `fetch` rather than `EventSource`, which cannot set headers
- * (subprotocols), reconnects by itself to the URL it was given (which would
- * open a second session instead of resuming this one), and hides the status
- * and body of a refusal.
+ * Built on `fetch`, not `EventSource` (docs/transports.md says why).
  */
 export class HttpSocket extends EventTarget {
   static CONNECTING = 0;
