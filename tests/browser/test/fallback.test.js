@@ -392,7 +392,7 @@ test("reconnection over the fallback: after a host restart the page is back on H
   host = await startHost({ plugins: dir, port });
   // The old session is gone with the old host: the stream cannot resume, the
   // connection closes, and the page reconnects on the transport that worked.
-  await entry(page, "close", "code 1006").waitFor({ timeout: 30000 });
+  await entry(page, "close", "code 1006").first().waitFor({ timeout: 30000 });
   await entry(page, "open", "reconnected on attempt").waitFor({ timeout: 30000 });
   await waitForStatus(page, /^Connected$/);
   assert.equal(await transportShown(page), "via HTTP fallback");
@@ -422,7 +422,7 @@ test("an outage longer than the grace period ends the session; the page reconnec
   // grace period (2 s, from the open event) runs out.
   proxy.offline = true;
   proxy.cutStreams();
-  await entry(page, "close", "code 1006").waitFor({ timeout: 15000 });
+  await entry(page, "close", "code 1006").first().waitFor({ timeout: 15000 });
   await eventually(async () => (await echoCount(host)) === 0, { message: "on-close after the grace period" });
   await waitForStatus(page, /^Reconnecting in /);
 
