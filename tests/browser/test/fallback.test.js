@@ -10,6 +10,7 @@ import {
   eventually,
   launchBrowser,
   newPage,
+  outDir,
   pluginsDir,
   removeDir,
   startHost,
@@ -106,6 +107,7 @@ test("behind a proxy that refuses WebSockets, the page falls back to HTTP: echo,
   const binary = entry(page, "receive", "de ad be ef 00 ff");
   await binary.waitFor();
   assert.match(await binary.locator(".meta").textContent(), /^binary · 6 B · rtt /);
+  await page.screenshot({ path: join(await outDir(), "test-page-fallback.png") });
 
   const { opens, posts } = fallbackRequests(since);
   assert.equal(opens.length, 1, "one session opened");
