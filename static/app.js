@@ -4,6 +4,9 @@ import { WasmSocket } from "./wasmsocket.js";
 
 /** Reconnection settings used when "Reconnect automatically" is ticked. */
 const RECONNECT = { initialDelay: 500, maxDelay: 10000, factor: 2, jitter: 0.3 };
+/** The transport picker's choices, as `WasmSocket` transports. */
+const TRANSPORT_CHOICES = { auto: ["websocket", "http"], websocket: ["websocket"], http: ["http"] };
+const TRANSPORT_NAMES = { websocket: "WebSocket", http: "HTTP fallback" };
 const PLUGIN_POLL_MS = 1000;
 const LOG_LIMIT = 1000; // entries kept in the log
 const PENDING_LIMIT = 1000; // sent messages remembered to match echoes
@@ -13,6 +16,8 @@ const BINARY_PREVIEW = 64; // bytes of a message shown in the log, as hex
 const $ = (id) => document.getElementById(id);
 const el = {
   status: $("status"),
+  transport: $("transport"),
+  transportChoice: $("transport-choice"),
   connectForm: $("connect-form"),
   plugin: $("plugin"),
   pluginInfo: $("plugin-info"),
@@ -188,11 +193,20 @@ function stopCountdown() {
   }
 }
 
+/** The transport in use, next to the status; hidden while closed. */
+function renderTransport() {
+  const state = client?.state ?? "closed";
+  const transport = state === "closed" ? null : client.transport;
+  el.transport.hidden = !transport;
+  el.transport.dataset.transport = transport ?? "";
+  el.transport.textContent = transport ? `via ${TRANSPORT_NAMES[transport]}` : "";
+}
+
 function renderControls() {
   const state = client?.state ?? "closed";
   const idle = state === "closed";
   el.connect.disabled = !idle;
-  el.url.disabled = el.protocols.disabled = el.plugin.disabled = !idle;
+  el.url.disabled = el.protocols.disabled = el.plugin.disabled = el.transportChoice.disabled = !idle;
   const open = state === "open";
   el.message.disabled = el.file.disabled = el.send.disabled = !open;
   el.close.disabled = idle || state === "closing";
@@ -200,6 +214,7 @@ function renderControls() {
 
 function render() {
   renderStatus();
+  renderTransport();
   renderControls();
 }
 
@@ -215,7 +230,11 @@ function connect() {
   let next;
   try {
     if (!/^wss?:\/\//i.test(url)) throw new SyntaxError(`Not a WebSocket URL: "${url}" (use ws:// or wss://)`);
-    next = new WasmSocket(url, { protocols, reconnect: el.reconnect.checked ? RECONNECT : false });
+    next = new WasmSocket(url, {
+      protocols,
+      reconnect: el.reconnect.checked ? RECONNECT : false,
+      transports: TRANSPORT_CHOICES[el.transportChoice.value],
+    });
     watch(next);
     client = next;
     pending = [];
@@ -234,16 +253,22 @@ function watch(socket) {
   socket.addEventListener("statechange", () => current() && render());
   socket.addEventListener("open", (e) => {
     if (!current()) return;
-    const notes = [];
+    const notes = [TRANSPORT_NAMES[e.transport]];
     if (e.protocol) notes.push(`subprotocol ${e.protocol}`);
     if (reconnect.attempt > 0) notes.push(`reconnected on attempt ${reconnect.attempt}`);
     reconnect.attempt = 0;
     log("open", socket.url, notes.join(" · "));
     render();
   });
+  socket.addEventListener("fallback", (e) => {
+    if (!current()) return;
+    const why = e.cause === "timeout" ? `did not open within ${socket.fallbackAfter / 1000} s` : "failed";
+    log("info", `${TRANSPORT_NAMES[e.from]} ${why}; trying ${TRANSPORT_NAMES[e.transport]}`);
+    render();
+  });
   socket.addEventListener("message", (e) => current() && received(e.data));
   socket.addEventListener("error", () => {
-    if (current()) log("error", "WebSocket error (the browser console may say more)");
+    if (current()) log("error", `${TRANSPORT_NAMES[socket.transport]} error (the browser console may say more)`);
   });
   socket.addEventListener("close", (e) => {
     if (!current()) return;

@@ -168,9 +168,9 @@ async function startOnce({ plugins, port, staticDir, args }) {
   return host;
 }
 
-/** Launches Chromium with a fresh temporary profile. */
-export function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+/** Launches Chromium with a fresh temporary profile (and `args`, e.g. a proxy's). */
+export function launchBrowser(args = []) {
+  return chromium.launch({ executablePath: CHROMIUM, args: [...CHROMIUM_ARGS, ...args] });
 }
 
 export async function outDir() {
