@@ -236,12 +236,44 @@ async fn posts_through_another_host_reach_the_session_in_order() {
             async move { client.post_to(on_b, seq, "text/plain", seq.to_string().into_bytes(), None).await }
         });
         let statuses = futures_util::future::join_all(posts).await;
-        assert!(statuses.iter().all(|s| *s == 202), "forwarded posts are accepted: {statuses:?}");
+        assert!(statuses.iter().all(|s| *s == 204), "the owner's answers: {statuses:?}");
     }
     for seq in 1..=32u64 {
         assert_eq!(client.expect_text().await, seq.to_string());
     }
+    // The owner's refusals come back through B: far ahead, then a retry.
+    assert_eq!(client.post_to(&on_b, 100, "text/plain", b"far".to_vec(), None).await, 409);
+    assert_eq!(client.post_to(&on_b, 5, "text/plain", b"again".to_vec(), None).await, 204);
     // A close posted to B closes the session on A.
-    assert_eq!(client.post_to(&on_b, 33, "text/plain", b"bye".to_vec(), Some(4000)).await, 202);
+    assert_eq!(client.post_to(&on_b, 33, "text/plain", b"bye".to_vec(), Some(4000)).await, 204);
     assert_eq!(client.recv().await, Some(Received::Close(4000, "bye".into())));
+}
+
+#[tokio::test]
+async fn an_allowed_page_of_another_origin_gets_cors_headers() {
+    let host = Host::start(&["--allowed-origin", "https://app.example"]).await;
+    let http = reqwest::Client::new();
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, host.http("/ws"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(preflight.status().as_u16(), 204);
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example");
+    assert!(headers["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(headers["access-control-allow-headers"].to_str().unwrap().contains("last-event-id"));
+    let mut client = Fallback::open_with(&host.http("/ws"), &[("origin", "https://app.example")]).await.expect("open");
+    assert_eq!(client.send_text("cross-origin").await, 204);
+    assert_eq!(client.expect_text().await, "cross-origin");
+    let other = http
+        .request(reqwest::Method::OPTIONS, host.http("/ws"))
+        .header("origin", "https://other.example")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(other.status().as_u16(), 403);
 }

@@ -58,9 +58,11 @@ pub enum Envelope<'a> {
     },
     /// Close connection `to` after what it has queued.
     Close { plugin: Cow<'a, str>, to: Cow<'a, str>, code: u16, reason: Cow<'a, str> },
-    /// A fallback client's post, taken by another host, for the session's
-    /// owner to deliver (unchecked: the owner checks it).
+    /// A fallback client's post, taken by host `from`, for the session's
+    /// owner to deliver (unchecked: the owner checks it) and answer.
     Post {
+        from: Cow<'a, str>,
+        ticket: u64,
         plugin: Cow<'a, str>,
         session: Cow<'a, str>,
         seq: u64,
@@ -69,6 +71,9 @@ pub enum Envelope<'a> {
         #[serde(borrow, with = "serde_bytes")]
         body: Cow<'a, [u8]>,
     },
+    /// The owner's answer to post `ticket`: the HTTP status and message its
+    /// client gets.
+    PostAnswer { ticket: u64, status: u16, message: Cow<'a, str> },
 }
 
 /// Why a received envelope was ignored.

@@ -19,7 +19,8 @@ mod link;
 mod membership;
 mod scripts;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -98,6 +99,9 @@ pub struct Backplane {
     hub: Weak<Hub>,
     metrics: BackplaneMetrics,
     stop: CancellationToken,
+    /// Posts forwarded to their sessions' hosts, waiting for the answer.
+    posts: Mutex<HashMap<u64, oneshot::Sender<(u16, String)>>>,
+    next_ticket: AtomicU64,
 }
 
 impl Backplane {
@@ -126,6 +130,8 @@ impl Backplane {
             hub: Arc::downgrade(hub),
             metrics,
             stop: CancellationToken::new(),
+            posts: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(1),
         });
         tokio::spawn(membership::write(backplane.clone(), ops_rx));
         tokio::spawn(link::supervise(backplane.clone()));
@@ -288,10 +294,24 @@ impl Backplane {
         self.direct(to, CrossHost::Close, &envelope).await
     }
 
-    /// Forwards a fallback client's post to the host that owns its session.
-    pub async fn forward_post(&self, plugin: &str, session: &str, post: &RawPost) -> Result<(), DeliveryError> {
+    /// Forwards a fallback client's post to the host that owns its session
+    /// and waits up to `within` for its answer: the status and message.
+    pub async fn forward_post(
+        &self,
+        plugin: &str,
+        session: &str,
+        post: &RawPost,
+        within: Duration,
+    ) -> Result<(u16, String), DeliveryError> {
         let to = session.split_once('.').map_or(session, |(id, _)| id);
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut posts) = self.posts.lock() {
+            posts.insert(ticket, tx);
+        }
         let envelope = Envelope::Post {
+            from: (*self.host_id).into(),
+            ticket,
             plugin: plugin.into(),
             session: session.into(),
             seq: post.seq,
@@ -299,11 +319,28 @@ impl Backplane {
             text: post.text,
             body: post.body.as_slice().into(),
         };
-        self.direct(to, CrossHost::Post, &envelope).await
+        let sent = self.direct(to, CrossHost::Post, &envelope).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(within + self.timeout, rx).await.ok().and_then(Result::ok),
+            Err(_) => None,
+        };
+        if let Ok(mut posts) = self.posts.lock() {
+            posts.remove(&ticket);
+        }
+        match (sent, answer) {
+            (_, Some(answer)) => Ok(answer),
+            (Err(e), None) => Err(e),
+            (Ok(()), None) => Ok((504, "the session's host did not answer in time".into())),
+        }
     }
 
     async fn direct(&self, to: &str, kind: CrossHost, envelope: &Envelope<'_>) -> Result<(), DeliveryError> {
         let host = Hub::host_of(to).ok_or(DeliveryError::NotFound)?;
+        self.to_host(host, kind, envelope).await
+    }
+
+    /// Publishes on host `host`'s own channel.
+    async fn to_host(&self, host: &str, kind: CrossHost, envelope: &Envelope<'_>) -> Result<(), DeliveryError> {
         let channel = self.keys.host_channel(host);
         match self.query::<u64>(redis::cmd("PUBLISH").arg(channel).arg(envelope.encode())).await {
             Some(Ok(listeners)) if listeners > 0 => {
@@ -370,20 +407,25 @@ impl Backplane {
                     let _ = conn.close(CloseFrame { code: CloseCode::from(code), reason: reason.into_owned().into() });
                 }
             }
-            Envelope::Post { plugin, session, seq, close, text, body } => {
+            Envelope::Post { from, ticket, plugin, session, seq, close, text, body } => {
                 self.metrics.received(CrossHost::Post);
                 let post = RawPost { seq, close, text, body: body.into_owned() };
-                let (plugin, session) = (plugin.into_owned(), session.into_owned());
+                let (from, plugin, session) = (from.into_owned(), plugin.into_owned(), session.into_owned());
+                let Some(me) = hub.backplane().cloned() else { return };
                 // It waits for the posts before it, so it must not hold up
                 // what else this channel brings.
                 tokio::spawn(async move {
-                    if let Err(e) = hub.fallback.deliver(&plugin, &session, post).await {
-                        // Its client heard 202 and cannot retry: a session
-                        // with a hole in it must not go on as if whole.
-                        tracing::debug!(session = session.as_str(), "forwarded post not taken: {e}");
-                        hub.fallback.abort(&session, &format!("a post forwarded by another host was refused: {e}"));
-                    }
+                    let outcome = hub.fallback.deliver(&plugin, &session, post).await;
+                    let (status, message) = crate::fallback::status_of(&outcome);
+                    let answer = Envelope::PostAnswer { ticket, status: status.as_u16(), message: message.into() };
+                    let _ = me.to_host(&from, CrossHost::Post, &answer).await;
                 });
+            }
+            Envelope::PostAnswer { ticket, status, message } => {
+                let waiting = self.posts.lock().ok().and_then(|mut posts| posts.remove(&ticket));
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send((status, message.into_owned()));
+                }
             }
         }
     }

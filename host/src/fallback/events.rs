@@ -49,8 +49,9 @@ impl Event {
 }
 
 /// The first event of a new stream: not numbered, never replayed.
-pub fn opened(session: &str, protocol: Option<&str>, grace_ms: u128) -> warp::sse::Event {
-    let data = serde_json::json!({ "session": session, "protocol": protocol, "grace_ms": grace_ms });
+pub fn opened(session: &str, protocol: Option<&str>, grace_ms: u128, ping_ms: u128) -> warp::sse::Event {
+    let data =
+        serde_json::json!({ "session": session, "protocol": protocol, "grace_ms": grace_ms, "ping_ms": ping_ms });
     warp::sse::Event::default().event("open").data(data.to_string())
 }
 

@@ -80,15 +80,6 @@ impl Sessions {
         Ok(shared.inbox.deliver(seq, post, shared.post_timeout).await?)
     }
 
-    /// Ends a session at once with 1011 and `why`.
-    pub fn abort(&self, session: &str, why: &str) {
-        if let Some(shared) = self.find(session) {
-            let mut reason = why.to_string();
-            reason.truncate(reason.floor_char_boundary(123));
-            shared.conn.abort(CloseFrame { code: CloseCode::Error, reason: reason.into() });
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.by_id.lock().map(|m| m.len()).unwrap_or(0)
     }
@@ -131,7 +122,7 @@ impl Request {
             .any(|v| v.split(',').any(|t| t.trim().starts_with("text/event-stream")));
         match self.method {
             Method::GET => wants_stream && !upgrade,
-            Method::POST => true,
+            Method::POST | Method::OPTIONS => true,
             _ => false,
         }
     }
@@ -157,7 +148,25 @@ pub async fn handle(
     if !handshake::origin_allowed(&state.ws, &req.headers) {
         return handshake::refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed\n".into());
     }
+    let origin = req.headers.get(header::ORIGIN).cloned();
+    let mut response = answer(state, req, params, body).await;
+    if let Some(origin) = origin {
+        // An allowed page of another origin reads the answer too (CORS).
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+async fn answer(
+    state: Arc<AppState>,
+    req: Request,
+    params: Params,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Response {
     match (&req.method, params.session.as_deref()) {
+        (&Method::OPTIONS, _) => preflight(),
         (&Method::GET, None) => open(state, req).await,
         (&Method::GET, Some(session)) => {
             let last = params.last.or_else(|| last_event_id(&req.headers)).unwrap_or(0);
@@ -180,6 +189,20 @@ pub async fn handle(
         }
         _ => error(StatusCode::BAD_REQUEST, "a fallback post needs ?session=ID&seq=N"),
     }
+}
+
+/// The answer to a CORS preflight from an allowed origin: the fallback's
+/// methods and headers.
+fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, last-event-id, x-websocket-protocol"),
+    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
 }
 
 fn last_event_id(headers: &HeaderMap) -> Option<u64> {
@@ -266,20 +289,32 @@ async fn post_to(state: &AppState, plugin: &str, session: &str, raw: RawPost) ->
     if let (Some(owner), Some(backplane)) = (owner, state.hub.backplane())
         && owner != state.hub.host_id()
     {
-        // Taken by the owner in seq order; whether it was valid, only the
-        // owner knows.
-        return match backplane.forward_post(plugin, session, &raw).await {
-            Ok(()) => StatusCode::ACCEPTED.into_response(),
+        // The owner's answer is the client's: a post forwarded is judged
+        // and ordered exactly as one taken there.
+        return match backplane.forward_post(plugin, session, &raw, state.ws.message_timeout).await {
+            Ok((status, message)) => match StatusCode::from_u16(status) {
+                Ok(StatusCode::NO_CONTENT) => StatusCode::NO_CONTENT.into_response(),
+                Ok(status) => error(status, message),
+                Err(_) => error(StatusCode::BAD_GATEWAY, message),
+            },
             Err(_) => error(StatusCode::NOT_FOUND, "no such session (its host is not reachable)"),
         };
     }
-    match state.hub.fallback.deliver(plugin, session, raw).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(Refused::Unknown) => error(StatusCode::NOT_FOUND, "no such session"),
-        Err(Refused::Invalid(invalid)) => error(invalid.status, invalid.message),
-        Err(Refused::Post(e @ PostError::TooFarAhead)) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(Refused::Post(e @ PostError::Timeout)) => error(StatusCode::REQUEST_TIMEOUT, e.to_string()),
-        Err(Refused::Post(e @ PostError::Gone)) => error(StatusCode::NOT_FOUND, e.to_string()),
+    match status_of(&state.hub.fallback.deliver(plugin, session, raw).await) {
+        (StatusCode::NO_CONTENT, _) => StatusCode::NO_CONTENT.into_response(),
+        (status, message) => error(status, message),
+    }
+}
+
+/// The HTTP answer to a post's outcome.
+pub fn status_of(outcome: &Result<Taken, Refused>) -> (StatusCode, String) {
+    match outcome {
+        Ok(_) => (StatusCode::NO_CONTENT, String::new()),
+        Err(Refused::Unknown) => (StatusCode::NOT_FOUND, "no such session".into()),
+        Err(Refused::Invalid(invalid)) => (invalid.status, invalid.message.clone()),
+        Err(Refused::Post(e @ PostError::TooFarAhead)) => (StatusCode::CONFLICT, e.to_string()),
+        Err(Refused::Post(e @ PostError::Timeout)) => (StatusCode::REQUEST_TIMEOUT, e.to_string()),
+        Err(Refused::Post(e @ PostError::Gone)) => (StatusCode::NOT_FOUND, e.to_string()),
     }
 }
 
@@ -327,7 +362,8 @@ async fn open(state: Arc<AppState>, req: Request) -> Response {
     state.hub.fallback.insert(shared.clone());
     let settings = state.config.fallback.settings();
     let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
-    let _ = tx.try_send(events::opened(&id, subprotocol.as_deref(), settings.grace.as_millis()));
+    let ping_ms = state.ws.keep_alive_interval.as_millis();
+    let _ = tx.try_send(events::opened(&id, subprotocol.as_deref(), settings.grace.as_millis(), ping_ms));
     let task_state = state.clone();
     state.tasks.spawn(async move {
         let conn_id = shared.conn.id.clone();

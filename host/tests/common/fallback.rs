@@ -1,6 +1,8 @@
 //! A real HTTP fallback client (reqwest): the event stream read and parsed
 //! as it arrives, and one POST per message.
 
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use base64::Engine as _;
