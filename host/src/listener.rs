@@ -172,6 +172,7 @@ async fn serve_http2<I, S>(
     let counted = streams.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
+        host_from_authority(&mut request);
         let guard = counted.begin();
         let response = service.call(request);
         async move { response.await.map(|r| r.map(|body| Tracked::new(body, guard))) }
@@ -199,6 +200,20 @@ async fn serve_http2<I, S>(
     drop(permit);
     if let Err(e) = result {
         tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
+    }
+}
+
+/// HTTP/2 requests name their host in `:authority` (hyper puts it in the
+/// URI) and browsers send no `Host` header; the routes, the same-origin
+/// check and plugins' `on-open` headers read `Host`, so it is filled in
+/// from the authority, as RFC 9113 (8.3.1) has a server treat it.
+fn host_from_authority<B>(request: &mut http::Request<B>) {
+    if request.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let host = request.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        request.headers_mut().insert(http::header::HOST, host);
     }
 }
 
@@ -230,5 +245,22 @@ impl AcceptErrors {
         if !one_client {
             tokio::time::sleep(ACCEPT_BACKOFF).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http2_request_gets_its_host_header_from_the_authority() {
+        let mut request = http::Request::get("https://127.0.0.1:5000/ws").body(()).unwrap();
+        host_from_authority(&mut request);
+        assert_eq!(request.headers()[http::header::HOST], "127.0.0.1:5000");
+        // One the client sent is kept.
+        let mut request =
+            http::Request::get("https://a.example/ws").header(http::header::HOST, "b.example").body(()).unwrap();
+        host_from_authority(&mut request);
+        assert_eq!(request.headers()[http::header::HOST], "b.example");
     }
 }
