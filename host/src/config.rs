@@ -55,10 +55,10 @@ pub struct Config {
     /// `POST /api/connections/...`). None: that API is off.
     pub api_token: Option<String>,
     pub http: HttpConfig,
-    pub tls: TlsConfig,
     pub websocket: WebSocketConfig,
     pub store: StoreConfig,
     pub redis: RedisConfig,
+    pub tls: TlsConfig,
     /// Limits for every plugin, unless `[plugins.NAME]` overrides them.
     pub limits: PluginLimits,
     /// Per-plugin overrides, keyed by plugin name.
@@ -130,23 +130,6 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self { header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(30), max_pending: 1024 }
-    }
-}
-
-/// `[tls]`: with both files set, the listener serves `https://` and
-/// `wss://` only. Changed files are picked up without a restart.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
-    pub key: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    pub fn enabled(&self) -> bool {
-        self.cert.is_some()
     }
 }
 
@@ -255,6 +238,23 @@ impl RedisConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// `[tls]`: with both files set, the listener serves `https://` and
+/// `wss://` only. Changed files are picked up without a restart.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
     }
 }
 
