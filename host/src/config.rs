@@ -56,6 +56,7 @@ pub struct Config {
     pub api_token: Option<String>,
     pub http: HttpConfig,
     pub websocket: WebSocketConfig,
+    pub fallback: FallbackConfig,
     pub store: StoreConfig,
     pub redis: RedisConfig,
     pub tls: TlsConfig,
@@ -130,6 +131,34 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self { header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(30), max_pending: 1024 }
+    }
+}
+
+/// The HTTP fallback transport (`docs/transports.md`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// How long a session whose stream dropped waits for its client to
+    /// resume before the plugin gets `on-close`.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Bytes of events already written to a session's stream kept so a
+    /// resume loses nothing.
+    pub replay_bytes: ByteSize,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self { grace: Duration::from_secs(10), replay_bytes: ByteSize::kib(64) }
+    }
+}
+
+impl FallbackConfig {
+    pub fn settings(&self) -> crate::fallback::Settings {
+        crate::fallback::Settings {
+            grace: self.grace,
+            replay_bytes: usize::try_from(self.replay_bytes.as_u64()).unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -363,6 +392,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
             websocket: WebSocketConfig::default(),
+            fallback: FallbackConfig::default(),
             limits: PluginLimits::default(),
             plugins: BTreeMap::new(),
         }

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig as Tungsten
 use warp::reply::{Reply, Response};
 
 use crate::config::WebSocketConfig;
-use crate::connection::{Ctx, Session, fault_closes};
+use crate::handler::{Ctx, Session, fault_closes};
 use crate::hub::QueueLimits;
 use crate::inbound::MeteredIo;
 use crate::metrics::Event as EventLabel;
@@ -37,7 +37,7 @@ pub struct UpgradeRequest {
     pub on_upgrade: Option<OnUpgrade>,
 }
 
-fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) -> Response {
+pub fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) -> Response {
     state.metrics.handshake_refused(reason);
     let mut response = warp::reply::with_status(body, status).into_response();
     if status == StatusCode::UPGRADE_REQUIRED {
@@ -48,13 +48,9 @@ fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) -> R
 
 /// Answers a request on a WebSocket route.
 pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
-    let plugin = match &req.plugin {
-        None => state.registry.default_plugin(),
-        Some(name) => state.registry.get(name),
-    };
-    let Some(plugin) = plugin else {
-        let name = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
-        return refuse(&state, StatusCode::NOT_FOUND, "unknown_plugin", format!("no plugin named {name:?}\n"));
+    let plugin = match route_plugin(&state, req.plugin.as_deref()) {
+        Ok(plugin) => plugin,
+        Err(refusal) => return *refusal,
     };
     if let Err((status, message)) = check_websocket_request(&req.method, &req.headers) {
         return refuse(&state, status, "not_websocket", format!("{message}\n"));
@@ -62,20 +58,6 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     if !origin_allowed(&state.ws, &req.headers) {
         return refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed\n".into());
     }
-    if state.shutdown.is_cancelled() {
-        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "server is shutting down\n".into());
-    }
-    let Some(version) = plugin.current() else {
-        return refuse(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin_unavailable",
-            format!("plugin {:?} failed to load; see /api/plugins\n", &*plugin.name),
-        );
-    };
-    let Some(slot) = state.hub.reserve() else {
-        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "full", "too many connections\n".into());
-    };
     let Some(on_upgrade) = req.on_upgrade else {
         return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "connection cannot be upgraded\n".into());
     };
@@ -83,61 +65,12 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     let Some(accept_key) = key else {
         return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "missing Sec-WebSocket-Key\n".into());
     };
-
-    let request = wit_request(&req.path, &req.query, &req.headers, req.remote);
-    let queue =
-        QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
-    let conn = state.hub.register(plugin.name.clone(), queue);
-    plugin.metrics.connections_open.inc();
-    let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
-    let instance = match ctx.new_instance(version).await {
-        Ok(instance) => instance,
-        Err(fault @ Fault::Resources(_)) => {
-            // `new_instance` logged what ran out.
-            forget(&state, &plugin, &conn.id);
-            return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "busy", format!("server busy: {fault}\n"));
-        }
-        Err(_) => return refuse_after_open(&state, &plugin, &conn.id, "instance could not start"),
+    let request = wit_request(&req.path, &req.query, &req.headers, req.remote, offered_subprotocols(&req.headers));
+    let Opened { session, subprotocol } = match open(&state, plugin, request).await {
+        Ok(opened) => opened,
+        Err(refusal) => return *refusal,
     };
-    let started = Instant::now();
-    let offered = request.subprotocols.clone();
-    let (instance, decision) = instance.handle(Event::Open(request)).await;
-    plugin.metrics.call(EventLabel::Open).observe(started.elapsed().as_secs_f64());
-    let subprotocol = match decision {
-        Ok(Answer::Open(OpenResponse::Accept(subprotocol))) => subprotocol,
-        Ok(Answer::Done) => None,
-        Ok(Answer::Open(OpenResponse::Reject(rejection))) => {
-            forget(&state, &plugin, &conn.id);
-            let status = StatusCode::from_u16(rejection.status)
-                .ok()
-                .filter(|s| s.is_client_error() || s.is_server_error())
-                .unwrap_or(StatusCode::FORBIDDEN);
-            let mut body = rejection.body;
-            truncate(&mut body, 4096);
-            return refuse(&state, status, "plugin_rejected", body);
-        }
-        Err(fault) => {
-            fault_closes(&conn, &plugin, &instance.version().short, &fault, "on-open");
-            return refuse_after_open(&state, &plugin, &conn.id, "plugin failed in on-open");
-        }
-    };
-    if let Some(chosen) = &subprotocol
-        && !offered.contains(chosen)
-    {
-        tracing::warn!(plugin = &*plugin.name, "on-open chose subprotocol {chosen:?}, which the client did not offer");
-        // The plugin accepted: it is owed its on-close.
-        let session = session(&state, conn, plugin, instance, slot);
-        tokio::spawn(session.abandon());
-        return refuse(
-            &state,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "bad_subprotocol",
-            "plugin chose a subprotocol the client did not offer\n".into(),
-        );
-    }
 
-    plugin.metrics.connections_total.inc();
-    let session = session(&state, conn, plugin, instance, slot);
     let socket_config = socket_config(&state.ws);
     let receive_budget = state.receive_budget.clone();
     let resting = state.metrics.sockets_resting();
@@ -147,7 +80,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
                 let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
                 let stream = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config))).await;
                 let socket = Socket::new(stream, socket_config, resting);
-                session.run(socket).await;
+                crate::connection::run(session, socket).await;
             }
             Err(e) => {
                 tracing::debug!(conn = &*session.conn.id, "upgrade did not complete: {e}");
@@ -169,6 +102,107 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     response
+}
+
+/// The plugin a route serves: `None` is `/ws`, the default plugin.
+pub fn route_plugin(state: &AppState, name: Option<&str>) -> Result<Arc<Plugin>, Box<Response>> {
+    let plugin = match name {
+        None => state.registry.default_plugin(),
+        Some(name) => state.registry.get(name),
+    };
+    plugin.ok_or_else(|| {
+        let name = name.unwrap_or(&state.config.default_plugin);
+        Box::new(refuse(state, StatusCode::NOT_FOUND, "unknown_plugin", format!("no plugin named {name:?}\n")))
+    })
+}
+
+/// A connection the plugin accepted in `on-open`, with the subprotocol it
+/// chose, ready for its transport.
+pub struct Opened {
+    pub session: Session,
+    pub subprotocol: Option<String>,
+}
+
+/// What both transports do to open a connection once the request is known
+/// to be theirs: capacity, an instance, and the plugin's `on-open`, whose
+/// refusal becomes the HTTP response.
+pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Result<Opened, Box<Response>> {
+    if state.shutdown.is_cancelled() {
+        return Err(Box::new(refuse(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is shutting down\n".into(),
+        )));
+    }
+    let Some(version) = plugin.current() else {
+        return Err(Box::new(refuse(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_unavailable",
+            format!("plugin {:?} failed to load; see /api/plugins\n", &*plugin.name),
+        )));
+    };
+    let Some(slot) = state.hub.reserve() else {
+        return Err(Box::new(refuse(state, StatusCode::SERVICE_UNAVAILABLE, "full", "too many connections\n".into())));
+    };
+    let queue =
+        QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
+    let conn = state.hub.register(plugin.name.clone(), queue);
+    plugin.metrics.connections_open.inc();
+    let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
+    let instance = match ctx.new_instance(version).await {
+        Ok(instance) => instance,
+        Err(fault @ Fault::Resources(_)) => {
+            // `new_instance` logged what ran out.
+            forget(state, &plugin, &conn.id);
+            return Err(Box::new(refuse(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("server busy: {fault}\n"),
+            )));
+        }
+        Err(_) => return Err(Box::new(refuse_after_open(state, &plugin, &conn.id, "instance could not start"))),
+    };
+    let started = Instant::now();
+    let offered = request.subprotocols.clone();
+    let (instance, decision) = instance.handle(Event::Open(request)).await;
+    plugin.metrics.call(EventLabel::Open).observe(started.elapsed().as_secs_f64());
+    let subprotocol = match decision {
+        Ok(Answer::Open(OpenResponse::Accept(subprotocol))) => subprotocol,
+        Ok(Answer::Done) => None,
+        Ok(Answer::Open(OpenResponse::Reject(rejection))) => {
+            forget(state, &plugin, &conn.id);
+            let status = StatusCode::from_u16(rejection.status)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::FORBIDDEN);
+            let mut body = rejection.body;
+            truncate(&mut body, 4096);
+            return Err(Box::new(refuse(state, status, "plugin_rejected", body)));
+        }
+        Err(fault) => {
+            fault_closes(&conn, &plugin, &instance.version().short, &fault, "on-open");
+            return Err(Box::new(refuse_after_open(state, &plugin, &conn.id, "plugin failed in on-open")));
+        }
+    };
+    if let Some(chosen) = &subprotocol
+        && !offered.contains(chosen)
+    {
+        tracing::warn!(plugin = &*plugin.name, "on-open chose subprotocol {chosen:?}, which the client did not offer");
+        // The plugin accepted: it is owed its on-close.
+        let session = session(state, conn, plugin, instance, slot);
+        state.tasks.spawn(session.abandon());
+        return Err(Box::new(refuse(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "bad_subprotocol",
+            "plugin chose a subprotocol the client did not offer\n".into(),
+        )));
+    }
+    plugin.metrics.connections_total.inc();
+    Ok(Opened { session: session(state, conn, plugin, instance, slot), subprotocol })
 }
 
 fn session(
@@ -249,7 +283,7 @@ fn check_websocket_request(method: &Method, headers: &HeaderMap) -> Result<(), (
 /// Browsers send Origin; other clients usually do not. By default only a
 /// page from this same host may connect (guards against cross-site
 /// WebSocket hijacking); `allowed_origins` widens that.
-fn origin_allowed(ws: &WebSocketConfig, headers: &HeaderMap) -> bool {
+pub fn origin_allowed(ws: &WebSocketConfig, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
@@ -264,15 +298,31 @@ fn origin_allowed(ws: &WebSocketConfig, headers: &HeaderMap) -> bool {
     matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
-fn wit_request(path: &str, query: &str, headers: &HeaderMap, remote: Option<SocketAddr>) -> Request {
-    let subprotocols = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+/// The subprotocols a WebSocket client offers.
+fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+    list_header(headers, header::SEC_WEBSOCKET_PROTOCOL)
+}
+
+/// A comma-separated header's items, across its lines.
+pub fn list_header(headers: &HeaderMap, name: impl header::AsHeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
-        .collect();
+        .collect()
+}
+
+/// The request as `on-open` sees it.
+pub fn wit_request(
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    remote: Option<SocketAddr>,
+    subprotocols: Vec<String>,
+) -> Request {
     Request {
         path: path.to_string(),
         query: query.to_string(),

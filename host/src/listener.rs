@@ -36,6 +36,21 @@ use crate::tls::Tls;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// The pending slot of the HTTP connection a request came on, in every
+/// request's extensions: a request that turns its connection into a
+/// long-lived stream (the HTTP fallback) gives the slot back, since
+/// `max_connections` bounds it from then on.
+#[derive(Clone)]
+pub struct PendingSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl PendingSlot {
+    pub fn release(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.take();
+        }
+    }
+}
+
 /// After a failed accept that is not one client's problem (most often out
 /// of file descriptors), wait this long: retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -129,8 +144,11 @@ async fn serve_http1<I, S>(
     let (timer, reads) = HttpTimeouts::new(http.header_timeout, http.idle_timeout, &metrics);
     let io = TokioIo::new(CountReads::new(stream, reads));
     let header_timeout = timer.header_timeout();
+    let slot = PendingSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+    let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
+        request.extensions_mut().insert(slot.clone());
         service.call(request)
     });
     let mut builder = http1::Builder::new();
@@ -144,7 +162,7 @@ async fn serve_http1<I, S>(
             connection.await
         }
     };
-    drop(permit);
+    held.release();
     if let Err(e) = result {
         tracing::debug!(%peer, "HTTP connection ended: {e}");
     }

@@ -14,10 +14,11 @@ use warp::Filter;
 
 use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, WebSocketConfig};
+use crate::fallback::Request as FallbackRequest;
 use crate::handshake::{UpgradeRequest, upgrade};
 use crate::hub::Hub;
 use crate::inbound::ReceiveBudget;
-use crate::listener::PeerAddr;
+use crate::listener::{PeerAddr, PendingSlot};
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
 use crate::tls::{Tls, TlsError, TlsWatcher};
@@ -62,6 +63,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// This host's HTTP fallback sessions.
+    pub fallback: crate::fallback::Sessions,
 }
 
 /// A host that has loaded its plugins and bound its socket.
@@ -153,6 +156,7 @@ impl Server {
             receive_budget,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            fallback: Default::default(),
         });
         Ok(Self { state, listener, tls, _watcher: watcher, _tls_watcher: tls_watcher })
     }
@@ -265,6 +269,21 @@ pub fn routes(
 
     let plugin_name =
         warp::path("ws").and(warp::path::end()).map(|| None).or(warp::path!("ws" / String).map(Some)).unify();
+    let fallback = plugin_name
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|PeerAddr(addr)| addr)))
+        .and(warp::ext::optional::<PendingSlot>())
+        .and_then(|plugin, method, path: warp::path::FullPath, query, headers, remote, pending| async move {
+            let request =
+                FallbackRequest { plugin, method, path: path.as_str().to_string(), query, headers, remote, pending };
+            if request.is_fallback() { Ok(request) } else { Err(warp::reject::not_found()) }
+        })
+        .and(warp::body::stream())
+        .and(with_state.clone())
+        .then(|request, body, state| crate::fallback::handle(state, request, body));
     let websocket = plugin_name
         .and(warp::method())
         .and(warp::path::full())
@@ -282,7 +301,9 @@ pub fn routes(
     let api = api::routes(with_state.clone());
     let page = static_files::routes(state.config.static_dir.clone());
 
-    websocket
+    fallback
+        .or(websocket)
+        .unify()
         .or(api)
         .unify()
         .or(page)

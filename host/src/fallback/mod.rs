@@ -1,0 +1,309 @@
+//! The HTTP fallback transport, for clients whose WebSocket cannot open
+//! (`docs/transports.md` is its protocol): a `GET` with `Accept:
+//! text/event-stream` opens a session and streams what the plugin sends,
+//! each `POST` carries one message to it. To the plugin it is a connection
+//! like any other.
+
+mod events;
+mod inbox;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use warp::reply::{Reply, Response};
+
+pub use inbox::{Post, PostError, Taken};
+pub use session::Settings;
+
+use crate::handshake::{self, Opened};
+use crate::hub::Hub;
+use crate::listener::PendingSlot;
+use crate::plugin;
+use crate::server::AppState;
+use session::Shared;
+
+/// The header a fallback client offers subprotocols in: browsers do not let
+/// a page set `Sec-WebSocket-Protocol` on a `fetch`.
+pub const PROTOCOL_HEADER: &str = "x-websocket-protocol";
+
+/// This host's open fallback sessions, by connection id.
+#[derive(Default)]
+pub struct Sessions {
+    by_id: Mutex<HashMap<Arc<str>, Arc<Shared>>>,
+}
+
+impl Sessions {
+    fn insert(&self, shared: Arc<Shared>) {
+        if let Ok(mut map) = self.by_id.lock() {
+            map.insert(shared.conn.id.clone(), shared);
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        if let Ok(mut map) = self.by_id.lock() {
+            map.remove(id);
+        }
+    }
+
+    /// The session a client-held id names, if the secret matches.
+    fn find(&self, session: &str) -> Option<Arc<Shared>> {
+        let (id, secret) = session.split_once('.')?;
+        let shared = self.by_id.lock().ok()?.get(id)?.clone();
+        (shared.secret.as_bytes() == secret.as_bytes()).then_some(shared)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The query parameters of the fallback's own requests.
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    session: Option<String>,
+    seq: Option<u64>,
+    close: Option<u16>,
+    last: Option<u64>,
+}
+
+/// A request on a plugin route, as the fallback needs it.
+pub struct Request {
+    /// `None` for `/ws`: the default plugin.
+    pub plugin: Option<String>,
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub remote: Option<SocketAddr>,
+    pub pending: Option<PendingSlot>,
+}
+
+impl Request {
+    /// Whether this request is the fallback's rather than a WebSocket's.
+    pub fn is_fallback(&self) -> bool {
+        let upgrade = self.headers.contains_key(header::UPGRADE);
+        let wants_stream = self
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().starts_with("text/event-stream")));
+        match self.method {
+            Method::GET => wants_stream && !upgrade,
+            Method::POST => true,
+            _ => false,
+        }
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut text = message.into();
+    text.push('\n');
+    warp::reply::with_status(text, status).into_response()
+}
+
+/// Answers a fallback request: open, resume or post.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Response {
+    let params: Params = match serde_urlencoded::from_str(&req.query) {
+        Ok(params) => params,
+        Err(_) if req.method == Method::GET => Params::default(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
+    };
+    if !handshake::origin_allowed(&state.ws, &req.headers) {
+        return handshake::refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed\n".into());
+    }
+    match (&req.method, params.session.as_deref()) {
+        (&Method::GET, None) => open(state, req).await,
+        (&Method::GET, Some(session)) => {
+            let last = params.last.or_else(|| last_event_id(&req.headers)).unwrap_or(0);
+            resume(&state, req, session, last)
+        }
+        (&Method::POST, Some(session)) => {
+            let Some(seq) = params.seq.filter(|s| *s > 0) else {
+                return error(StatusCode::BAD_REQUEST, "seq (1, 2, 3, ...) is required");
+            };
+            let max = usize::try_from(state.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
+            let Some(bytes) = read_body(body, max).await else {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, format!("larger than websocket.max_message_size ({max})"));
+            };
+            let post = match to_post(&req.headers, params.close, bytes) {
+                Ok(post) => post,
+                Err(message) => return error(StatusCode::BAD_REQUEST, message),
+            };
+            post_to(&state, req.plugin.as_deref(), session, seq, post).await
+        }
+        _ => error(StatusCode::BAD_REQUEST, "a fallback post needs ?session=ID&seq=N"),
+    }
+}
+
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers.get("last-event-id")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Reads a body of at most `max` bytes; `None` past it.
+async fn read_body(mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin, max: usize) -> Option<Bytes> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.ok()?;
+        if out.len() + chunk.remaining() > max {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Some(out.into())
+}
+
+/// A post's body as a message, or as a close with its reason.
+fn to_post(headers: &HeaderMap, close: Option<u16>, body: Bytes) -> Result<Post, String> {
+    let text = || String::from_utf8(body.to_vec()).map_err(|_| "the body is not valid UTF-8".to_string());
+    if let Some(code) = close {
+        if !(code == 1000 || (3000..=4999).contains(&code)) {
+            return Err(format!("close code {code} cannot be sent by a client: use 1000 or 3000-4999"));
+        }
+        let reason = text()?;
+        if reason.len() > 123 {
+            return Err("a close reason is at most 123 bytes".into());
+        }
+        return Ok(Post::Close(CloseFrame { code: CloseCode::from(code), reason: reason.into() }));
+    }
+    let is_text = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/plain"));
+    Ok(Post::Message(if is_text { plugin::Message::Text(text()?) } else { plugin::Message::Binary(body.to_vec()) }))
+}
+
+/// Hands a post to its session, on this host or, scaled out, on the host
+/// that owns it.
+pub async fn post_to(state: &AppState, route: Option<&str>, session: &str, seq: u64, post: Post) -> Response {
+    let owner = session.split_once('.').and_then(|(id, _)| Hub::host_of(id));
+    if let (Some(owner), Some(backplane)) = (owner, state.hub.backplane())
+        && owner != state.hub.host_id()
+    {
+        let _ = backplane;
+        return error(StatusCode::NOT_IMPLEMENTED, "forwarding posts to another host is not built yet");
+    }
+    let result = deliver(state, route, session, seq, post).await;
+    match result {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(Refused::Unknown) => error(StatusCode::NOT_FOUND, "no such session"),
+        Err(Refused::Post(e @ PostError::TooFarAhead)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(Refused::Post(e @ PostError::Timeout)) => error(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+        Err(Refused::Post(e @ PostError::Gone)) => error(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+/// Why a post was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no such session")]
+    Unknown,
+    #[error(transparent)]
+    Post(#[from] PostError),
+}
+
+/// Delivers a post to a session of this host.
+pub async fn deliver(
+    state: &AppState,
+    route: Option<&str>,
+    session: &str,
+    seq: u64,
+    post: Post,
+) -> Result<Taken, Refused> {
+    let shared = state.fallback.find(session).ok_or(Refused::Unknown)?;
+    let plugin = route.unwrap_or(&state.config.default_plugin);
+    if *shared.conn.plugin != *plugin {
+        return Err(Refused::Unknown);
+    }
+    Ok(shared.inbox.deliver(seq, post, state.ws.message_timeout).await?)
+}
+
+/// The SSE response over `rx`.
+fn stream_response(req: &Request, rx: mpsc::Receiver<warp::sse::Event>) -> Response {
+    if let Some(pending) = &req.pending {
+        // A stream is a connection now, bounded by max_connections.
+        pending.release();
+    }
+    let events = ReceiverStream(rx).map(Ok::<_, std::convert::Infallible>);
+    let mut response = warp::sse::reply(events).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform"));
+    // nginx and some other proxies buffer responses unless told not to.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+async fn open(state: Arc<AppState>, req: Request) -> Response {
+    let plugin = match handshake::route_plugin(&state, req.plugin.as_deref()) {
+        Ok(plugin) => plugin,
+        Err(refusal) => return *refusal,
+    };
+    let offered = handshake::list_header(&req.headers, PROTOCOL_HEADER);
+    let request = handshake::wit_request(&req.path, &req.query, &req.headers, req.remote, offered);
+    let Opened { session, subprotocol } = match handshake::open(&state, plugin, request).await {
+        Ok(opened) => opened,
+        Err(refusal) => return *refusal,
+    };
+    let secret = hex::encode(rand::random::<[u8; 16]>());
+    let id = format!("{}.{secret}", session.conn.id);
+    let (inbox, posts) = inbox::Inbox::new();
+    let shared = Arc::new(Shared::new(session.conn.clone(), secret, inbox));
+    state.fallback.insert(shared.clone());
+    let settings = state.config.fallback.settings();
+    let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
+    let _ = tx.try_send(events::opened(&id, subprotocol.as_deref(), settings.grace.as_millis()));
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let conn_id = shared.conn.id.clone();
+        session::run(session, shared, posts, tx, settings).await;
+        task_state.fallback.remove(&conn_id);
+    });
+    stream_response(&req, rx)
+}
+
+fn resume(state: &AppState, req: Request, session: &str, last: u64) -> Response {
+    let Some(shared) = state.fallback.find(session) else {
+        return error(StatusCode::NOT_FOUND, "no such session");
+    };
+    let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
+    if *shared.conn.plugin != *plugin {
+        return error(StatusCode::NOT_FOUND, "no such session");
+    }
+    let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
+    shared.attach(tx, last);
+    stream_response(&req, rx)
+}
+
+/// A stream over a channel's receiver (tokio's own lives in tokio-stream).
+struct ReceiverStream<T>(mpsc::Receiver<T>);
+
+impl<T> Stream for ReceiverStream<T> {
+    type Item = T;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}

@@ -1,0 +1,304 @@
+//! A connection's side of the plugin, whatever its transport: the instance
+//! that serves its events (held, hibernating or faulted), each event
+//! delivered in order, and `on-close` exactly once at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::config::{Hibernate, ReloadMode, WebSocketConfig};
+use crate::hub::{Connection, Hub, Slot};
+use crate::metrics::Event as EventLabel;
+use crate::plugin::{self, Event, Fault, HostLimits, Instance, InstancePool, Plugin, Replies};
+
+/// A connection whose plugin instance has said yes in `on-open`, before
+/// its transport starts serving it.
+pub struct Session {
+    pub conn: Arc<Connection>,
+    pub plugin: Arc<Plugin>,
+    /// The instance that ran `on-open`; kept for the first events.
+    pub instance: Box<Instance>,
+    pub hub: Arc<Hub>,
+    pub pool: Arc<InstancePool>,
+    pub settings: Arc<WebSocketConfig>,
+    /// Held until the connection is gone: counts toward max_connections.
+    pub slot: Slot,
+}
+
+impl Session {
+    /// The client went away before the transport started: the plugin said
+    /// yes to `on-open`, so it still gets its `on-close`.
+    pub async fn abandon(self) {
+        let Session { conn, plugin, instance, hub, pool, settings, slot } = self;
+        let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &hub, pool: &pool, settings: &settings };
+        conn.discard_queued();
+        Box::pin(Handler::new(ctx, instance).finish(None)).await;
+        drop(slot);
+    }
+}
+
+/// What every step of a connection needs.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub conn: &'a Arc<Connection>,
+    pub plugin: &'a Arc<Plugin>,
+    pub hub: &'a Arc<Hub>,
+    pub pool: &'a Arc<InstancePool>,
+    pub settings: &'a WebSocketConfig,
+}
+
+/// The instance serving a connection: none while it hibernates. Boxed, so
+/// a hibernating connection's task does not carry an instance's size.
+enum Serving {
+    Ready(Box<Instance>),
+    Hibernating,
+    Faulted,
+}
+
+/// The plugin side of one connection.
+pub struct Handler<'a> {
+    pub ctx: Ctx<'a>,
+    serving: Serving,
+    /// The version of the last instance: what drain mode keeps serving.
+    version: Arc<plugin::Version>,
+}
+
+impl<'a> Handler<'a> {
+    /// Starts with the instance that ran `on-open`.
+    pub fn new(ctx: Ctx<'a>, instance: Box<Instance>) -> Self {
+        Self { ctx, version: instance.version().clone(), serving: Serving::Ready(instance) }
+    }
+
+    /// How long the plugin keeps an idle instance; `None`: forever.
+    pub fn hibernate_after(&self) -> Option<Duration> {
+        match self.ctx.plugin.limits.hibernate_after {
+            Hibernate::After(after) => Some(after),
+            Hibernate::Never => None,
+        }
+    }
+
+    /// Whether it holds an instance now.
+    pub fn holding(&self) -> bool {
+        matches!(self.serving, Serving::Ready(_))
+    }
+
+    /// Lets the instance go if the pool took its slot back; the pool wakes
+    /// the connection (through `wake`) when it does.
+    pub fn check_evicted(&mut self) {
+        if let Serving::Ready(instance) = &self.serving
+            && instance.permit().is_evicted()
+        {
+            self.hibernate("evicted: every instance slot was taken");
+        }
+    }
+
+    /// Drops the instance; the next event makes a fresh one.
+    pub fn hibernate(&mut self, why: &str) {
+        if matches!(self.serving, Serving::Ready(_)) {
+            tracing::trace!(conn = &*self.ctx.conn.id, "instance dropped ({why})");
+            self.serving = Serving::Hibernating;
+        }
+    }
+
+    /// After an event: the instance may be taken back, or is dropped at
+    /// once when the plugin hibernates after every event.
+    pub fn rest(&mut self) {
+        if let Serving::Ready(instance) = &self.serving {
+            if self.ctx.plugin.limits.hibernate_after == Hibernate::After(Duration::ZERO) {
+                self.serving = Serving::Hibernating;
+            } else {
+                instance.permit().idle();
+            }
+        }
+    }
+
+    /// What the last call sent to this connection itself, to write now.
+    pub fn take_replies(&mut self) -> Option<Replies> {
+        let Serving::Ready(instance) = &mut self.serving else { return None };
+        let replies = instance.take_replies();
+        (!replies.is_empty()).then_some(replies)
+    }
+
+    /// Hands one message to the plugin. False when the plugin faulted (the
+    /// connection is then being aborted with 1011).
+    pub async fn dispatch(&mut self, message: plugin::Message) -> bool {
+        let m = &self.ctx.plugin.metrics;
+        m.messages_in.inc();
+        m.bytes_in.inc_by(message_len(&message) as u64);
+        let Some(instance) = self.instance_for_event().await else {
+            return false;
+        };
+        let started = Instant::now();
+        let (instance, result) = instance.handle(Event::Message(message)).await;
+        self.ctx.plugin.metrics.call(EventLabel::Message).observe(started.elapsed().as_secs_f64());
+        if let Err(fault) = result {
+            fault_closes(self.ctx.conn, self.ctx.plugin, &instance.version().short, &fault, "on-message");
+            self.serving = Serving::Faulted;
+            return false;
+        }
+        self.serving = Serving::Ready(Box::new(instance));
+        true
+    }
+
+    /// The instance for the next event: the one it holds, unless the pool
+    /// took it back or (live reload) a newer version serves; otherwise a
+    /// fresh one. Host-kept state never lived in the instance, so nothing
+    /// is lost either way.
+    async fn instance_for_event(&mut self) -> Option<Instance> {
+        let serving = std::mem::replace(&mut self.serving, Serving::Hibernating);
+        let held = match serving {
+            Serving::Faulted => {
+                self.serving = Serving::Faulted;
+                return None;
+            }
+            Serving::Ready(instance) if instance.permit().resume() => Some(*instance),
+            // Dropped here, so its slot is free for the fresh one.
+            Serving::Ready(evicted) => {
+                drop(evicted);
+                None
+            }
+            Serving::Hibernating => None,
+        };
+        let version = match held {
+            Some(instance) => {
+                let stale =
+                    self.ctx.plugin.reload == ReloadMode::Live && !self.ctx.plugin.is_current(instance.version());
+                if !stale {
+                    return Some(instance);
+                }
+                match self.ctx.plugin.current() {
+                    Some(current) => {
+                        tracing::debug!(
+                            plugin = &*self.ctx.plugin.name,
+                            conn = &*self.ctx.conn.id,
+                            from = &*instance.version().short,
+                            to = &*current.short,
+                            "connection moves to the new version"
+                        );
+                        current
+                    }
+                    None => return Some(instance),
+                }
+            }
+            None => self.ctx.version_for_wake(&self.version),
+        };
+        match Box::pin(self.ctx.new_instance(version)).await {
+            Ok(fresh) => {
+                self.version = fresh.version().clone();
+                Some(fresh)
+            }
+            Err(_) => {
+                self.serving = Serving::Faulted;
+                None
+            }
+        }
+    }
+
+    /// After the transport is gone: `on-close` exactly once, then forget
+    /// the connection. A faulted or hibernated instance is replaced so the
+    /// plugin can clean up.
+    pub async fn finish(self, peer_close: Option<&CloseFrame>) {
+        let Handler { ctx, serving, version } = self;
+        let (conn, plugin) = (ctx.conn, ctx.plugin);
+        let close =
+            peer_close.map(|f| plugin::CloseFrame { code: f.code.into(), reason: f.reason.as_str().to_owned() });
+        let instance = match serving {
+            Serving::Ready(instance) if instance.permit().resume() => Some(*instance),
+            other => {
+                // Its slot (if any) is free before the fresh one is made.
+                drop(other);
+                ctx.new_instance(ctx.version_for_wake(&version)).await.ok()
+            }
+        };
+        if let Some(instance) = instance {
+            let started = Instant::now();
+            let (instance, result) = instance.handle(Event::Close(close)).await;
+            plugin.metrics.call(EventLabel::Close).observe(started.elapsed().as_secs_f64());
+            if let Err(fault) = result {
+                plugin.metrics.fault(fault.kind());
+                tracing::warn!(
+                    plugin = &*plugin.name,
+                    conn = &*conn.id,
+                    version = &*instance.version().short,
+                    "plugin {fault} in on-close"
+                );
+            }
+        }
+        ctx.hub.remove(&conn.id);
+        plugin.metrics.connections_open.dec();
+        tracing::debug!(plugin = &*plugin.name, conn = &*conn.id, "connection closed");
+    }
+}
+
+impl Ctx<'_> {
+    /// The version a hibernated connection wakes on: the current one, or in
+    /// drain mode the one it last ran (and while no version serves).
+    fn version_for_wake(&self, last: &Arc<plugin::Version>) -> Arc<plugin::Version> {
+        match self.plugin.reload {
+            ReloadMode::Drain => last.clone(),
+            ReloadMode::Live => self.plugin.current().unwrap_or_else(|| last.clone()),
+        }
+    }
+
+    /// Instantiates `version` for the connection, waiting for a pool slot
+    /// within the plugin's deadline; a failure closes the connection.
+    pub async fn new_instance(&self, version: Arc<plugin::Version>) -> Result<Instance, Fault> {
+        let (conn, plugin) = (self.conn, self.plugin);
+        let short = version.short.clone();
+        let made = async {
+            let weak = Arc::downgrade(conn);
+            let wake = move || {
+                if let Some(conn) = weak.upgrade() {
+                    conn.wake();
+                }
+            };
+            let permit =
+                self.pool.acquire(plugin.limits.deadline, wake).await.map_err(|e| Fault::Resources(e.to_string()))?;
+            let limits = HostLimits {
+                max_message: usize::try_from(self.settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
+                max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
+                max_replies: self.settings.send_queue,
+            };
+            let log_budget = plugin::LogBudget::of(conn, plugin);
+            let host = plugin::HostApi::new(self.hub.clone(), conn.clone(), version.short.clone(), limits, log_budget);
+            Instance::new(version, host, plugin.limits, permit).await
+        };
+        made.await.inspect_err(|fault| fault_closes(conn, plugin, &short, fault, "instantiation"))
+    }
+}
+
+/// A plugin fault ends only its own connection, with 1011. So does a
+/// host that ran short of instances, logged as such.
+pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &Fault, during: &str) {
+    plugin.metrics.fault(fault.kind());
+    let reason = match fault {
+        Fault::Resources(_) => {
+            tracing::error!(
+                plugin = &*plugin.name,
+                conn = &*conn.id,
+                version,
+                "host out of resources during {during}: plugin {fault}; refusing (503) or closing (1011) the connection"
+            );
+            "server busy"
+        }
+        _ => {
+            tracing::warn!(
+                plugin = &*plugin.name,
+                conn = &*conn.id,
+                version,
+                "plugin {fault} during {during}; closing the connection with 1011"
+            );
+            "plugin error"
+        }
+    };
+    conn.abort(CloseFrame { code: CloseCode::Error, reason: reason.into() });
+}
+
+fn message_len(m: &plugin::Message) -> usize {
+    match m {
+        plugin::Message::Text(t) => t.len(),
+        plugin::Message::Binary(b) => b.len(),
+    }
+}
