@@ -169,7 +169,8 @@ async fn serve_http1<I, S>(
 }
 
 /// Serves one HTTP/2 connection until it ends, times out idle, or the host
-/// stops; `permit` is held throughout, as nothing on it is upgraded.
+/// stops; `permit` is held until then, unless a request hands it back (a
+/// fallback stream, bounded by `max_connections` from then on).
 #[allow(clippy::too_many_arguments)]
 async fn serve_http2<I, S>(
     stream: I,
@@ -188,8 +189,11 @@ async fn serve_http2<I, S>(
 {
     let streams = Arc::new(StreamCount::default());
     let counted = streams.clone();
+    let slot = PendingSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+    let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(PeerAddr(peer));
+        request.extensions_mut().insert(slot.clone());
         host_from_authority(&mut request);
         let guard = counted.begin();
         let response = service.call(request);
@@ -215,7 +219,7 @@ async fn serve_http2<I, S>(
             connection.await
         }
     };
-    drop(permit);
+    held.release();
     if let Err(e) = result {
         tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
     }

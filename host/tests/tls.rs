@@ -288,3 +288,75 @@ async fn stalled_tls_and_http2_connections_give_back_their_pending_slot() {
         .expect("response");
     assert_eq!(health.version(), reqwest::Version::HTTP_2);
 }
+
+/// The next complete `event:` name and `data:` of an event stream.
+async fn next_event(response: &mut reqwest::Response, buffer: &mut String) -> (String, String) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_string()).unwrap_or_default()
+            };
+            if block.starts_with(':') {
+                continue; // a keep-alive comment
+            }
+            return (field("event:"), field("data:"));
+        }
+        let chunk = tokio::time::timeout(PATIENCE, response.chunk()).await.expect("event in time");
+        let chunk = chunk.expect("stream").expect("stream open");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+    }
+}
+
+#[tokio::test]
+async fn the_fallback_over_https_and_http2_passes_the_same_origin_check() {
+    let ca = Ca::new();
+    let files = TlsFiles::new(&ca.leaf());
+    // One pending slot: the stream's connection must hand it back.
+    let host = start(&files, &["--max-pending", "1"]).await;
+    let client = https_client(&ca, host.addr, false);
+    let origin = format!("https://localhost:{}", host.addr.port());
+    // A browser on this host's page: Origin is the page's, and over HTTP/2
+    // the host is only in :authority.
+    let mut stream = client
+        .get(format!("{origin}/ws"))
+        .header("accept", "text/event-stream")
+        .header("origin", &origin)
+        .send()
+        .await
+        .expect("open the stream");
+    assert_eq!((stream.status().as_u16(), stream.version()), (200, reqwest::Version::HTTP_2));
+    let mut buffer = String::new();
+    let (event, data) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(event, "open", "{data}");
+    let open: serde_json::Value = serde_json::from_str(&data).expect("open JSON");
+    let session = open["session"].as_str().expect("session id").to_string();
+
+    let posted = client
+        .post(format!("{origin}/ws?session={session}&seq=1"))
+        .header("origin", &origin)
+        .header("content-type", "text/plain")
+        .body("over h2")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!((posted.status().as_u16(), posted.version()), (204, reqwest::Version::HTTP_2));
+    let (event, data) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!((event.as_str(), data.as_str()), ("text", "\"over h2\""));
+
+    // The HTTP/2 connection carrying the stream gave its pending slot back:
+    // a new connection is served while the stream stays open.
+    let other = https_client(&ca, host.addr, false);
+    let health = other.get(format!("{origin}/healthz")).send().await.expect("GET /healthz on a new connection");
+    assert_eq!(health.status().as_u16(), 200);
+
+    // Another site's page is refused, over HTTP/2 as over HTTP/1.1.
+    let refused = client
+        .get(format!("{origin}/ws"))
+        .header("accept", "text/event-stream")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(refused.status().as_u16(), 403);
+}
