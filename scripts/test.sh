@@ -38,7 +38,8 @@ examples_out="$target_dir/examples-out"
 WASMSOCKET_EXAMPLES_DIR="$examples_out" cargo test --release --locked --test examples -- --ignored
 
 if [ -f tests/browser/package.json ]; then
-  need_apt chromium
+  # openssl makes the certificate of the https:// page test (tls.test.js).
+  need_apt chromium openssl
   log "browser tests (headless Chromium)"
   export WASMSOCKET_BIN="$target_dir/release/wasmsocket"
   export WASMSOCKET_ECHO_WASM="$target_dir/guests/wasm32-wasip2/release/echo.wasm"

@@ -59,6 +59,7 @@ pub struct Config {
     pub fallback: FallbackConfig,
     pub store: StoreConfig,
     pub redis: RedisConfig,
+    pub tls: TlsConfig,
     /// Limits for every plugin, unless `[plugins.NAME]` overrides them.
     pub limits: PluginLimits,
     /// Per-plugin overrides, keyed by plugin name.
@@ -269,6 +270,23 @@ impl RedisConfig {
     }
 }
 
+/// `[tls]`: with both files set, the listener serves `https://` and
+/// `wss://` only. Changed files are picked up without a restart.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+}
+
 /// What one plugin call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -370,6 +388,7 @@ impl Default for Config {
             api_token: None,
             max_instances: 1024,
             http: HttpConfig::default(),
+            tls: TlsConfig::default(),
             store: StoreConfig::default(),
             redis: RedisConfig::default(),
             websocket: WebSocketConfig::default(),
@@ -539,6 +558,11 @@ impl Config {
                 "http.max_pending",
                 format!("must be from 1 to {MAX_CONNECTIONS}, got {}", http.max_pending),
             ));
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return Err(invalid("tls.key", "is missing: tls.cert needs the certificate's key")),
+            (None, Some(_)) => return Err(invalid("tls.cert", "is missing: tls.key needs its certificate")),
+            _ => {}
         }
         if ws.send_queue == 0 || ws.send_queue > 1 << 20 {
             return Err(invalid(
@@ -733,6 +757,15 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("store.max_bytes"));
         let c = Config::from_toml("max_instances = 0\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("max_instances"));
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let c = Config::from_toml("[tls]\ncert = \"c.pem\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("tls.key"));
+        let c = Config::from_toml("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.tls.enabled());
     }
 
     #[test]

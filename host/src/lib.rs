@@ -2,7 +2,7 @@
 //! components.
 //!
 //! The path of a message through the host, top to bottom:
-//! [`listener`] (accept, the HTTP phase and its bounds) → [`server`]
+//! [`listener`] (accept, [`tls`], the HTTP phase and its bounds) → [`server`]
 //! (routes, start-up, shutdown) → [`handshake`] (upgrade and the plugin's
 //! `on-open`) → [`connection`] (one task: events in order, its queue,
 //! pings, hibernation, the close handshake) over [`socket`] (awake or
@@ -20,6 +20,7 @@ pub mod fallback;
 pub mod fd_limit;
 pub mod handler;
 pub mod handshake;
+pub mod http2_idle;
 pub mod http_timeouts;
 pub mod hub;
 pub mod inbound;
@@ -31,6 +32,7 @@ pub mod reload;
 pub mod server;
 pub mod socket;
 pub mod static_files;
+pub mod tls;
 pub mod writer;
 
 pub use config::Config;

@@ -3,24 +3,33 @@
 //! connections are bounded in number (`http.max_pending`: past it, new ones
 //! are closed at accept) and in time (see [`crate::http_timeouts`]), so
 //! half-sent requests cannot pile up and take every file descriptor.
+//!
+//! With TLS ([`crate::tls`]) a connection is pending from accept: its
+//! handshake must finish within `http.header_timeout`. One that negotiated
+//! `h2` through ALPN is served HTTP/2 (no upgrades: WebSockets stay on
+//! HTTP/1.1) and bounded by [`crate::http2_idle`] instead.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::{HttpConfig, WebSocketConfig};
 use crate::http_timeouts::{CountReads, HttpTimeouts};
+use crate::http2_idle::{StreamCount, Tracked, closed_when_idle};
 use crate::metrics::Metrics;
 use crate::server::{AppState, routes};
+use crate::tls::Tls;
 
 /// The client's address, put in every request's extensions for the routes
 /// (warp's own `addr::remote()` only works under `warp::serve`).
@@ -46,11 +55,21 @@ impl PendingSlot {
 /// of file descriptors), wait this long: retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Requests one HTTP/2 connection may have in progress at once (each a
+/// stream). Browsers open as many as the server allows; this bounds what
+/// one connection can cost.
+const MAX_H2_STREAMS: u32 = 256;
+
+/// How long a timed-out HTTP/2 connection gets to say goodbye (GOAWAY)
+/// before it is dropped.
+const H2_GOODBYE: Duration = Duration::from_secs(1);
+
 /// Accepts and serves until `stop` is cancelled; then stops accepting, lets
 /// requests in flight finish (idle keep-alive connections close at once)
 /// and returns when every HTTP connection has ended or been upgraded.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: CancellationToken) {
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<Arc<Tls>>, stop: CancellationToken) {
     let http = state.config.http.clone();
+    let ws = state.ws.clone();
     let metrics = state.metrics.clone();
     let pending = Arc::new(Semaphore::new(http.max_pending));
     let service = TowerToHyperService::new(warp::service(routes(state)));
@@ -74,11 +93,31 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: Cancellati
             continue;
         };
         let service = service.clone();
-        let (timer, reads) = HttpTimeouts::new(http.header_timeout, http.idle_timeout, &metrics);
         let stop = stop.clone();
+        let Some(tls) = tls.clone() else {
+            connections.spawn(serve_http1(stream, peer, service, http.clone(), metrics.clone(), permit, stop));
+            continue;
+        };
+        let (http, ws, metrics) = (http.clone(), ws.clone(), metrics.clone());
         connections.spawn(async move {
-            let io = TokioIo::new(CountReads::new(stream, reads));
-            serve_connection(io, peer, service, timer, permit, stop).await;
+            let handshake = tokio::time::timeout(http.header_timeout, tls.acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    metrics.http_timeout("tls_handshake").inc();
+                    tracing::debug!(%peer, "TLS handshake not done within {:?}", http.header_timeout);
+                    return;
+                }
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_http2(stream, peer, service, &http, &ws, &metrics, permit, stop).await;
+            } else {
+                serve_http1(stream, peer, service, http, metrics, permit, stop).await;
+            }
         });
     }
     drop(listener);
@@ -86,20 +125,24 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: Cancellati
     connections.wait().await;
 }
 
-/// Serves one connection until it ends or is upgraded; `permit` (a pending
-/// slot) is held until then.
-async fn serve_connection<S>(
-    io: TokioIo<CountReads<TcpStream>>,
+/// Serves one HTTP/1.1 connection until it ends or is upgraded; `permit`
+/// (a pending slot) is held until then.
+async fn serve_http1<I, S>(
+    stream: I,
     peer: SocketAddr,
     service: S,
-    timer: HttpTimeouts,
+    http: HttpConfig,
+    metrics: Arc<Metrics>,
     permit: OwnedSemaphorePermit,
     stop: CancellationToken,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Incoming>, Response = warp::reply::Response> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (timer, reads) = HttpTimeouts::new(http.header_timeout, http.idle_timeout, &metrics);
+    let io = TokioIo::new(CountReads::new(stream, reads));
     let header_timeout = timer.header_timeout();
     let slot = PendingSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
     let held = slot.clone();
@@ -122,6 +165,77 @@ async fn serve_connection<S>(
     held.release();
     if let Err(e) = result {
         tracing::debug!(%peer, "HTTP connection ended: {e}");
+    }
+}
+
+/// Serves one HTTP/2 connection until it ends, times out idle, or the host
+/// stops; `permit` is held until then, unless a request hands it back (a
+/// fallback stream, bounded by `max_connections` from then on).
+#[allow(clippy::too_many_arguments)]
+async fn serve_http2<I, S>(
+    stream: I,
+    peer: SocketAddr,
+    service: S,
+    http: &HttpConfig,
+    ws: &WebSocketConfig,
+    metrics: &Metrics,
+    permit: OwnedSemaphorePermit,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = warp::reply::Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let streams = Arc::new(StreamCount::default());
+    let counted = streams.clone();
+    let slot = PendingSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+    let held = slot.clone();
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        request.extensions_mut().insert(slot.clone());
+        host_from_authority(&mut request);
+        let guard = counted.begin();
+        let response = service.call(request);
+        async move { response.await.map(|r| r.map(|body| Tracked::new(body, guard))) }
+    });
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).max_concurrent_streams(MAX_H2_STREAMS);
+    // The WebSocket keep-alive settings also find dead HTTP/2 peers, whose
+    // long-lived responses would otherwise never end.
+    if !ws.keep_alive_interval.is_zero() {
+        builder.keep_alive_interval(ws.keep_alive_interval).keep_alive_timeout(ws.keep_alive_timeout);
+    }
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = closed_when_idle(streams, http.header_timeout, http.idle_timeout, metrics) => {
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(H2_GOODBYE, connection.as_mut()).await.unwrap_or(Ok(()))
+        }
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    held.release();
+    if let Err(e) = result {
+        tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
+    }
+}
+
+/// HTTP/2 requests name their host in `:authority` (hyper puts it in the
+/// URI) and browsers send no `Host` header; the routes, the same-origin
+/// check and plugins' `on-open` headers read `Host`, so it is filled in
+/// from the authority, as RFC 9113 (8.3.1) has a server treat it.
+fn host_from_authority<B>(request: &mut http::Request<B>) {
+    if request.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let host = request.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        request.headers_mut().insert(http::header::HOST, host);
     }
 }
 
@@ -153,5 +267,22 @@ impl AcceptErrors {
         if !one_client {
             tokio::time::sleep(ACCEPT_BACKOFF).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http2_request_gets_its_host_header_from_the_authority() {
+        let mut request = http::Request::get("https://127.0.0.1:5000/ws").body(()).unwrap();
+        host_from_authority(&mut request);
+        assert_eq!(request.headers()[http::header::HOST], "127.0.0.1:5000");
+        // One the client sent is kept.
+        let mut request =
+            http::Request::get("https://a.example/ws").header(http::header::HOST, "b.example").body(()).unwrap();
+        host_from_authority(&mut request);
+        assert_eq!(request.headers()[http::header::HOST], "b.example");
     }
 }

@@ -111,6 +111,12 @@ struct Cli {
     /// Memory cap of one plugin instance [default: 64MiB].
     #[arg(long, value_name = "SIZE")]
     memory_limit: Option<ByteSize>,
+    /// PEM certificate chain: serve https:// and wss:// (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log filter, e.g. "info" or "wasmsocket=debug,plugin=trace".
     #[arg(long, env = "WASMSOCKET_LOG", default_value = "info", value_name = "FILTER")]
     log: String,
@@ -162,6 +168,10 @@ impl Cli {
         set(&mut c.http.header_timeout, self.header_timeout);
         set(&mut c.http.idle_timeout, self.idle_timeout);
         set(&mut c.http.max_pending, self.max_pending);
+        if self.tls_cert.is_some() {
+            c.tls.cert = self.tls_cert;
+            c.tls.key = self.tls_key;
+        }
         set(&mut c.max_instances, self.max_instances);
         set(&mut c.limits.hibernate_after, self.hibernate_after);
         set(&mut c.limits.deadline, self.deadline);
@@ -189,8 +199,9 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.into_config()?;
     let server = Server::start(config).await?;
     let addr = server.local_addr();
+    let (http, ws) = if server.state().config.tls.enabled() { ("https", "wss") } else { ("http", "ws") };
     // One line on stdout that scripts (and the tests) can wait for.
-    println!("wasmsocket listening on http://{addr} (WebSocket: ws://{addr}/ws)");
+    println!("wasmsocket listening on {http}://{addr} (WebSocket: {ws}://{addr}/ws)");
     server.run(shutdown_signal()).await;
     Ok(())
 }

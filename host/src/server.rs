@@ -21,6 +21,7 @@ use crate::inbound::ReceiveBudget;
 use crate::listener::{PeerAddr, PendingSlot};
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
+use crate::tls::{Tls, TlsError, TlsWatcher};
 use crate::{api, fd_limit, listener, reload, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
@@ -39,6 +40,8 @@ pub enum StartError {
     NoDefaultPlugin(String),
     #[error(transparent)]
     Watch(reload::WatchError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Backplane(#[from] crate::backplane::BackplaneError),
     #[error("cannot listen on {addr}: {source}")]
@@ -66,13 +69,18 @@ pub struct AppState {
 pub struct Server {
     state: Arc<AppState>,
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     _watcher: Option<reload::Watcher>,
+    _tls_watcher: Option<TlsWatcher>,
 }
 
 impl Server {
     /// Validates the configuration, loads the plugins and binds.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        // Before the plugins compile, so a bad file fails start-up at once.
+        let tls = Tls::load(&config.tls)?;
+        let tls_watcher = tls.as_ref().map(|tls| tls.watch()).transpose()?;
         let config = Arc::new(config);
         let mut metrics = Metrics::new();
         let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
@@ -147,7 +155,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        Ok(Self { state, listener, _watcher: watcher })
+        Ok(Self { state, listener, tls, _watcher: watcher, _tls_watcher: tls_watcher })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -161,10 +169,13 @@ impl Server {
     /// Serves until `signal` completes, then closes every WebSocket with
     /// 1001 (going away), waits for their close handshakes, and returns.
     pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) {
-        let Server { state, listener, _watcher } = self;
+        let Server { state, listener, tls, _watcher, _tls_watcher } = self;
         spawn_rescan_on_sighup(state.clone());
+        if let Some(tls) = &tls {
+            spawn_tls_reload_on_sighup(tls.clone());
+        }
         let stop_http = CancellationToken::new();
-        let http = tokio::spawn(listener::serve(listener, state.clone(), stop_http.clone()));
+        let http = tokio::spawn(listener::serve(listener, state.clone(), tls, stop_http.clone()));
 
         signal.await;
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
@@ -222,6 +233,24 @@ fn spawn_rescan_on_sighup(state: Arc<AppState>) {
             if let Err(e) = state.registry.rescan(&dir).await {
                 tracing::error!("rescan failed: {e}");
             }
+        }
+    });
+}
+
+/// SIGHUP also reloads the TLS certificate, for filesystems whose change
+/// events are unreliable.
+fn spawn_tls_reload_on_sighup(tls: Arc<Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP, the TLS certificate reloads only on file changes: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tls.clone().reload_off_runtime("SIGHUP").await;
         }
     });
 }

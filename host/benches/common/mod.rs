@@ -28,7 +28,7 @@ pub fn wasmsocket() -> Command {
     cmd
 }
 
-/// Starts `cmd` and waits for its `listening on http://ADDR` line. With
+/// Starts `cmd` and waits for its `listening on http(s)://ADDR` line. With
 /// `keep_log`, its stderr is collected in `Server::log`.
 pub async fn start(mut cmd: Command, keep_log: bool) -> Server {
     cmd.stdout(Stdio::piped()).stderr(if keep_log { Stdio::piped() } else { Stdio::null() }).kill_on_drop(true);
@@ -46,7 +46,9 @@ pub async fn start(mut cmd: Command, keep_log: bool) -> Server {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let addr = loop {
         let line = lines.next_line().await.expect("read").expect("server exited before listening");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        // http:// or, with TLS, https://
+        if let Some(rest) = line.split("listening on http").nth(1) {
+            let rest = rest.strip_prefix('s').unwrap_or(rest).trim_start_matches("://");
             break rest.split_whitespace().next().expect("address").parse().expect("socket address");
         }
     };

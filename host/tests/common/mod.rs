@@ -120,7 +120,9 @@ impl Host {
         let mut lines = BufReader::new(stdout).lines();
         let found = tokio::time::timeout(PATIENCE, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                // http:// or, with TLS, https://
+                if let Some(rest) = line.split("listening on http").nth(1) {
+                    let rest = rest.strip_prefix('s').unwrap_or(rest).trim_start_matches("://");
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     return addr.parse::<SocketAddr>().ok();
                 }

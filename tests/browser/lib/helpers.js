@@ -147,7 +147,7 @@ async function startOnce({ plugins, port, staticDir, args }) {
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (chunk) => {
       stdout += chunk;
-      const match = /listening on http:\/\/([^\s]+):(\d+)/.exec(stdout);
+      const match = /listening on https?:\/\/([^\s]+):(\d+)/.exec(stdout);
       if (match) {
         clearTimeout(timer);
         ok(Number(match[2]));
