@@ -147,6 +147,9 @@ pub enum SyncOutcome {
     Loaded,
     /// The file's content is what already serves (or already failed).
     Unchanged,
+    /// The file is back to the content that serves: the last load error,
+    /// from a file since replaced, is cleared.
+    Restored,
     /// The file is gone: new connections get 404 (or the built-in).
     Removed,
     /// The file failed to load; the previous version, if any, serves.
@@ -274,8 +277,17 @@ impl Registry {
         let hash = hex::encode(Sha256::digest(&bytes));
         if let Some(plugin) = self.get(name) {
             let serving = plugin.current().is_some_and(|v| v.hash == hash && v.source != "built-in");
-            let failed = plugin.failure.lock().ok().is_some_and(|f| f.as_ref().is_some_and(|f| f.hash == hash));
-            if serving || failed {
+            let Ok(mut failure) = plugin.failure.lock() else { return SyncOutcome::Unchanged };
+            if serving {
+                // A broken file was replaced by the bytes that still serve:
+                // the error no longer describes the file.
+                if failure.take().is_some() {
+                    tracing::info!(plugin = name, "plugin file restored to the version that serves");
+                    return SyncOutcome::Restored;
+                }
+                return SyncOutcome::Unchanged;
+            }
+            if failure.as_ref().is_some_and(|f| f.hash == hash) {
                 return SyncOutcome::Unchanged;
             }
         }
