@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod backplane;
+pub mod check;
 pub mod config;
 pub mod connection;
 pub mod fd_limit;

@@ -1,5 +1,5 @@
-//! The `wasmsocket` command: flags over a TOML file, then serve until
-//! SIGINT or SIGTERM.
+//! The `wasmsocket` command: with no subcommand, flags over a TOML file,
+//! then serve until SIGINT or SIGTERM; `check` validates a plugin file.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytesize::ByteSize;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wasmsocket::{Config, Server};
 
@@ -18,8 +18,28 @@ use wasmsocket::{Config, Server};
 /// ws://127.0.0.1:5000/ws and the test page at http://127.0.0.1:5000/.
 /// Flags override the config file; every setting has a default.
 #[derive(Debug, Parser)]
-#[command(name = "wasmsocket", version)]
+#[command(name = "wasmsocket", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile a plugin and check it against the world without serving it:
+    /// prints the world version, the host interfaces it imports, its size
+    /// and compile time; exits 1 with the load error if it would not serve.
+    Check {
+        /// The component, e.g. target/wasm32-wasip2/release/NAME.wasm.
+        file: PathBuf,
+    },
+}
+
+/// Serving (no subcommand).
+#[derive(Debug, Args)]
+struct Serve {
     /// TOML config file (see the README for every key).
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -116,7 +136,7 @@ struct Cli {
     log: String,
 }
 
-impl Cli {
+impl Serve {
     fn into_config(self) -> anyhow::Result<Config> {
         let mut c = match &self.config {
             Some(path) => Config::from_file(path)?,
@@ -176,23 +196,51 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("invalid --log filter {:?}", cli.log))?;
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Check { file }) => check(&file),
+    }
+}
+
+fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
+    let filter = EnvFilter::try_new(&args.log).with_context(|| format!("invalid --log filter {:?}", args.log))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let config = args.into_config()?;
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(async {
+        let server = Server::start(config).await?;
+        let addr = server.local_addr();
+        // One line on stdout that scripts (and the tests) can wait for.
+        println!("wasmsocket listening on http://{addr} (WebSocket: ws://{addr}/ws)");
+        server.run(shutdown_signal()).await;
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
 
-    let config = cli.into_config()?;
-    let server = Server::start(config).await?;
-    let addr = server.local_addr();
-    // One line on stdout that scripts (and the tests) can wait for.
-    println!("wasmsocket listening on http://{addr} (WebSocket: ws://{addr}/ws)");
-    server.run(shutdown_signal()).await;
-    Ok(())
+/// Exit 1: the file would not serve; exit 2: it cannot be read.
+fn check(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return Ok(std::process::ExitCode::from(2));
+        }
+    };
+    match wasmsocket::check::check(&bytes) {
+        Ok(report) => {
+            println!("{}: ok\n{report}", file.display());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn shutdown_signal() {
