@@ -4,6 +4,7 @@
 //! handshake. Idle, it holds no plugin instance (`limits.hibernate_after`)
 //! and its socket rests without buffers (see `socket`).
 
+use crate::console::Kind;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -339,7 +340,7 @@ impl Task<'_> {
         };
         let started = Instant::now();
         let (instance, result) = instance.handle(Event::Message(message)).await;
-        self.ctx.plugin.metrics.call(EventLabel::Message).observe(started.elapsed().as_secs_f64());
+        self.ctx.plugin.metrics.observe_call(EventLabel::Message, started.elapsed());
         if let Err(fault) = result {
             fault_closes(self.ctx.conn, self.ctx.plugin, &instance.version().short, &fault, "on-message");
             self.serving = Serving::Faulted;
@@ -475,9 +476,12 @@ impl Ctx<'_> {
         if let Some(instance) = instance {
             let started = Instant::now();
             let (instance, result) = instance.handle(Event::Close(close)).await;
-            plugin.metrics.call(EventLabel::Close).observe(started.elapsed().as_secs_f64());
+            plugin.metrics.observe_call(EventLabel::Close, started.elapsed());
             if let Err(fault) = result {
                 plugin.metrics.fault(fault.kind());
+                plugin.console.publish(Kind::Fault, Some(&conn.id), Some(fault.kind().as_str()), || {
+                    format!("plugin {fault} in on-close")
+                });
                 tracing::warn!(
                     plugin = &*plugin.name,
                     conn = &*conn.id,
@@ -511,7 +515,14 @@ impl Ctx<'_> {
                 max_replies: self.settings.send_queue,
             };
             let log_budget = plugin::LogBudget::of(conn, plugin);
-            let host = plugin::HostApi::new(self.hub.clone(), conn.clone(), version.short.clone(), limits, log_budget);
+            let host = plugin::HostApi::new(
+                self.hub.clone(),
+                conn.clone(),
+                version.short.clone(),
+                limits,
+                log_budget,
+                plugin.console.clone(),
+            );
             Instance::new(version, host, plugin.limits, permit).await
         };
         made.await.inspect_err(|fault| fault_closes(conn, plugin, &short, fault, "instantiation"))
@@ -522,6 +533,9 @@ impl Ctx<'_> {
 /// host that ran short of instances, logged as such.
 pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &Fault, during: &str) {
     plugin.metrics.fault(fault.kind());
+    plugin.console.publish(Kind::Fault, Some(&conn.id), Some(fault.kind().as_str()), || {
+        format!("during {during}, connection closed with 1011: plugin {fault}")
+    });
     let reason = match fault {
         Fault::Resources(_) => {
             tracing::error!(
@@ -537,7 +551,7 @@ pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &F
                 plugin = &*plugin.name,
                 conn = &*conn.id,
                 version,
-                "plugin {fault} during {during}; closing the connection with 1011"
+                "plugin fault during {during}; closing the connection with 1011: plugin {fault}"
             );
             "plugin error"
         }

@@ -89,6 +89,13 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
         QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
     let conn = state.hub.register(plugin.name.clone(), queue);
     plugin.metrics.connections_open.inc();
+    if plugin.console.watched() {
+        let page = page_id(&req.headers);
+        plugin.console.opened(&conn.id, page.as_deref(), || match req.remote {
+            Some(addr) => format!("connection opened from {addr}"),
+            None => "connection opened".into(),
+        });
+    }
     let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
     let instance = match ctx.new_instance(version).await {
         Ok(instance) => instance,
@@ -102,7 +109,7 @@ pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
     let started = Instant::now();
     let offered = request.subprotocols.clone();
     let (instance, decision) = instance.handle(Event::Open(request)).await;
-    plugin.metrics.call(EventLabel::Open).observe(started.elapsed().as_secs_f64());
+    plugin.metrics.observe_call(EventLabel::Open, started.elapsed());
     let subprotocol = match decision {
         Ok(Answer::Open(OpenResponse::Accept(subprotocol))) => subprotocol,
         Ok(Answer::Done) => None,
@@ -283,6 +290,19 @@ fn wit_request(path: &str, query: &str, headers: &HeaderMap, remote: Option<Sock
         remote_address: remote.map(|a| a.to_string()),
         subprotocols,
     }
+}
+
+/// The id the test page gives itself in its `wasmsocket-page` cookie, so
+/// its console can tell its own connection.
+fn page_id(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("wasmsocket-page="))
+        .filter(|id| id.len() <= 64)
+        .map(str::to_string)
 }
 
 #[cfg(test)]

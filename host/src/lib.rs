@@ -17,6 +17,7 @@ pub mod backplane;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod fd_limit;
 pub mod handshake;
 pub mod http_timeouts;
