@@ -40,7 +40,7 @@ enum Command {
 /// Serving (no subcommand).
 #[derive(Debug, Args)]
 struct Serve {
-    /// TOML config file (see the README for every key).
+    /// TOML config file (see docs/configuration.md for every key).
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
