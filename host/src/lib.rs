@@ -28,6 +28,7 @@ pub mod metrics;
 mod passthrough;
 pub mod plugin;
 pub mod reload;
+pub mod scaffold;
 pub mod server;
 pub mod socket;
 pub mod static_files;

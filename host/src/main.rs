@@ -28,6 +28,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a plugin project into ./NAME: source that answers a message
+    /// and uses `state` and `log`, the WIT it targets, a build.sh that
+    /// installs the toolchain when missing, and a README.
+    New {
+        /// Name the templates and exit.
+        #[arg(long)]
+        list: bool,
+        /// The language (see --list).
+        #[arg(required_unless_present = "list")]
+        lang: Option<String>,
+        /// The plugin's name: lowercase letters, digits, - and _.
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+    },
     /// Compile a plugin and check it against the world without serving it:
     /// prints the world version, the host interfaces it imports, its size
     /// and compile time; exits 1 with the load error if it would not serve.
@@ -201,6 +215,28 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Check { file }) => check(&file),
+        Some(Command::New { list: true, .. }) => {
+            for t in wasmsocket::scaffold::TEMPLATES {
+                println!("{:8} {}", t.lang, t.about);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Some(Command::New { lang, name, .. }) => {
+            let (lang, name) = (lang.unwrap_or_default(), name.unwrap_or_default());
+            let dir = match wasmsocket::scaffold::generate(&lang, &name, std::path::Path::new(".")) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+            };
+            println!(
+                "wrote {}; next:\n  cd {} && ./build.sh && wasmsocket --plugins out",
+                dir.display(),
+                dir.display()
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }
 
