@@ -52,6 +52,7 @@ pub fn routes(
         .then(|room: String, query: PublishQuery, auth, content_type, body, state: Arc<AppState>| async move {
             publish(&state, Target::Room { room, plugin: query.plugin }, auth, content_type, body).await
         });
+    let with_state_events = with_state.clone();
     let to_connection = warp::path!("api" / "connections" / String / "messages")
         .and(warp::post())
         .and(publish_body)
@@ -59,7 +60,20 @@ pub fn routes(
         .then(|id: String, auth, content_type, body, state: Arc<AppState>| async move {
             publish(&state, Target::Connection(id), auth, content_type, body).await
         });
-    healthz.or(plugins).unify().or(metrics).unify().or(reload).unify().or(to_room).unify().or(to_connection).unify()
+    let events = crate::console::stream::route(with_state_events);
+    healthz
+        .or(plugins)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(reload)
+        .unify()
+        .or(to_room)
+        .unify()
+        .or(to_connection)
+        .unify()
+        .or(events)
+        .unify()
 }
 
 /// `POST /api/plugins/NAME/reload`: reread `NAME.wasm` now, for when file
@@ -96,7 +110,7 @@ enum Target {
     Connection(String),
 }
 
-fn json_status(status: http::StatusCode, body: serde_json::Value) -> Response {
+pub(crate) fn json_status(status: http::StatusCode, body: serde_json::Value) -> Response {
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
@@ -104,6 +118,26 @@ fn json_status(status: http::StatusCode, body: serde_json::Value) -> Response {
 fn token_matches(given: &str, expected: &str) -> bool {
     use sha2::{Digest, Sha256};
     Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
+/// The guard of the token-protected API (`what` names it in the error):
+/// without a configured `api_token` it is off (403); otherwise the bearer
+/// token must match (401). `None`: let it through.
+pub(crate) fn refused_by_token(state: &AppState, given: Option<&str>, what: &str) -> Option<Response> {
+    use http::StatusCode;
+    let Some(expected) = &state.config.api_token else {
+        return Some(json_status(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": format!("{what} is off: set api_token in the config to turn it on") }),
+        ));
+    };
+    if !token_matches(given.unwrap_or(""), expected) {
+        let mut response =
+            json_status(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "missing or wrong bearer token" }));
+        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Some(response);
+    }
+    None
 }
 
 /// `POST /api/rooms/ROOM/messages` and `POST /api/connections/ID/messages`:
@@ -120,18 +154,9 @@ async fn publish(
 ) -> Response {
     use http::StatusCode;
     use tokio_tungstenite::tungstenite::Message;
-    let Some(expected) = &state.config.api_token else {
-        return json_status(
-            StatusCode::FORBIDDEN,
-            serde_json::json!({ "error": "the publish API is off: set api_token in the config to turn it on" }),
-        );
-    };
-    let given = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
-    if !token_matches(given, expected) {
-        let mut response =
-            json_status(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "missing or wrong bearer token" }));
-        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+    let given = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+    if let Some(refused) = refused_by_token(state, given, "the publish API") {
+        return refused;
     }
     if body.len() as u64 > state.ws.max_message_size.as_u64() {
         return json_status(

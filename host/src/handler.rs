@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::{Hibernate, ReloadMode, WebSocketConfig};
+use crate::console::Kind;
 use crate::hub::{Connection, Hub, Slot};
 use crate::metrics::Event as EventLabel;
 use crate::plugin::{self, Event, Fault, HostLimits, Instance, InstancePool, Plugin, Replies};
@@ -132,7 +133,7 @@ impl<'a> Handler<'a> {
         };
         let started = Instant::now();
         let (instance, result) = instance.handle(Event::Message(message)).await;
-        self.ctx.plugin.metrics.call(EventLabel::Message).observe(started.elapsed().as_secs_f64());
+        self.ctx.plugin.metrics.observe_call(EventLabel::Message, started.elapsed());
         if let Err(fault) = result {
             fault_closes(self.ctx.conn, self.ctx.plugin, &instance.version().short, &fault, "on-message");
             self.serving = Serving::Faulted;
@@ -215,9 +216,12 @@ impl<'a> Handler<'a> {
         if let Some(instance) = instance {
             let started = Instant::now();
             let (instance, result) = instance.handle(Event::Close(close)).await;
-            plugin.metrics.call(EventLabel::Close).observe(started.elapsed().as_secs_f64());
+            plugin.metrics.observe_call(EventLabel::Close, started.elapsed());
             if let Err(fault) = result {
                 plugin.metrics.fault(fault.kind());
+                plugin.console.publish(Kind::Fault, Some(&conn.id), Some(fault.kind().as_str()), || {
+                    format!("plugin {fault} in on-close")
+                });
                 tracing::warn!(
                     plugin = &*plugin.name,
                     conn = &*conn.id,
@@ -262,7 +266,14 @@ impl Ctx<'_> {
                 max_replies: self.settings.send_queue,
             };
             let log_budget = plugin::LogBudget::of(conn, plugin);
-            let host = plugin::HostApi::new(self.hub.clone(), conn.clone(), version.short.clone(), limits, log_budget);
+            let host = plugin::HostApi::new(
+                self.hub.clone(),
+                conn.clone(),
+                version.short.clone(),
+                limits,
+                log_budget,
+                plugin.console.clone(),
+            );
             Instance::new(version, host, plugin.limits, permit).await
         };
         made.await.inspect_err(|fault| fault_closes(conn, plugin, &short, fault, "instantiation"))
@@ -273,6 +284,9 @@ impl Ctx<'_> {
 /// host that ran short of instances, logged as such.
 pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &Fault, during: &str) {
     plugin.metrics.fault(fault.kind());
+    plugin.console.publish(Kind::Fault, Some(&conn.id), Some(fault.kind().as_str()), || {
+        format!("during {during}, connection closed with 1011: plugin {fault}")
+    });
     let reason = match fault {
         Fault::Resources(_) => {
             tracing::error!(
@@ -288,7 +302,7 @@ pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &F
                 plugin = &*plugin.name,
                 conn = &*conn.id,
                 version,
-                "plugin {fault} during {during}; closing the connection with 1011"
+                "plugin fault during {during}; closing the connection with 1011: plugin {fault}"
             );
             "plugin error"
         }

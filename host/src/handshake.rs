@@ -150,6 +150,13 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
         QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
     let conn = state.hub.register(plugin.name.clone(), queue);
     plugin.metrics.connections_open.inc();
+    if plugin.console.watched() {
+        let page = page_id(&request);
+        plugin.console.opened(&conn.id, page.as_deref(), || match &request.remote_address {
+            Some(addr) => format!("connection opened from {addr}"),
+            None => "connection opened".into(),
+        });
+    }
     let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
     let instance = match ctx.new_instance(version).await {
         Ok(instance) => instance,
@@ -168,7 +175,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
     let started = Instant::now();
     let offered = request.subprotocols.clone();
     let (instance, decision) = instance.handle(Event::Open(request)).await;
-    plugin.metrics.call(EventLabel::Open).observe(started.elapsed().as_secs_f64());
+    plugin.metrics.observe_call(EventLabel::Open, started.elapsed());
     let subprotocol = match decision {
         Ok(Answer::Open(OpenResponse::Accept(subprotocol))) => subprotocol,
         Ok(Answer::Done) => None,
@@ -333,6 +340,19 @@ pub fn wit_request(
         remote_address: remote.map(|a| a.to_string()),
         subprotocols,
     }
+}
+
+/// The id the test page gives itself in its `wasmsocket-page` cookie, so
+/// its console can tell its own connection.
+fn page_id(request: &Request) -> Option<String> {
+    request
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+        .flat_map(|(_, value)| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("wasmsocket-page="))
+        .filter(|id| id.len() <= 64)
+        .map(str::to_string)
 }
 
 #[cfg(test)]

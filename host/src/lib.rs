@@ -14,8 +14,10 @@
 
 pub mod api;
 pub mod backplane;
+pub mod check;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod fallback;
 pub mod fd_limit;
 pub mod handler;
@@ -29,6 +31,7 @@ pub mod metrics;
 mod passthrough;
 pub mod plugin;
 pub mod reload;
+pub mod scaffold;
 pub mod server;
 pub mod socket;
 pub mod static_files;

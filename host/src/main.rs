@@ -1,5 +1,5 @@
-//! The `wasmsocket` command: flags over a TOML file, then serve until
-//! SIGINT or SIGTERM.
+//! The `wasmsocket` command: with no subcommand, flags over a TOML file,
+//! then serve until SIGINT or SIGTERM; `check` validates a plugin file.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytesize::ByteSize;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wasmsocket::{Config, Server};
 
@@ -18,9 +18,43 @@ use wasmsocket::{Config, Server};
 /// ws://127.0.0.1:5000/ws and the test page at http://127.0.0.1:5000/.
 /// Flags override the config file; every setting has a default.
 #[derive(Debug, Parser)]
-#[command(name = "wasmsocket", version)]
+#[command(name = "wasmsocket", version, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// TOML config file (see the README for every key).
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a plugin project into ./NAME: source that answers a message
+    /// and uses `state` and `log`, the WIT it targets, a build.sh that
+    /// installs the toolchain when missing, and a README.
+    New {
+        /// Name the templates and exit.
+        #[arg(long)]
+        list: bool,
+        /// The language (see --list).
+        #[arg(required_unless_present = "list")]
+        lang: Option<String>,
+        /// The plugin's name: lowercase letters, digits, - and _.
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+    },
+    /// Compile a plugin and check it against the world without serving it:
+    /// prints the world version, the host interfaces it imports, its size
+    /// and compile time; exits 1 with the load error if it would not serve.
+    Check {
+        /// The component, e.g. target/wasm32-wasip2/release/NAME.wasm.
+        file: PathBuf,
+    },
+}
+
+/// Serving (no subcommand).
+#[derive(Debug, Args)]
+struct Serve {
+    /// TOML config file (see docs/configuration.md for every key).
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
@@ -122,7 +156,7 @@ struct Cli {
     log: String,
 }
 
-impl Cli {
+impl Serve {
     fn into_config(self) -> anyhow::Result<Config> {
         let mut c = match &self.config {
             Some(path) => Config::from_file(path)?,
@@ -186,24 +220,75 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).with_context(|| format!("invalid --log filter {:?}", cli.log))?;
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Check { file }) => check(&file),
+        Some(Command::New { list: true, .. }) => {
+            for t in wasmsocket::scaffold::TEMPLATES {
+                println!("{:8} {}", t.lang, t.about);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Some(Command::New { lang, name, .. }) => {
+            let (lang, name) = (lang.unwrap_or_default(), name.unwrap_or_default());
+            let dir = match wasmsocket::scaffold::generate(&lang, &name, std::path::Path::new(".")) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+            };
+            println!(
+                "wrote {}; next:\n  cd {} && ./build.sh && wasmsocket --plugins out",
+                dir.display(),
+                dir.display()
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
+    let filter = EnvFilter::try_new(&args.log).with_context(|| format!("invalid --log filter {:?}", args.log))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let config = args.into_config()?;
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(async {
+        let server = Server::start(config).await?;
+        let addr = server.local_addr();
+        let (http, ws) = if server.state().config.tls.enabled() { ("https", "wss") } else { ("http", "ws") };
+        // One line on stdout that scripts (and the tests) can wait for.
+        println!("wasmsocket listening on {http}://{addr} (WebSocket: {ws}://{addr}/ws)");
+        server.run(shutdown_signal()).await;
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
 
-    let config = cli.into_config()?;
-    let server = Server::start(config).await?;
-    let addr = server.local_addr();
-    let (http, ws) = if server.state().config.tls.enabled() { ("https", "wss") } else { ("http", "ws") };
-    // One line on stdout that scripts (and the tests) can wait for.
-    println!("wasmsocket listening on {http}://{addr} (WebSocket: {ws}://{addr}/ws)");
-    server.run(shutdown_signal()).await;
-    Ok(())
+/// Exit 1: the file would not serve; exit 2: it cannot be read.
+fn check(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return Ok(std::process::ExitCode::from(2));
+        }
+    };
+    match wasmsocket::check::check(&bytes) {
+        Ok(report) => {
+            println!("{}: ok\n{report}", file.display());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+
 }
 
 async fn shutdown_signal() {

@@ -37,6 +37,17 @@ pub enum FaultKind {
     Resources,
 }
 
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Timeout => "timeout",
+            FaultKind::Memory => "memory",
+            FaultKind::Resources => "resources",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FaultLabels {
     pub plugin: String,
@@ -322,6 +333,7 @@ impl Metrics {
             faults: self.faults.clone(),
             log_dropped_lines: self.log_dropped_lines.get_or_create_owned(&label),
             log_dropped_bytes: self.log_dropped_bytes.get_or_create_owned(&label),
+            latency: Default::default(),
         }
     }
 
@@ -369,9 +381,17 @@ pub struct PluginMetrics {
     faults: Family<FaultLabels, Counter>,
     pub log_dropped_lines: Counter,
     pub log_dropped_bytes: Counter,
+    /// Recent call times in fine buckets, for the console's chart.
+    pub latency: std::sync::Arc<crate::console::LatencySketch>,
 }
 
 impl PluginMetrics {
+    /// Records one plugin call's time.
+    pub fn observe_call(&self, event: Event, took: std::time::Duration) {
+        self.call(event).observe(took.as_secs_f64());
+        self.latency.observe(took);
+    }
+
     pub fn call(&self, event: Event) -> &Histogram {
         match event {
             Event::Open => &self.call_open,

@@ -42,7 +42,11 @@ async fn a_sleep_in_on_open_is_cut_at_the_deadline_with_500() {
     let (status, _) = host.refused_status(host.url("/ws/testbed?sleep-open=5000")).await;
     assert_eq!(status, 500);
     assert!(started.elapsed() < CUT_WITHIN, "on-open ran {:?}", started.elapsed());
-    assert!(host.wait_for_log("ran past its 200ms deadline during on-open").await, "{}", host.log());
+    assert!(
+        host.wait_for_log("during on-open; closing the connection with 1011: plugin ran past its 200ms deadline").await,
+        "{}",
+        host.log()
+    );
 }
 
 #[tokio::test]

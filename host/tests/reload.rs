@@ -119,6 +119,24 @@ async fn broken_files_change_nothing_and_a_good_file_recovers() {
 }
 
 #[tokio::test]
+async fn restoring_the_serving_bytes_after_a_broken_file_clears_the_error() {
+    let host = Host::start(&[]).await;
+    let file = testbed_path(&host);
+    let good = std::fs::read(&file).unwrap();
+    let good_hash = file_hash(&file);
+    std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+    host.wait_plugin("testbed", "reported the truncated file", |p| p.is_some_and(|p| p["state"] == "error")).await;
+
+    std::fs::write(&file, &good).unwrap();
+    host.wait_plugin("testbed", "cleared the error", |p| p.is_some_and(|p| p["state"] == "ready")).await;
+    let entry = host.plugin("testbed").await.unwrap();
+    assert_eq!(entry["hash"], good_hash.as_str(), "{entry}");
+    assert!(entry["error"].is_null() && entry["error_hash"].is_null(), "{entry}");
+    let mut ws = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, "hi").await, "hi");
+}
+
+#[tokio::test]
 async fn delete_stops_new_connections_and_recreate_serves_again() {
     let host = Host::start(&[]).await;
     let mut open = host.connect("/ws/testbed").await;

@@ -96,6 +96,10 @@ impl PluginEngine {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // A trap names the plugin's functions and source lines where
+            // the component carries a name section or DWARF. The debug
+            // sections are parsed only when a trap is reported.
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             // A slot per memory sized to the largest allowed memory: bounds
             // checks stay explicit, but many thousands of slots fit in the
             // address space.
@@ -144,15 +148,21 @@ impl PluginEngine {
     /// Compiles `bytes` and checks it against the world. CPU-heavy for
     /// large components: call it off the async runtime.
     pub fn prepare(&self, content_hash: &str, bytes: &[u8]) -> Result<(WebsocketPluginPre<Ctx>, Origin), LoadError> {
-        let compile_error = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
+        let compile_error = |e: wasmtime::Error| LoadError::Compile(lines(&e));
         let (component, origin) = match &self.cache {
             Some(cache) => cache.component(&self.engine, content_hash, bytes).map_err(compile_error)?,
             None => (Component::new(&self.engine, bytes).map_err(compile_error)?, Origin::Compiled),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World(format!("{e:#}")))?;
-        let pre = WebsocketPluginPre::new(pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World(lines(&e)))?;
+        let pre = WebsocketPluginPre::new(pre).map_err(|e| LoadError::World(lines(&e)))?;
         Ok((pre, origin))
     }
+}
+
+/// An error and its causes, one per line, as the page and the log show
+/// them (wasmtime's chains are long).
+fn lines(e: &wasmtime::Error) -> String {
+    e.chain().map(|cause| cause.to_string()).collect::<Vec<_>>().join("\n")
 }
 
 /// Advances the engine's epoch every tick while a plugin call is running,

@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::bindings::{HostError, Message, connections, kv, log, rooms, state, types};
 use super::log_budget::LogBudget;
+use crate::console::{Console, Kind};
 use crate::hub::kv::{KvError, Store};
 use crate::hub::rooms::RoomError;
 use crate::hub::{ByteBudget, Connection, DeliveryError, Hub, Outbound};
@@ -30,6 +31,8 @@ pub struct HostApi {
     store: Arc<Store>,
     /// The connection's log budget, which outlives this instance.
     log_budget: Arc<LogBudget>,
+    /// The plugin's live console: `log` and stdio lines go there too.
+    console: Arc<Console>,
 }
 
 /// Replies of one call, in order, with their bytes taken from the plugin's
@@ -76,6 +79,7 @@ impl HostApi {
         version: Arc<str>,
         limits: HostLimits,
         log_budget: Arc<LogBudget>,
+        console: Arc<Console>,
     ) -> Self {
         Self {
             store: hub.kv.store(&own.plugin),
@@ -87,7 +91,12 @@ impl HostApi {
             max_state: limits.max_state,
             max_replies: limits.max_replies,
             log_budget,
+            console,
         }
+    }
+
+    pub(super) fn console(&self) -> &Arc<Console> {
+        &self.console
     }
 
     pub(super) fn log_budget(&self) -> &Arc<LogBudget> {
@@ -362,8 +371,20 @@ impl log::Host for HostApi {
             log::Level::Warn => enabled!(target: "plugin", Level::WARN),
             log::Level::Error => enabled!(target: "plugin", Level::ERROR),
         };
+        let watched = self.console.watched();
         let message = clip(&message);
-        if !shown || !self.log_budget.admit(message.len()) {
+        if !(shown || watched) || !self.log_budget.admit(message.len()) {
+            return;
+        }
+        let level_name = match level {
+            log::Level::Trace => "trace",
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        self.console.publish(Kind::Log, Some(self.connection()), Some(level_name), || message.to_string());
+        if !shown {
             return;
         }
         let (plugin, conn, version) = (self.plugin(), self.connection(), self.version());

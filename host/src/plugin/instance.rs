@@ -16,6 +16,7 @@ use super::lane::{self, LongCall};
 use super::pool::Permit;
 use super::registry::Version;
 use super::stdio::LogStream;
+use super::trap::StderrTail;
 use crate::config::PluginLimits;
 use crate::metrics::FaultKind;
 
@@ -68,6 +69,8 @@ pub struct Ctx {
     ticks_left: u64,
     timed_out: bool,
     long: LongCall,
+    /// What the plugin wrote to stderr in the current call, for a trap.
+    stderr_tail: StderrTail,
 }
 
 impl WasiView for Ctx {
@@ -133,6 +136,7 @@ impl Instance {
         permit: Permit,
     ) -> Result<Self, Fault> {
         let mut wasi = WasiCtx::builder();
+        let stderr_tail = StderrTail::default();
         // Nothing is granted: no preopened directories, no environment, no
         // network. Output goes to the host's log.
         wasi.allow_tcp(false)
@@ -140,7 +144,7 @@ impl Instance {
             .allow_ip_name_lookup(false)
             .max_random_size(MAX_RANDOM)
             .stdout(LogStream::stdout(&host))
-            .stderr(LogStream::stderr(&host));
+            .stderr(LogStream::stderr(&host, stderr_tail.clone()));
         let id = host.connection().to_string();
         let memory = usize::try_from(limits.memory.as_u64()).unwrap_or(usize::MAX);
         let long = LongCall::default();
@@ -155,6 +159,7 @@ impl Instance {
             ticks_left: 0,
             timed_out: false,
             long: long.clone(),
+            stderr_tail,
         };
         let mut store = Store::new(version.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.limiter);
@@ -241,6 +246,7 @@ fn arm(store: &mut Store<Ctx>, deadline: Duration) {
     ctx.ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX);
     ctx.timed_out = false;
     ctx.limiter.hit = false;
+    ctx.stderr_tail.clear();
     // Two tick boundaries, not one: a call interrupted at its first has
     // computed for at least a whole tick, not merely straddled one.
     store.set_epoch_deadline(2);
@@ -263,6 +269,6 @@ fn classify(store: &Store<Ctx>, limits: &PluginLimits, error: wasmtime::Error) -
     } else if ctx.limiter.hit {
         Fault::Memory(limits.memory)
     } else {
-        Fault::Trap(format!("{error:#}"))
+        Fault::Trap(super::trap::describe(&error, &ctx.stderr_tail))
     }
 }

@@ -11,6 +11,7 @@ mod log_budget;
 mod pool;
 mod registry;
 mod stdio;
+mod trap;
 
 pub use bindings::{CloseFrame, Message, OpenResponse, Request};
 pub use cache::Origin;

@@ -16,6 +16,7 @@ use super::cache::Origin;
 use super::engine::{EpochClock, LoadError, PluginEngine};
 use super::instance::Ctx;
 use crate::config::{Config, PluginLimits, ReloadMode, is_plugin_name};
+use crate::console::{Console, Kind};
 use crate::hub::ByteBudget;
 use crate::metrics::{Metrics, PluginMetrics};
 
@@ -46,6 +47,8 @@ pub struct Plugin {
     pub limits: PluginLimits,
     pub reload: ReloadMode,
     pub metrics: PluginMetrics,
+    /// Its live console: logs, output, faults and reloads as they happen.
+    pub console: Arc<Console>,
     /// Bytes it has queued for its clients (`limits.outbound_bytes`).
     pub outbound: Arc<ByteBudget>,
     current: ArcSwapOption<Version>,
@@ -147,6 +150,9 @@ pub enum SyncOutcome {
     Loaded,
     /// The file's content is what already serves (or already failed).
     Unchanged,
+    /// The file is back to the content that serves: the last load error,
+    /// from a file since replaced, is cleared.
+    Restored,
     /// The file is gone: new connections get 404 (or the built-in).
     Removed,
     /// The file failed to load; the previous version, if any, serves.
@@ -190,6 +196,7 @@ impl Registry {
             limits,
             reload: self.config.reload_for(name),
             metrics: self.metrics.for_plugin(name),
+            console: Default::default(),
             current: ArcSwapOption::empty(),
             failure: Mutex::new(None),
             removed: AtomicBool::new(false),
@@ -237,6 +244,14 @@ impl Registry {
                 plugin.install(version.clone());
                 self.metrics.plugin_loaded(name, "ok");
                 let how = if origin == Origin::Cache { "from the compile cache" } else { "compiled" };
+                plugin.console.publish(Kind::Reload, None, None, || {
+                    format!(
+                        "version {} serves ({how} in {:.1?}, from {})",
+                        version.short,
+                        started.elapsed(),
+                        version.source
+                    )
+                });
                 tracing::info!(
                     plugin = name,
                     version = &*version.short,
@@ -247,6 +262,12 @@ impl Registry {
                 Ok(version)
             }
             Err(e) => {
+                plugin.console.publish(Kind::LoadError, None, None, || {
+                    let serving = plugin
+                        .current()
+                        .map_or("nothing serves".into(), |v| format!("version {} keeps serving", v.short));
+                    format!("{source} failed to load ({serving}):\n{e}")
+                });
                 plugin.fail(e.to_string(), hash);
                 self.metrics.plugin_loaded(name, "error");
                 tracing::error!(plugin = name, source = %source, "plugin failed to load: {e}");
@@ -274,8 +295,20 @@ impl Registry {
         let hash = hex::encode(Sha256::digest(&bytes));
         if let Some(plugin) = self.get(name) {
             let serving = plugin.current().is_some_and(|v| v.hash == hash && v.source != "built-in");
-            let failed = plugin.failure.lock().ok().is_some_and(|f| f.as_ref().is_some_and(|f| f.hash == hash));
-            if serving || failed {
+            let Ok(mut failure) = plugin.failure.lock() else { return SyncOutcome::Unchanged };
+            if serving {
+                // A broken file was replaced by the bytes that still serve:
+                // the error no longer describes the file.
+                if failure.take().is_some() {
+                    tracing::info!(plugin = name, "plugin file restored to the version that serves");
+                    plugin.console.publish(Kind::Restored, None, None, || {
+                        "the file is back to the version that serves; the load error is cleared".into()
+                    });
+                    return SyncOutcome::Restored;
+                }
+                return SyncOutcome::Unchanged;
+            }
+            if failure.as_ref().is_some_and(|f| f.hash == hash) {
                 return SyncOutcome::Unchanged;
             }
         }
@@ -302,6 +335,9 @@ impl Registry {
                 *f = None;
             }
             tracing::info!(plugin = name, "plugin file removed; new connections get 404, open ones finish");
+            plugin.console.publish(Kind::Removed, None, None, || {
+                "file removed: new connections get 404, open ones finish".into()
+            });
         }
         SyncOutcome::Removed
     }

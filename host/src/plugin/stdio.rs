@@ -13,6 +13,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::host_api::{HostApi, clip};
 use super::log_budget::LogBudget;
+use super::trap::StderrTail;
+use crate::console::{Console, Kind};
 
 #[derive(Clone, Copy)]
 enum Which {
@@ -26,20 +28,23 @@ pub struct LogStream {
     tags: Arc<(String, String, String)>,
     budget: Arc<LogBudget>,
     which: Which,
+    console: Arc<Console>,
+    /// Stderr only: kept for the report of a trap.
+    tail: Option<StderrTail>,
 }
 
 impl LogStream {
     pub fn stdout(host: &HostApi) -> Self {
-        Self::new(host, Which::Stdout)
+        Self::new(host, Which::Stdout, None)
     }
 
-    pub fn stderr(host: &HostApi) -> Self {
-        Self::new(host, Which::Stderr)
+    pub fn stderr(host: &HostApi, tail: StderrTail) -> Self {
+        Self::new(host, Which::Stderr, Some(tail))
     }
 
-    fn new(host: &HostApi, which: Which) -> Self {
+    fn new(host: &HostApi, which: Which, tail: Option<StderrTail>) -> Self {
         let tags = (host.plugin().to_string(), host.connection().to_string(), host.version().to_string());
-        Self { tags: Arc::new(tags), budget: host.log_budget().clone(), which }
+        Self { tags: Arc::new(tags), budget: host.log_budget().clone(), which, console: host.console().clone(), tail }
     }
 
     fn emit(&self, bytes: &[u8]) {
@@ -48,14 +53,26 @@ impl LogStream {
             Which::Stdout => tracing::enabled!(target: "plugin::stdout", tracing::Level::INFO),
             Which::Stderr => tracing::enabled!(target: "plugin::stderr", tracing::Level::WARN),
         };
-        if !shown {
+        let watched = self.console.watched();
+        if !(shown || watched || self.tail.is_some()) {
             return;
         }
         let text = String::from_utf8_lossy(bytes);
         let (plugin, conn, version) = (&self.tags.0, &self.tags.1, &self.tags.2);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let line = clip(line);
-            if !self.budget.admit(line.len()) {
+            if let Some(tail) = &self.tail {
+                tail.push(line);
+            }
+            if !(shown || watched) || !self.budget.admit(line.len()) {
+                continue;
+            }
+            let kind = match self.which {
+                Which::Stdout => Kind::Stdout,
+                Which::Stderr => Kind::Stderr,
+            };
+            self.console.publish(kind, Some(conn), None, || line.to_string());
+            if !shown {
                 continue;
             }
             match self.which {

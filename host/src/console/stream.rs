@@ -1,0 +1,120 @@
+//! `GET /api/plugins/NAME/events`: the console as server-sent events.
+//!
+//! Events: `console` (a [`ConsoleEvent`] as JSON) as they happen, `stats`
+//! (a [`Stats`] as JSON) every second, and `closed` (why the stream ends)
+//! last. Open when the host listens on loopback; elsewhere it needs the API
+//! token, as `Authorization: Bearer TOKEN` or `?token=TOKEN` (an
+//! `EventSource` cannot set headers).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use serde::Serialize;
+use tokio::sync::broadcast::{self, error::RecvError};
+use warp::Filter;
+use warp::reply::{Reply, Response};
+use warp::sse::Event;
+
+use super::{ConsoleEvent, LatencySketch, Quantiles};
+use crate::plugin::Plugin;
+use crate::server::AppState;
+
+/// How often the chart's figures come.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// One second of a plugin, for the chart.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub messages_per_s: f64,
+    pub connections: i64,
+    #[serde(flatten)]
+    pub latency: Quantiles,
+}
+
+#[derive(serde::Deserialize)]
+struct Query {
+    token: Option<String>,
+}
+
+pub fn route(
+    with_state: impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone + Send + Sync + 'static,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "plugins" / String / "events")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::<Query>())
+        .and(with_state)
+        .map(|name: String, authorization: Option<String>, query: Query, state: Arc<AppState>| {
+            let given = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).or(query.token.as_deref());
+            if !state.config.listen.ip().is_loopback()
+                && let Some(refused) = crate::api::refused_by_token(&state, given, "the console event stream")
+            {
+                return refused;
+            }
+            let Some(plugin) = state.registry.get(&name) else {
+                return crate::api::json_status(
+                    http::StatusCode::NOT_FOUND,
+                    serde_json::json!({ "error": format!("no plugin {name:?}") }),
+                );
+            };
+            let events = events(plugin, state.shutdown.clone());
+            warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events)).into_response()
+        })
+}
+
+struct Watch {
+    plugin: Arc<Plugin>,
+    rx: broadcast::Receiver<Arc<ConsoleEvent>>,
+    ticks: tokio::time::Interval,
+    last: (Instant, u64, Vec<u64>),
+    shutdown: tokio_util::sync::CancellationToken,
+    done: bool,
+}
+
+fn events(
+    plugin: Arc<Plugin>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let rx = plugin.console.subscribe();
+    let mut ticks = tokio::time::interval(STATS_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let last = (Instant::now(), plugin.metrics.messages_in.get(), plugin.metrics.latency.snapshot());
+    let watch = Watch { plugin, rx, ticks, last, shutdown, done: false };
+    futures_util::stream::unfold(watch, |mut w| async move {
+        if w.done {
+            return None;
+        }
+        let event = tokio::select! {
+            received = w.rx.recv() => match received {
+                Ok(event) => Event::default().event("console").json_data(&*event).unwrap_or_default(),
+                // Fallen behind by more than the channel holds: a page that
+                // does not read is closed rather than buffered for.
+                Err(RecvError::Lagged(missed)) => {
+                    w.done = true;
+                    Event::default().event("closed").data(format!("too slow: {missed} events missed; reconnect"))
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            _ = w.ticks.tick() => Event::default().event("stats").json_data(stats(&mut w)).unwrap_or_default(),
+            _ = w.shutdown.cancelled() => {
+                w.done = true;
+                Event::default().event("closed").data("the host is shutting down")
+            }
+        };
+        Some((Ok(event), w))
+    })
+}
+
+fn stats(w: &mut Watch) -> Stats {
+    let now = (Instant::now(), w.plugin.metrics.messages_in.get(), w.plugin.metrics.latency.snapshot());
+    let seconds = now.0.duration_since(w.last.0).as_secs_f64().max(1e-3);
+    let stats = Stats {
+        messages_per_s: now.1.saturating_sub(w.last.1) as f64 / seconds,
+        connections: w.plugin.metrics.connections_open.get(),
+        latency: LatencySketch::between(&w.last.2, &now.2),
+    };
+    w.last = now;
+    stats
+}
