@@ -74,7 +74,7 @@ impl Server {
         config.validate()?;
         let config = Arc::new(config);
         let mut metrics = Metrics::new();
-        let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
+        let backplane_metrics = config.redis.enabled().then(|| metrics.register_backplane());
         let pool_metrics = metrics.register_pool();
         let metrics = Arc::new(metrics);
         let open_files = fd_limit::raise_open_file_limit();
