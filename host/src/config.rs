@@ -700,6 +700,14 @@ mod tests {
         assert!(err.contains("redis.host_timeout") && err.contains("twice"), "{err}");
         let c = Config::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379/2\"\nprefix = \"chat-eu\"\n").unwrap();
         c.validate().unwrap();
+        let c = Config::from_toml("[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"http://x\"]\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("redis.cluster_nodes") && err.contains("http://x"), "{err}");
+        let c = Config::from_toml("[redis]\nurl = \"redis://a:1\"\ncluster_nodes = [\"redis://b:2\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("not both"));
+        let c = Config::from_toml("[redis]\ncluster_nodes = [\"redis://:pw@10.0.0.1:7000\"]\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.redis.enabled());
     }
 
     #[test]
