@@ -24,7 +24,7 @@ need_apt() {
 log "toolchain: the wasm32-wasip2 target builds the plugins"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-log "redis-server: the scale-out tests start their own on free loopback ports"
+log "redis-server (and redis-cli, its dependency): the scale-out tests start their own, alone and as a 6-node cluster, on free loopback ports"
 need_apt redis-server
 
 log "host tests (cargo test --release)"

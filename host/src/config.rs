@@ -188,6 +188,9 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]`; none keeps everything in
     /// this process.
     pub url: Option<String>,
+    /// A Redis Cluster instead: some of its nodes, `redis://[user:password@]host:port`
+    /// each; any reachable one is enough to discover the rest.
+    pub cluster_nodes: Vec<String>,
     /// Prefix of every key and channel, so several clusters can share one
     /// Redis.
     pub prefix: String,
@@ -211,6 +214,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: None,
+            cluster_nodes: Vec::new(),
             prefix: "wasmsocket".into(),
             heartbeat: Duration::from_secs(2),
             host_timeout: Duration::from_secs(10),
@@ -221,7 +225,23 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
+    /// Whether this host joins a cluster over Redis.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some() || !self.cluster_nodes.is_empty()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.url.is_some() && !self.cluster_nodes.is_empty() {
+            return Err(invalid("redis.cluster_nodes", "give either redis.url or redis.cluster_nodes, not both"));
+        }
+        for node in &self.cluster_nodes {
+            if let Err(e) = redis::Client::open(node.as_str()) {
+                return Err(invalid(
+                    "redis.cluster_nodes",
+                    format!("{node:?} is not a Redis URL ({e}): use redis://HOST:PORT, e.g. redis://10.0.0.1:7000"),
+                ));
+            }
+        }
         if let Some(url) = &self.url
             && let Err(e) = redis::Client::open(url.as_str())
         {
@@ -734,6 +754,14 @@ mod tests {
         assert!(err.contains("redis.host_timeout") && err.contains("twice"), "{err}");
         let c = Config::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379/2\"\nprefix = \"chat-eu\"\n").unwrap();
         c.validate().unwrap();
+        let c = Config::from_toml("[redis]\ncluster_nodes = [\"redis://10.0.0.1:7000\", \"http://x\"]\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("redis.cluster_nodes") && err.contains("http://x"), "{err}");
+        let c = Config::from_toml("[redis]\nurl = \"redis://a:1\"\ncluster_nodes = [\"redis://b:2\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("not both"));
+        let c = Config::from_toml("[redis]\ncluster_nodes = [\"redis://:pw@10.0.0.1:7000\"]\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.redis.enabled());
     }
 
     #[test]

@@ -86,6 +86,10 @@ struct Serve {
     /// key-value store span every host on the same Redis [default: off].
     #[arg(long, env = "WASMSOCKET_REDIS", value_name = "URL")]
     redis: Option<String>,
+    /// Redis Cluster nodes instead, comma-separated (any reachable one is
+    /// enough to discover the rest) [default: off].
+    #[arg(long, env = "WASMSOCKET_REDIS_CLUSTER", value_name = "URL,URL,...", value_delimiter = ',')]
+    redis_cluster: Option<Vec<String>>,
     /// Server ping interval; 0s turns pings off [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     keep_alive_interval: Option<Duration>,
@@ -180,6 +184,9 @@ impl Serve {
         }
         if self.redis.is_some() {
             c.redis.url = self.redis;
+        }
+        if let Some(nodes) = self.redis_cluster {
+            c.redis.cluster_nodes = nodes;
         }
         if self.static_dir.is_some() {
             c.static_dir = self.static_dir;
@@ -288,7 +295,6 @@ fn check(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::FAILURE)
         }
     }
-
 }
 
 async fn shutdown_signal() {

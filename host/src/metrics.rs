@@ -80,6 +80,18 @@ pub struct KindLabel {
     pub kind: CrossHost,
 }
 
+/// Which channel a message from Redis came on: a room's, or this host's own.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Incoming {
+    Room,
+    Direct,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IncomingLabel {
+    pub kind: Incoming,
+}
+
 /// The Redis backplane's series; registered only when `redis.url` is set.
 #[derive(Clone, Default)]
 pub struct BackplaneMetrics {
@@ -90,9 +102,19 @@ pub struct BackplaneMetrics {
     published: Family<KindLabel, Counter>,
     received: Family<KindLabel, Counter>,
     dropped: Family<KindLabel, Counter>,
+    incoming: Family<IncomingLabel, Counter>,
+    /// Broadcasts published while this host listened but never delivered
+    /// to it, and messages dropped over its receive queue.
+    pub lost: Counter,
+    /// Rooms this host is subscribed to.
+    pub rooms_listened: Gauge,
 }
 
 impl BackplaneMetrics {
+    pub fn incoming(&self, kind: Incoming) {
+        self.incoming.get_or_create(&IncomingLabel { kind }).inc();
+    }
+
     pub fn published(&self, kind: CrossHost) {
         self.published.get_or_create(&KindLabel { kind }).inc();
     }
@@ -292,6 +314,21 @@ impl Metrics {
             "dropped",
             "Messages for other hosts lost because Redis was unreachable, by kind",
             b.dropped.clone(),
+        );
+        r.register(
+            "incoming",
+            "Messages Redis delivered to this host (its own broadcasts included), by channel: room or direct",
+            b.incoming.clone(),
+        );
+        r.register(
+            "lost",
+            "Broadcasts to rooms this host listens on that Redis never delivered (an outage, a failover)",
+            b.lost.clone(),
+        );
+        r.register(
+            "rooms_listened",
+            "Rooms this host is subscribed to (it has members there)",
+            b.rooms_listened.clone(),
         );
         b
     }

@@ -83,7 +83,7 @@ impl Server {
         let tls_watcher = tls.as_ref().map(|tls| tls.watch()).transpose()?;
         let config = Arc::new(config);
         let mut metrics = Metrics::new();
-        let backplane_metrics = config.redis.url.is_some().then(|| metrics.register_backplane());
+        let backplane_metrics = config.redis.enabled().then(|| metrics.register_backplane());
         let pool_metrics = metrics.register_pool();
         let metrics = Arc::new(metrics);
         let open_files = fd_limit::raise_open_file_limit();

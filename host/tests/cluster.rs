@@ -1,4 +1,5 @@
-//! Scale-out: two real host processes on one real `redis-server`.
+//! Scale-out: real host processes on one real `redis-server`, and the same
+//! tests on a real Redis Cluster (three masters, three replicas).
 
 mod common;
 
@@ -6,8 +7,39 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::redis::{Redis, cluster_host, cluster_host_with};
+use common::redis::{cluster_host, cluster_host_with};
+use common::redis_server::{Redis, RedisCluster, RedisTarget};
 use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Runs each test body on a single Redis and on a Redis Cluster.
+macro_rules! on_single_and_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod single {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Redis::start().await).await;
+            })*
+        }
+        mod on_cluster {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::RedisCluster::start().await).await;
+            })*
+        }
+    };
+}
+
+on_single_and_cluster!(
+    broadcasts_reach_room_members_on_every_host,
+    a_send_reaches_a_connection_on_another_host,
+    the_publish_api_reaches_every_host,
+    the_key_value_store_is_shared_and_increments_are_atomic,
+    the_chat_example_works_across_hosts,
+    a_dead_hosts_members_leave_the_counts,
+    a_host_receives_a_rooms_broadcasts_only_while_it_has_members_there,
+);
 
 async fn healthz(host: &Host) -> serde_json::Value {
     host.get_json("/healthz").await
@@ -19,9 +51,7 @@ async fn joined(host: &Host, room: &str) -> Client {
     ws
 }
 
-#[tokio::test]
-async fn broadcasts_reach_room_members_on_every_host() {
-    let redis = Redis::start().await;
+async fn broadcasts_reach_room_members_on_every_host(redis: impl RedisTarget) {
     let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
     let mut a1 = joined(&a, "lobby").await;
     let mut a2 = joined(&a, "lobby").await;
@@ -59,9 +89,7 @@ async fn broadcasts_reach_room_members_on_every_host() {
     assert_eq!(ask(&mut b2, "whoami").await, b2_id, "b2 must not have received the broadcast");
 }
 
-#[tokio::test]
-async fn a_send_reaches_a_connection_on_another_host() {
-    let redis = Redis::start().await;
+async fn a_send_reaches_a_connection_on_another_host(redis: impl RedisTarget) {
     let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
     let mut x = a.connect("/ws/testbed").await;
     let mut y = b.connect("/ws/testbed").await;
@@ -89,9 +117,7 @@ async fn a_send_reaches_a_connection_on_another_host() {
     assert!(metrics.contains("wasmsocket_redis_received_total{kind=\"Send\"} 1"), "{metrics}");
 }
 
-#[tokio::test]
-async fn the_publish_api_reaches_every_host() {
-    let redis = Redis::start().await;
+async fn the_publish_api_reaches_every_host(redis: impl RedisTarget) {
     let token = "a-token-of-sixteen-chars";
     let a = cluster_host(&redis, &["--api-token", token]).await;
     let b = cluster_host(&redis, &["--api-token", token]).await;
@@ -123,9 +149,7 @@ async fn the_publish_api_reaches_every_host() {
     assert_eq!(expect_text(&mut b1).await, "just-you");
 }
 
-#[tokio::test]
-async fn the_key_value_store_is_shared_and_increments_are_atomic() {
-    let redis = Redis::start().await;
+async fn the_key_value_store_is_shared_and_increments_are_atomic(redis: impl RedisTarget) {
     let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
     let mut x = a.connect("/ws/testbed").await;
     let mut y = b.connect("/ws/testbed").await;
@@ -159,9 +183,7 @@ async fn the_key_value_store_is_shared_and_increments_are_atomic() {
     assert_eq!(ask(&mut x, "incr hits 0").await, "400");
 }
 
-#[tokio::test]
-async fn the_chat_example_works_across_hosts() {
-    let redis = Redis::start().await;
+async fn the_chat_example_works_across_hosts(redis: impl RedisTarget) {
     let chat = std::fs::read(env!("WASMSOCKET_CHAT_WASM")).expect("chat example");
     let a = cluster_host_with(&redis, &[("chat.wasm", &chat)], &[]).await;
     let b = cluster_host_with(&redis, &[("chat.wasm", &chat)], &[]).await;
@@ -270,9 +292,7 @@ async fn a_hung_redis_is_detected_and_the_host_recovers_when_it_answers_again() 
     assert_eq!(expect_text(&mut a2).await, "after");
 }
 
-#[tokio::test]
-async fn a_dead_hosts_members_leave_the_counts() {
-    let redis = Redis::start().await;
+async fn a_dead_hosts_members_leave_the_counts(redis: impl RedisTarget) {
     let a = cluster_host(&redis, &[]).await;
     let mut b = cluster_host(&redis, &[]).await;
     let mut a1 = joined(&a, "r").await;
@@ -351,4 +371,143 @@ async fn a_host_starts_without_redis_and_joins_when_it_appears() {
 async fn a_bad_redis_url_is_refused_at_start_naming_the_field() {
     let err = Host::spawn(&["--redis".into(), "http://127.0.0.1:6379".into()]).await.err().expect("must not start");
     assert!(err.contains("redis.url") && err.contains("redis://"), "{err}");
+}
+
+async fn a_host_receives_a_rooms_broadcasts_only_while_it_has_members_there(redis: impl RedisTarget) {
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    const ROOM_IN: &str = "wasmsocket_redis_incoming_total{kind=\"Room\"}";
+    let mut a1 = joined(&a, "r").await;
+    let mut b1 = b.connect("/ws/testbed").await;
+    let b1_id = ask(&mut b1, "whoami").await;
+
+    // No member of r on B: r's broadcasts never reach B.
+    for i in 0..5 {
+        assert_eq!(ask(&mut a1, &format!("bcast r before{i}")).await, "delivered 0");
+    }
+    // A direct message goes to B's own channel and arrives after anything
+    // published before it, so B has had every chance to receive those.
+    assert_eq!(ask(&mut a1, &format!("send {b1_id} sync")).await, "sent");
+    assert_eq!(expect_text(&mut b1).await, "sync");
+    assert_eq!(b.metric_or_zero(ROOM_IN).await, 0.0);
+    assert_eq!(b.metric_or_zero("wasmsocket_redis_rooms_listened").await, 0.0);
+
+    // The first member starts it: every broadcast after its join arrives.
+    assert_eq!(ask(&mut b1, "join r").await, "ok");
+    assert_eq!(b.metric_or_zero("wasmsocket_redis_rooms_listened").await, 1.0);
+    for i in 0..3 {
+        assert_eq!(ask(&mut a1, &format!("bcast r during{i}")).await, "delivered 1");
+    }
+    for i in 0..3 {
+        assert_eq!(expect_text(&mut b1).await, format!("during{i}"));
+    }
+    assert_eq!(b.metric_or_zero(ROOM_IN).await, 3.0);
+
+    // The last one leaving stops it.
+    assert_eq!(ask(&mut b1, "leave r").await, "ok");
+    assert_eq!(b.metric_or_zero("wasmsocket_redis_rooms_listened").await, 0.0);
+    for i in 0..4 {
+        assert_eq!(ask(&mut a1, &format!("bcast r after{i}")).await, "delivered 0");
+    }
+    assert_eq!(ask(&mut a1, &format!("send {b1_id} sync")).await, "sent");
+    assert_eq!(expect_text(&mut b1).await, "sync");
+    assert_eq!(b.metric_or_zero(ROOM_IN).await, 3.0);
+
+    // And joining again starts it again.
+    assert_eq!(ask(&mut b1, "join r").await, "ok");
+    assert_eq!(ask(&mut a1, "bcast r again").await, "delivered 1");
+    assert_eq!(expect_text(&mut b1).await, "again");
+    assert_eq!(b.metric_or_zero(ROOM_IN).await, 4.0);
+    assert_eq!(b.metric_or_zero("wasmsocket_redis_lost_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn on_cluster_a_master_failover_during_traffic_is_followed_without_restarting_hosts() {
+    let mut redis = RedisCluster::start().await;
+    let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut a1 = joined(&a, "r").await;
+    let mut b1 = joined(&b, "r").await;
+    let a1_id = ask(&mut a1, "whoami").await;
+
+    // B broadcasts to r without pause; a1 counts what it gets. A broadcast
+    // caught waiting on the dead master can outlast the plugin's deadline,
+    // which closes that client (1011): the sender then connects again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let url = b.url("/ws/testbed");
+        let mut ws = b.connect("/ws/testbed").await;
+        tokio::spawn(async move {
+            let (mut sent, mut closed) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                send_text(&mut ws, "bcast r tick").await;
+                match ws.next().await {
+                    Some(Ok(Message::Text(reply))) if reply.starts_with("delivered ") => sent += 1,
+                    Some(Ok(Message::Close(_))) => {
+                        closed += 1;
+                        ws = tokio_tungstenite::connect_async(url.as_str()).await.expect("reconnect").0;
+                    }
+                    other => return Err(format!("{other:?}")),
+                }
+            }
+            Ok((sent, closed))
+        })
+    };
+    assert_eq!(expect_text(&mut a1).await, "tick");
+
+    // Kill the master that holds room r.
+    let master = redis.master_of("wasmsocket:room:{testbed:r}").await.expect("a master");
+    redis.nodes[master].kill().await;
+    eventually(
+        "a replica took over",
+        async || redis.master_of("wasmsocket:room:{testbed:r}").await,
+        |m| m.is_some_and(|m| m != master),
+    )
+    .await;
+    redis.wait_ok().await;
+
+    // Broadcasts and directed sends flow again, with the same host processes.
+    let mut got = 0u64;
+    let flowing = tokio::time::timeout(PATIENCE, async {
+        loop {
+            // Sent again each second: one sent during the outage is lost.
+            let _ = ask(&mut b1, "bcast r marker").await;
+            let round = tokio::time::Instant::now() + Duration::from_secs(1);
+            while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout_at(round, a1.next()).await {
+                match text.as_str() {
+                    "tick" => got += 1,
+                    "marker" => return,
+                    other => panic!("unexpected {other}"),
+                }
+            }
+        }
+    })
+    .await;
+    assert!(flowing.is_ok(), "broadcasts did not flow again\nA:\n{}\nB:\n{}", a.log(), b.log());
+    stop.store(true, Ordering::Relaxed);
+    let sent = match sender.await.expect("sender") {
+        Ok((sent, closed)) => {
+            assert!(closed <= 2, "{closed} senders closed");
+            sent
+        }
+        Err(reply) => panic!("a broadcast failed: {reply}\n{}", b.log()),
+    };
+    assert!(sent > got, "sent {sent}, got {got}");
+    let mut b2 = b.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut b2, &format!("send {a1_id} direct")).await, "sent");
+    loop {
+        match expect_text(&mut a1).await.as_str() {
+            "direct" => break,
+            "tick" | "marker" => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    for host in [&a, &b] {
+        eventually("healthy", async || healthz(host).await, |h| h["status"] == "ok").await;
+    }
+    // What the failover cost is counted: broadcasts B could not publish,
+    // and those A should have received but Redis never delivered.
+    let dropped = b.metric_or_zero("wasmsocket_redis_dropped_total{kind=\"Broadcast\"}").await;
+    let lost = a.metric_or_zero("wasmsocket_redis_lost_total").await;
+    assert!(dropped + lost > 0.0, "dropped {dropped}, lost {lost}");
+    assert!(b.metric_or_zero("wasmsocket_redis_disconnects_total").await >= 1.0);
 }

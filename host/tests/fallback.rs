@@ -223,7 +223,8 @@ async fn sessions_count_toward_max_connections() {
 
 #[tokio::test]
 async fn posts_through_another_host_reach_the_session_in_order() {
-    use common::redis::{Redis, cluster_host};
+    use common::redis::cluster_host;
+    use common::redis_server::Redis;
     let redis = Redis::start().await;
     let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
     let mut client = Fallback::open(&a.http("/ws/testbed")).await.expect("open on A");

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
-use redis::AsyncConnectionConfig;
-use redis::aio::{MultiplexedConnection, PubSub};
-use tokio::sync::oneshot;
+use std::collections::HashMap;
+
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Backplane;
-use super::membership::Op;
+use super::conn::{Mode, RedisConn};
+use super::membership::{self, Op};
 use super::scripts::HEARTBEAT;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -22,17 +23,21 @@ pub(super) async fn supervise(backplane: Arc<Backplane>) {
     let mut backoff = FIRST_BACKOFF;
     let mut attempts_failed = 0u32;
     let mut down_since = None;
+    let Some(mut pushes) = backplane.pushes.lock().ok().and_then(|mut p| p.take()) else { return };
+    // The last broadcast number received per room channel, kept across
+    // reconnections so what an outage lost is counted.
+    let mut numbering = HashMap::new();
     loop {
         let session = CancellationToken::new();
         if let Ok(mut current) = backplane.session.lock() {
             *current = session.clone();
         }
         let error = match connect(&backplane, &session).await {
-            Ok(pubsub) => {
+            Ok(()) => {
                 backoff = FIRST_BACKOFF;
                 attempts_failed = 0;
                 went_up(&backplane, down_since.take());
-                serve(&backplane, pubsub, &session).await
+                serve(&backplane, &mut pushes, &mut numbering, &session).await
             }
             Err(e) => Some(e),
         };
@@ -56,19 +61,13 @@ fn jitter(backoff: Duration) -> Duration {
     backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
 
-/// Connects, subscribes, renews the lease and rewrites this host's
-/// memberships; then the link is up.
-async fn connect(backplane: &Arc<Backplane>, session: &CancellationToken) -> Result<PubSub, String> {
+/// Connects, subscribes to this host's channel, renews the lease and
+/// rewrites this host's memberships (which subscribes to its rooms); then
+/// the link is up.
+async fn connect(backplane: &Arc<Backplane>, session: &CancellationToken) -> Result<(), String> {
     let t = backplane.timeout;
-    let config = AsyncConnectionConfig::new().set_connection_timeout(Some(t)).set_response_timeout(Some(t));
-    let mut conn = backplane
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let mut pubsub = within(t, backplane.client.get_async_pubsub()).await?;
-    within(t, pubsub.subscribe(&backplane.broadcast_channel)).await?;
-    within(t, pubsub.subscribe(backplane.keys.host_channel(&backplane.host_id))).await?;
+    let mut conn = within(t, backplane.target.connect()).await.map_err(|e| format!("cannot connect: {e}"))?;
+    within(t, conn.subscribe(&backplane.host_channel)).await?;
     heartbeat(backplane, &mut conn).await?;
     backplane.conn.store(Some(Arc::new(conn)));
 
@@ -79,8 +78,7 @@ async fn connect(backplane: &Arc<Backplane>, session: &CancellationToken) -> Res
     if session.is_cancelled() {
         return Err(backplane.last_error());
     }
-
-    Ok(pubsub)
+    Ok(())
 }
 
 async fn within<T>(t: Duration, future: impl Future<Output = Result<T, redis::RedisError>>) -> Result<T, String> {
@@ -91,28 +89,41 @@ async fn within<T>(t: Duration, future: impl Future<Output = Result<T, redis::Re
     }
 }
 
-/// Renews this host's lease and sweeps expired hosts. True when this host
-/// had itself been swept (its lease ran out, e.g. during a long pause).
-async fn heartbeat(backplane: &Backplane, conn: &mut MultiplexedConnection) -> Result<bool, String> {
-    let (before, after) = backplane.keys.host_index_parts();
-    let (added, swept): (u64, u64) = HEARTBEAT
+/// Renews this host's lease and sweeps the hosts whose lease ran out. True
+/// when this host had itself been swept (e.g. during a long pause).
+async fn heartbeat(backplane: &Backplane, conn: &mut RedisConn) -> Result<bool, String> {
+    let (added, dead): (u64, Vec<String>) = HEARTBEAT
         .key(backplane.keys.hosts())
         .arg(&*backplane.host_id)
         .arg(backplane.host_timeout.as_millis() as u64)
-        .arg(before)
-        .arg(after)
         .invoke_async(conn)
         .await
         .map_err(|e| format!("heartbeat failed: {e}"))?;
-    if swept > 0 {
-        tracing::info!(memberships = swept, "swept the room memberships of hosts that stopped renewing their lease");
+    for host in dead {
+        // Claimed by this host alone (the script removed it from the live
+        // set); a failure here leaves that host's entries behind.
+        match membership::forget(backplane, conn, &host).await {
+            Ok(swept) => tracing::info!(
+                %host,
+                memberships = swept,
+                "swept the room memberships of a host that stopped renewing its lease"
+            ),
+            Err(e) => {
+                backplane.failed(&e);
+                return Err(format!("sweeping host {host} failed: {e}"));
+            }
+        }
     }
     Ok(added == 1)
 }
 
 /// Receives until the link fails; `None` at shutdown, else why it failed.
-async fn serve(backplane: &Arc<Backplane>, pubsub: PubSub, session: &CancellationToken) -> Option<String> {
-    let mut messages = pubsub.into_on_message();
+async fn serve(
+    backplane: &Arc<Backplane>,
+    pushes: &mut mpsc::Receiver<(u64, PushInfo)>,
+    numbering: &mut HashMap<String, u64>,
+    session: &CancellationToken,
+) -> Option<String> {
     // Its own future, polled first: a flood of messages must not delay the
     // lease renewal (the cluster would sweep this host), and a slow renewal
     // must not hold up deliveries.
@@ -120,16 +131,24 @@ async fn serve(backplane: &Arc<Backplane>, pubsub: PubSub, session: &Cancellatio
         let mut ticks = tokio::time::interval(backplane.heartbeat);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
+        let mut resync_again = false;
         loop {
             ticks.tick().await;
             let Some(conn) = backplane.conn.load_full() else { return "connection lost".to_string() };
             match heartbeat(backplane, &mut (*conn).clone()).await {
+                Ok(false) if resync_again => {
+                    // The sweep that removed this host may have still been
+                    // running during the first rewrite.
+                    resync_again = false;
+                    let _ = backplane.ops.try_send(Op::Resync { done: None });
+                }
                 Ok(false) => {}
                 Ok(true) => {
                     tracing::warn!(
                         "this host's lease had run out (no heartbeat for redis.host_timeout), so the cluster \
                          dropped its memberships: writing them again"
                     );
+                    resync_again = true;
                     let _ = backplane.ops.try_send(Op::Resync { done: None });
                 }
                 Err(e) => return e,
@@ -143,12 +162,57 @@ async fn serve(backplane: &Arc<Backplane>, pubsub: PubSub, session: &Cancellatio
             _ = backplane.stop.cancelled() => return None,
             _ = session.cancelled() => return Some(backplane.last_error()),
             error = &mut renewals => return Some(error),
-            message = messages.next() => match message {
-                Some(message) => backplane.receive(message.get_channel_name(), message.get_payload_bytes()),
-                None => return Some("Redis closed the subscription connection".into()),
+            push = pushes.recv() => match push {
+                Some((connection, push)) => {
+                    if let Some(error) = pushed(backplane, connection, push, numbering) {
+                        return Some(error);
+                    }
+                }
+                None => return Some("shutting down".into()),
             },
         }
     }
+}
+
+/// Acts on one push; an error when it says the link is gone.
+fn pushed(
+    backplane: &Backplane,
+    connection: u64,
+    push: PushInfo,
+    numbering: &mut HashMap<String, u64>,
+) -> Option<String> {
+    let channel = |data: &[Value]| match data.first() {
+        Some(Value::BulkString(name)) => std::str::from_utf8(name).ok().map(str::to_string),
+        _ => None,
+    };
+    match push.kind {
+        PushKind::Message | PushKind::SMessage => {
+            if let [Value::BulkString(name), Value::BulkString(payload)] = &push.data[..]
+                && let Ok(name) = std::str::from_utf8(name)
+            {
+                backplane.receive(name, payload, numbering);
+            }
+        }
+        // A new subscription starts a new numbering.
+        PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+            if let Some(name) = channel(&push.data) {
+                numbering.remove(&name);
+            }
+        }
+        // On a cluster, a node lost may be a master failing over: the
+        // client reconnects to the same address and would not learn of the
+        // promoted replica until a command is redirected, so this host's
+        // subscriptions there would stay silent. Start afresh (new slot
+        // map, every room subscribed again) once the cluster answers.
+        PushKind::Disconnection if connection == backplane.target.newest() => {
+            return Some(match backplane.mode {
+                Mode::Single => "Redis closed the connection".into(),
+                Mode::Cluster => "lost a Redis Cluster node".into(),
+            });
+        }
+        _ => {}
+    }
+    None
 }
 
 fn went_up(backplane: &Backplane, down_since: Option<Instant>) {

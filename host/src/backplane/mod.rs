@@ -1,19 +1,26 @@
 //! Scale-out over Redis: several hosts behind a load balancer act as one.
 //!
-//! * Broadcasts are delivered locally, then published on one channel that
-//!   every host subscribes to; each delivers to its own members.
+//! * Broadcasts are delivered locally, then published on the room's own
+//!   channel, to which a host subscribes while it has a member in the room;
+//!   so what a host receives grows with the rooms it serves, not with the
+//!   whole cluster's traffic.
 //! * A send or close for a connection of another host is published on that
 //!   host's own channel (connection ids start with their host's id).
 //! * Room membership is kept in Redis sets, so counts and listings are
 //!   cluster-wide; each host renews a lease and sweeps hosts whose lease ran
 //!   out, so a dead host's members disappear.
 //! * The key-value store is Redis strings.
+//! * On a Redis Cluster the channels are sharded (`SPUBLISH`): each room's
+//!   keys and channel live on one shard (see `scripts`).
 //!
 //! When Redis is unreachable a host keeps serving its own connections and
 //! rooms, reports the outage, and reconnects with backoff; it then rewrites
 //! its memberships, since a long outage may have had it swept.
-//! Pub/sub is at-most-once: what is published during an outage is lost.
+//! Pub/sub is at-most-once: what is published during an outage is lost, and
+//! counted (by the publisher when it cannot publish, by a listening host
+//! from the gaps in a room's numbering).
 
+mod conn;
 mod envelope;
 mod link;
 mod membership;
@@ -25,8 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
-use redis::{FromRedisValue, RedisError};
+use redis::{ErrorKind, FromRedisValue, PushInfo, RedisError, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -39,7 +45,8 @@ use crate::config::RedisConfig;
 use crate::fallback::RawPost;
 use crate::hub::kv::KvError;
 use crate::hub::{DeliveryError, Hub};
-use crate::metrics::{BackplaneMetrics, CrossHost};
+use crate::metrics::{BackplaneMetrics, CrossHost, Incoming};
+use conn::{Mode, RedisConn, Target};
 use membership::Op;
 use scripts::Keys;
 
@@ -47,9 +54,13 @@ use scripts::Keys;
 /// all of its memberships instead of queueing more.
 const MEMBERSHIP_QUEUE: usize = 65_536;
 
+/// Messages received on subscribed channels, waiting for the receiving
+/// task; past this they are dropped and counted as lost.
+const PUSH_QUEUE: usize = 65_536;
+
 /// Why the backplane could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("redis.url: {0}")]
+#[error("redis.url / redis.cluster_nodes: {0}")]
 pub struct BackplaneError(#[from] RedisError);
 
 /// The link to Redis, as `/healthz` reports it.
@@ -76,15 +87,18 @@ struct Change {
 pub struct Backplane {
     host_id: Arc<str>,
     keys: Keys,
-    /// `keys.broadcast_channel()`, kept to tell incoming messages apart.
-    broadcast_channel: String,
-    client: redis::Client,
+    /// `keys.host_channel(host_id)`, kept to tell incoming messages apart.
+    host_channel: String,
+    target: Target,
+    mode: Mode,
+    /// What subscribed channels bring, for the supervisor to receive.
+    pushes: Mutex<Option<mpsc::Receiver<(u64, PushInfo)>>>,
     timeout: Duration,
     heartbeat: Duration,
     host_timeout: Duration,
     max_backoff: Duration,
-    /// The command connection, while Redis is reachable.
-    conn: ArcSwapOption<MultiplexedConnection>,
+    /// The connection, while Redis is reachable.
+    conn: ArcSwapOption<RedisConn>,
     /// Reachable, and this host's memberships are written: cluster-wide
     /// answers can be trusted.
     up: AtomicBool,
@@ -105,18 +119,27 @@ pub struct Backplane {
 }
 
 impl Backplane {
-    /// Joins the cluster on `config.url` in the background: the host serves
-    /// at once, and reports in `/healthz` until Redis answers.
+    /// Joins the cluster on `config.url` (or `config.cluster_nodes`) in the
+    /// background: the host serves at once, and reports in `/healthz` until
+    /// Redis answers.
     pub fn start(config: &RedisConfig, hub: &Arc<Hub>, metrics: BackplaneMetrics) -> Result<Arc<Self>, BackplaneError> {
-        let url = config.url.as_deref().unwrap_or_default();
-        let client = redis::Client::open(url)?;
+        let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
+        let lost = metrics.lost.clone();
+        let push = move |connection: u64, info: PushInfo| {
+            if push_tx.try_send((connection, info)).is_err() {
+                lost.inc();
+            }
+        };
+        let (target, mode) = Target::new(config.url.as_deref(), &config.cluster_nodes, config.timeout, Arc::new(push))?;
         let (ops, ops_rx) = mpsc::channel(MEMBERSHIP_QUEUE);
         let keys = Keys::new(&config.prefix);
         let backplane = Arc::new(Self {
             host_id: hub.host_id().into(),
-            broadcast_channel: keys.broadcast_channel(),
+            host_channel: keys.host_channel(hub.host_id()),
             keys,
-            client,
+            target,
+            mode,
+            pushes: Mutex::new(Some(push_rx)),
             timeout: config.timeout,
             heartbeat: config.heartbeat,
             host_timeout: config.host_timeout,
@@ -168,8 +191,8 @@ impl Backplane {
         }
     }
 
-    /// The command connection, if cluster-wide answers can be trusted now.
-    fn link(&self) -> Option<MultiplexedConnection> {
+    /// The connection, if cluster-wide answers can be trusted now.
+    fn link(&self) -> Option<RedisConn> {
         if !self.is_up() {
             return None;
         }
@@ -180,7 +203,19 @@ impl Backplane {
     /// reconnect now.
     fn failed(&self, error: &RedisError) {
         self.metrics.errors.inc();
-        if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() || error.is_connection_refusal() {
+        // On a cluster, a master down or slots in move is an outage too:
+        // what lives there is unreachable until the cluster heals.
+        let cluster_down = error.is_cluster_error()
+            || matches!(
+                error.kind(),
+                ErrorKind::ClusterConnectionNotFound | ErrorKind::Server(ServerErrorKind::MasterDown)
+            );
+        if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_timeout()
+            || error.is_connection_refusal()
+            || cluster_down
+        {
             if let Ok(mut change) = self.change.lock() {
                 change.error = Some(error.to_string());
             }
@@ -209,11 +244,11 @@ impl Backplane {
     /// join point in the broadcast numbering. `None` while Redis is
     /// unreachable: the join is written on reconnection.
     pub async fn join(&self, plugin: &str, room: &str, conn: &str) -> Option<u64> {
-        self.membership(Op::Join { room_key: self.keys.room(plugin, room), conn: conn.into(), done: None }).await
+        self.membership(Op::Join { plugin: plugin.into(), room: room.into(), conn: conn.into(), done: None }).await
     }
 
     pub async fn leave(&self, plugin: &str, room: &str, conn: &str) {
-        self.membership(Op::Leave { room_key: self.keys.room(plugin, room), conn: conn.into(), done: None }).await;
+        self.membership(Op::Leave { plugin: plugin.into(), room: room.into(), conn: conn.into(), done: None }).await;
     }
 
     async fn membership(&self, mut op: Op) -> Option<u64> {
@@ -226,7 +261,7 @@ impl Backplane {
     /// A closed connection left `rooms`; written in the background.
     pub fn left_all(&self, plugin: &str, rooms: Vec<String>, conn: &str) {
         for room in rooms {
-            let op = Op::Leave { room_key: self.keys.room(plugin, &room), conn: conn.into(), done: None };
+            let op = Op::Leave { plugin: plugin.into(), room, conn: conn.into(), done: None };
             if self.ops.try_send(op).is_err() {
                 self.resync_needed.store(true, Ordering::Release);
             }
@@ -244,12 +279,14 @@ impl Backplane {
             except: except.map(Into::into),
             message: Payload::of(message)?,
         };
+        let room_id = Keys::room_id(plugin, room);
         let mut publish = scripts::BROADCAST.prepare_invoke();
         publish
-            .key(self.keys.broadcast_seq())
-            .key(self.keys.room(plugin, room))
-            .arg(&self.broadcast_channel)
-            .arg(envelope.encode());
+            .key(self.keys.seq(&room_id))
+            .key(self.keys.members(&room_id))
+            .arg(self.keys.room_channel(&room_id))
+            .arg(envelope.encode())
+            .arg(self.mode.publish());
         let published = match self.link() {
             Some(mut conn) => publish.invoke_async::<u64>(&mut conn).await.inspect_err(|e| self.failed(e)).ok(),
             None => None,
@@ -263,7 +300,8 @@ impl Backplane {
 
     /// The room's size across the cluster; `None` when unreachable.
     pub async fn count(&self, plugin: &str, room: &str) -> Option<u32> {
-        let n: u64 = self.query(redis::cmd("SCARD").arg(self.keys.room(plugin, room))).await?.ok()?;
+        let n: u64 =
+            self.query(redis::cmd("SCARD").arg(self.keys.members(&Keys::room_id(plugin, room)))).await?.ok()?;
         Some(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -271,7 +309,9 @@ impl Backplane {
         if limit == 0 {
             return Some(Vec::new());
         }
-        self.query(redis::cmd("SRANDMEMBER").arg(self.keys.room(plugin, room)).arg(limit)).await?.ok()
+        self.query(redis::cmd("SRANDMEMBER").arg(self.keys.members(&Keys::room_id(plugin, room))).arg(limit))
+            .await?
+            .ok()
     }
 
     // --- Connections on other hosts -------------------------------------
@@ -342,7 +382,7 @@ impl Backplane {
     /// Publishes on host `host`'s own channel.
     async fn to_host(&self, host: &str, kind: CrossHost, envelope: &Envelope<'_>) -> Result<(), DeliveryError> {
         let channel = self.keys.host_channel(host);
-        match self.query::<u64>(redis::cmd("PUBLISH").arg(channel).arg(envelope.encode())).await {
+        match self.query::<u64>(redis::cmd(self.mode.publish()).arg(channel).arg(envelope.encode())).await {
             Some(Ok(listeners)) if listeners > 0 => {
                 self.metrics.published(kind);
                 Ok(())
@@ -355,24 +395,31 @@ impl Backplane {
         }
     }
 
-    /// Acts on an envelope another host published: on the broadcast
-    /// channel `NUMBER SPACE ENVELOPE`, on this host's own just the envelope.
-    fn receive(&self, channel: &str, bytes: &[u8]) {
+    /// Acts on what a subscribed channel brought: on a room's channel
+    /// `NUMBER SPACE ENVELOPE`, on this host's own just the envelope.
+    /// `numbering` holds the last number seen per room channel, to count
+    /// the broadcasts that Redis did not deliver.
+    fn receive(&self, channel: &str, bytes: &[u8], numbering: &mut HashMap<String, u64>) {
         let Some(hub) = self.hub.upgrade() else { return };
-        let (seq, bytes) = if channel == self.broadcast_channel {
+        let (seq, bytes) = if channel == self.host_channel {
+            self.metrics.incoming(Incoming::Direct);
+            (0, bytes)
+        } else {
+            self.metrics.incoming(Incoming::Room);
             let numbered = bytes.iter().position(|&b| b == b' ').and_then(|space| {
                 let seq = std::str::from_utf8(&bytes[..space]).ok()?.parse::<u64>().ok()?;
                 Some((seq, &bytes[space + 1..]))
             });
             match numbered {
-                Some((seq, rest)) => (seq, rest),
+                Some((seq, rest)) => {
+                    self.count_gap(channel, seq, numbering);
+                    (seq, rest)
+                }
                 None => {
                     tracing::warn!("ignoring a backplane broadcast without its number");
                     return;
                 }
             }
-        } else {
-            (0, bytes)
         };
         let envelope = match Envelope::decode(bytes) {
             Ok(e) => e,
@@ -430,6 +477,24 @@ impl Backplane {
         }
     }
 
+    /// Counts the numbers skipped since the last broadcast of this room
+    /// received: published while this host listened, but not delivered
+    /// (an outage, a failover). A lower number means the counter restarted
+    /// (the room emptied, or Redis lost it): nothing to count.
+    fn count_gap(&self, channel: &str, seq: u64, numbering: &mut HashMap<String, u64>) {
+        match numbering.get_mut(channel) {
+            Some(last) => {
+                if seq > *last + 1 {
+                    self.metrics.lost.inc_by(seq - *last - 1);
+                }
+                *last = seq;
+            }
+            None => {
+                numbering.insert(channel.to_string(), seq);
+            }
+        }
+    }
+
     // --- Key-value store --------------------------------------------------
 
     fn unreachable() -> KvError {
@@ -483,12 +548,14 @@ impl Backplane {
     /// Leaves the cluster at shutdown: this host's memberships and lease
     /// go now rather than at `host_timeout`.
     pub async fn shutdown(&self) {
-        if let Some(conn) = self.conn.load().as_deref() {
-            let mut conn = conn.clone();
-            let index = self.keys.host_index(&self.host_id);
+        if let Some(conn) = self.conn.load_full() {
             let leave = async {
-                scripts::FORGET.key(index).invoke_async::<u64>(&mut conn).await?;
-                redis::cmd("ZREM").arg(self.keys.hosts()).arg(&*self.host_id).query_async::<()>(&mut conn).await
+                membership::forget(self, &conn, &self.host_id).await?;
+                redis::cmd("ZREM")
+                    .arg(self.keys.hosts())
+                    .arg(&*self.host_id)
+                    .query_async::<()>(&mut (*conn).clone())
+                    .await
             };
             match tokio::time::timeout(self.timeout, leave).await {
                 Ok(Ok(())) => tracing::info!("left the Redis cluster"),
@@ -504,26 +571,17 @@ impl Backplane {
 
 /// A command or a pipeline.
 trait Query {
-    fn run<T: FromRedisValue>(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> impl Future<Output = Result<T, RedisError>> + Send;
+    fn run<T: FromRedisValue>(&self, conn: &mut RedisConn) -> impl Future<Output = Result<T, RedisError>> + Send;
 }
 
 impl Query for redis::Cmd {
-    fn run<T: FromRedisValue>(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> impl Future<Output = Result<T, RedisError>> + Send {
+    fn run<T: FromRedisValue>(&self, conn: &mut RedisConn) -> impl Future<Output = Result<T, RedisError>> + Send {
         self.query_async(conn)
     }
 }
 
 impl Query for redis::Pipeline {
-    fn run<T: FromRedisValue>(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> impl Future<Output = Result<T, RedisError>> + Send {
+    fn run<T: FromRedisValue>(&self, conn: &mut RedisConn) -> impl Future<Output = Result<T, RedisError>> + Send {
         self.query_async(conn)
     }
 }

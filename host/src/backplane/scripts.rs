@@ -1,15 +1,19 @@
-//! Key names, and the Lua scripts that keep room membership honest when a
-//! host goes away. Scripts run atomically in Redis, so two hosts sweeping
-//! the same dead host cannot interleave, and Redis's own clock decides who
-//! is dead (host clocks may disagree).
+//! Key names, and the Lua scripts that keep room membership honest. Each
+//! script touches keys of one hash slot only, so it runs on a Redis
+//! Cluster as on a single Redis: a room's keys and channel share the hash
+//! tag `{PLUGIN:ROOM}`; every other script has one key. Redis's own clock
+//! decides who is dead (host clocks may disagree).
 //!
-//! Layout under the prefix `P`:
+//! Layout under the prefix `P` (which cannot contain braces):
 //! * `P:hosts`: sorted set of live host ids, scored by when each expires.
-//! * `P:room:PLUGIN:ROOM`: set of the connection ids in a room, cluster-wide.
-//! * `P:host:HOST:rooms`: set of `ROOMKEY\nCONNID`, each membership this
+//! * `P:room:{PLUGIN:ROOM}`: set of the connection ids in a room.
+//! * `P:seq:{PLUGIN:ROOM}`: the room's broadcast counter; gone while the
+//!   room is empty.
+//! * `P:host:HOST:rooms`: set of `PLUGIN:ROOM\nCONNID`, each membership this
 //!   host wrote, so it can be removed when the host dies.
 //! * `P:kv:PLUGIN:KEY`: the key-value store.
-//! * Channels `P:broadcast` (every host) and `P:to:HOST` (one host).
+//! * Channels `P:ch:{PLUGIN:ROOM}` (hosts with members in the room) and
+//!   `P:to:HOST` (one host).
 
 use std::sync::LazyLock;
 
@@ -29,40 +33,46 @@ impl Keys {
         format!("{}:hosts", self.prefix)
     }
 
-    pub fn room(&self, plugin: &str, room: &str) -> String {
-        // Plugin names cannot contain ':', so this cannot collide.
-        format!("{}:room:{plugin}:{room}", self.prefix)
+    /// A room's name across the cluster: plugin names cannot contain ':',
+    /// so this cannot collide.
+    pub fn room_id(plugin: &str, room: &str) -> String {
+        format!("{plugin}:{room}")
     }
 
-    /// Where a host's memberships are indexed: `before` + host + `after`.
-    pub fn host_index_parts(&self) -> (String, &'static str) {
-        (format!("{}:host:", self.prefix), ":rooms")
+    /// The room's members. Everything of one room hashes on `{ROOM_ID}`; a
+    /// `}` inside the room name cuts the tag short, equally for each of its
+    /// keys, so they still share a slot.
+    pub fn members(&self, room_id: &str) -> String {
+        format!("{}:room:{{{room_id}}}", self.prefix)
+    }
+
+    /// The room's broadcast counter: every broadcast takes the next number,
+    /// and a join reads it, so a host can tell which broadcasts a new
+    /// member joined too late for.
+    pub fn seq(&self, room_id: &str) -> String {
+        format!("{}:seq:{{{room_id}}}", self.prefix)
+    }
+
+    pub fn room_channel(&self, room_id: &str) -> String {
+        format!("{}:ch:{{{room_id}}}", self.prefix)
     }
 
     pub fn host_index(&self, host: &str) -> String {
-        let (before, after) = self.host_index_parts();
-        format!("{before}{host}{after}")
+        format!("{}:host:{host}:rooms", self.prefix)
     }
 
     /// An entry of a host's index. Connection ids never contain a newline,
     /// so the last one splits it.
-    pub fn index_entry(room_key: &str, conn: &str) -> String {
-        format!("{room_key}\n{conn}")
+    pub fn index_entry(room_id: &str, conn: &str) -> String {
+        format!("{room_id}\n{conn}")
+    }
+
+    pub fn split_entry(entry: &str) -> Option<(&str, &str)> {
+        entry.rsplit_once('\n')
     }
 
     pub fn kv(&self, plugin: &str, key: &str) -> String {
         format!("{}:kv:{plugin}:{key}", self.prefix)
-    }
-
-    /// The cluster's broadcast counter: every broadcast takes the next
-    /// number, and a join reads it, so a host can tell which broadcasts a
-    /// new member joined too late for.
-    pub fn broadcast_seq(&self) -> String {
-        format!("{}:broadcast-seq", self.prefix)
-    }
-
-    pub fn broadcast_channel(&self) -> String {
-        format!("{}:broadcast", self.prefix)
     }
 
     pub fn host_channel(&self, host: &str) -> String {
@@ -70,57 +80,75 @@ impl Keys {
     }
 }
 
-/// Removes every membership listed in a host's index, then the index.
-const FORGET_FN: &str = r#"
-local function forget(index)
-  local n = 0
-  for _, entry in ipairs(redis.call('SMEMBERS', index)) do
-    local room, conn = string.match(entry, '^(.*)\n([^\n]*)$')
-    if room then
-      redis.call('SREM', room, conn)
-      n = n + 1
-    end
-  end
-  redis.call('DEL', index)
-  return n
-end
-"#;
-
-/// KEYS[1] the index. Used when this host rewrites its own memberships
-/// after reconnecting, and when it shuts down.
-pub(super) static FORGET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FORGET_FN}\nreturn forget(KEYS[1])")));
-
-/// KEYS[1] the broadcast counter, KEYS[2] the room's members; ARGV the
-/// channel and the envelope. Numbers the broadcast and publishes it as
-/// `NUMBER SPACE ENVELOPE` in one atomic step, so numbers follow the order
-/// of publication. Returns the room's size.
-pub(super) static BROADCAST: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] the room's members, KEYS[2] its counter; ARGV[1] the connection.
+/// Adds the member and returns the counter (0 if absent): the join point.
+pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local n = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], tostring(n) .. ' ' .. ARGV[2])
-return redis.call('SCARD', KEYS[2])
+redis.call('SADD', KEYS[1], ARGV[1])
+return tonumber(redis.call('GET', KEYS[2]) or '0')
 "#,
     )
 });
 
-/// KEYS[1] `P:hosts`; ARGV host id, timeout in ms, index prefix and suffix.
-/// Renews this host's lease, then sweeps every host whose lease ran out.
-/// Returns {1 if this host was absent (it had been swept), memberships
-/// removed}.
+/// KEYS[1] the room's members, KEYS[2] its counter; ARGV[1] the connection.
+/// Removes the member; the counter goes with the last one, so an empty room
+/// leaves no key behind (a later join reads 0, which is still before any
+/// number given afterwards).
+pub(super) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+return 0
+"#,
+    )
+});
+
+/// KEYS[1] a host's index. Takes its entries and deletes it; the caller
+/// removes each membership (rooms live in other slots).
+pub(super) static TAKE_INDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local entries = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return entries
+"#,
+    )
+});
+
+/// KEYS[1] the room's counter, KEYS[2] its members; ARGV the channel, the
+/// envelope and the publish command. Numbers the broadcast and publishes
+/// it as `NUMBER SPACE ENVELOPE` in one atomic step, so numbers follow the
+/// order of publication. Returns the room's size; a room with no member in
+/// Redis is not published to (no host listens).
+pub(super) static BROADCAST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local size = redis.call('SCARD', KEYS[2])
+if size == 0 then return 0 end
+local n = redis.call('INCR', KEYS[1])
+redis.call(ARGV[3], ARGV[1], tostring(n) .. ' ' .. ARGV[2])
+return size
+"#,
+    )
+});
+
+/// KEYS[1] `P:hosts`; ARGV host id, timeout in ms. Renews this host's
+/// lease, then claims every host whose lease ran out by removing it: the
+/// claimer alone sweeps its memberships. Returns {1 if this host was absent
+/// (it had been swept), the claimed hosts}.
 pub(super) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r#"{FORGET_FN}
+    Script::new(
+        r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-local swept = 0
-for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-  swept = swept + forget(ARGV[3] .. host .. ARGV[4])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, host in ipairs(dead) do
   redis.call('ZREM', KEYS[1], host)
 end
-return {{added, swept}}
-"#
-    ))
+return {added, dead}
+"#,
+    )
 });

@@ -2,28 +2,28 @@
 
 use std::path::Path;
 
-pub use super::redis_server::Redis;
+pub use super::redis_server::RedisTarget;
 use super::{Host, TempDir, plugins_dir};
 
 /// Settings that make a cluster react within a test's patience: a host is
 /// declared dead half a second after its last heartbeat.
-pub fn cluster_config(redis: &Redis, dir: &Path) -> String {
+pub fn cluster_config(redis: &impl RedisTarget, dir: &Path) -> String {
     let path = dir.join("cluster.toml");
     let toml = format!(
-        "[redis]\nurl = \"{}\"\nheartbeat = \"100ms\"\nhost_timeout = \"500ms\"\ntimeout = \"500ms\"\nmax_backoff = \"200ms\"\n",
-        redis.url()
+        "[redis]\n{}heartbeat = \"100ms\"\nhost_timeout = \"500ms\"\ntimeout = \"500ms\"\nmax_backoff = \"200ms\"\n",
+        redis.toml()
     );
     std::fs::write(&path, toml).expect("write config");
     path.display().to_string()
 }
 
 /// A host with the testbed plugin on `redis`, plus `args`.
-pub async fn cluster_host(redis: &Redis, args: &[&str]) -> Host {
+pub async fn cluster_host(redis: &impl RedisTarget, args: &[&str]) -> Host {
     cluster_host_with(redis, &[], args).await
 }
 
 /// Same, with more plugins as `(file name, bytes)`.
-pub async fn cluster_host_with(redis: &Redis, plugins: &[(&str, &[u8])], args: &[&str]) -> Host {
+pub async fn cluster_host_with(redis: &impl RedisTarget, plugins: &[(&str, &[u8])], args: &[&str]) -> Host {
     let dir: TempDir = plugins_dir(plugins);
     let config = cluster_config(redis, &dir.0);
     let mut all = vec!["--config", config.as_str()];

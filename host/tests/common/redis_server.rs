@@ -1,5 +1,6 @@
-//! A real `redis-server` of our own on a free loopback port, for the
-//! scale-out tests and the cluster benchmark (which include this file).
+//! Real `redis-server`s of our own on free loopback ports, alone or as a
+//! Redis Cluster, for the scale-out tests and the cluster benchmark (which
+//! include this file).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,12 +16,21 @@ const STARTUP: Duration = Duration::from_secs(20);
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// More `redis-server` arguments, e.g. for a cluster node.
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 impl Redis {
     pub async fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut redis = Redis { port, child: None };
+        Self::start_with(Vec::new()).await
+    }
+
+    async fn start_with(extra: Vec<String>) -> Redis {
+        let mut redis = Redis { port: free_port(), child: None, extra };
         redis.restart().await;
         redis
     }
@@ -33,6 +43,7 @@ impl Redis {
     pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -68,4 +79,139 @@ impl Redis {
         let mut reply = [0u8; 7];
         s.write_all(b"PING\r\n").await.is_ok() && s.read_exact(&mut reply).await.is_ok() && &reply == b"+PONG\r\n"
     }
+}
+
+/// How hosts reach a Redis: the `[redis]` lines of their configuration.
+pub trait RedisTarget {
+    fn toml(&self) -> String;
+}
+
+impl<T: RedisTarget> RedisTarget for &T {
+    fn toml(&self) -> String {
+        (*self).toml()
+    }
+}
+
+impl RedisTarget for Redis {
+    fn toml(&self) -> String {
+        format!("url = \"{}\"\n", self.url())
+    }
+}
+
+/// A Redis Cluster of three masters with a replica each, built with
+/// `redis-cli --cluster create` as an operator would; killed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+    /// Holds the nodes' cluster configuration files.
+    dir: std::path::PathBuf,
+}
+
+impl RedisTarget for RedisCluster {
+    fn toml(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+        format!("cluster_nodes = [{}]\n", nodes.join(", "))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!("wasmsocket-redis-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let node_dir = dir.join(i.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                // The bus port would be port + 10000 otherwise, maybe taken.
+                "--cluster-port",
+                &free_port().to_string(),
+                "--cluster-node-timeout",
+                // A failed master is replaced within a few seconds.
+                "1000",
+                // Replicas are in sync at once, so they can take over.
+                "--repl-diskless-sync-delay",
+                "0",
+                "--dir",
+                &node_dir.display().to_string(),
+            ];
+            nodes.push(Redis::start_with(extra.iter().map(|s| s.to_string()).collect()).await);
+        }
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli must be on PATH (apt-get install redis-tools)");
+        assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+        let cluster = RedisCluster { nodes, dir };
+        let deadline = tokio::time::Instant::now() + STARTUP;
+        for node in &cluster.nodes {
+            loop {
+                let up = cli(node.port, &["cluster", "info"]).await.contains("cluster_state:ok") && {
+                    let replication = cli(node.port, &["info", "replication"]).await;
+                    replication.contains("role:master") || replication.contains("master_link_status:up")
+                };
+                if up {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "the cluster did not come up");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster
+    }
+
+    /// The node now serving `key` as master, if one does.
+    pub async fn master_of(&self, key: &str) -> Option<usize> {
+        let any = self.live().next().expect("a live node").port;
+        let slot: u16 = cli(any, &["cluster", "keyslot", key]).await.trim().parse().expect("a slot");
+        let nodes = cli(any, &["cluster", "nodes"]).await;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| match range.split_once('-') {
+                Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b),
+                None => range.parse::<u16>() == Ok(slot),
+            });
+            if serves {
+                let port: u16 = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).expect("port");
+                return self.nodes.iter().position(|n| n.port == port);
+            }
+        }
+        None
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Redis> {
+        self.nodes.iter().filter(|n| n.child.is_some())
+    }
+
+    /// Waits until every slot is served again (after a failover).
+    pub async fn wait_ok(&self) {
+        let deadline = tokio::time::Instant::now() + STARTUP;
+        for node in self.live() {
+            while !cli(node.port, &["cluster", "info"]).await.contains("cluster_state:ok") {
+                assert!(tokio::time::Instant::now() < deadline, "the cluster did not recover");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Runs `redis-cli -p PORT ARGS`; its output, or empty if it failed.
+async fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().await;
+    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
 }
