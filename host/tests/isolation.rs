@@ -136,7 +136,9 @@ const MIB: usize = 1 << 20;
 
 #[tokio::test]
 async fn a_plugin_flooding_a_client_that_does_not_read_is_bounded_in_bytes() {
-    let host = Host::start(&["--send-queue-bytes", "4MiB"]).await;
+    // A deadline that copying megabytes on a loaded machine cannot reach:
+    // the bound under test is the queue's, not the call's.
+    let host = Host::start(&["--send-queue-bytes", "4MiB", "--deadline", "10s"]).await;
     let mut flooder = host.connect("/ws/testbed").await;
     let mut slow = host.connect("/ws/testbed").await;
     let slow_id = ask(&mut slow, "whoami").await;
@@ -157,7 +159,8 @@ async fn a_plugin_flooding_a_client_that_does_not_read_is_bounded_in_bytes() {
 
 #[tokio::test]
 async fn a_call_sending_more_than_the_queue_holds_is_closed_for_what_the_plugin_did() {
-    let host = Host::start(&["--send-queue-bytes", "4MiB"]).await;
+    // As above: the queue's bound, not the call's deadline, is under test.
+    let host = Host::start(&["--send-queue-bytes", "4MiB", "--deadline", "10s"]).await;
     let before = host.rss_kib();
     let mut floods = Vec::new();
     for _ in 0..8 {
@@ -181,7 +184,7 @@ async fn a_plugins_bytes_in_flight_are_bounded_across_its_connections() {
     let config = dir.0.join("host.toml");
     std::fs::write(&config, "[limits]\noutbound_bytes = \"2MiB\"\n").expect("write config");
     let config = config.display().to_string();
-    let host = Host::start_with(dir, &["--config", &config]).await;
+    let host = Host::start_with(dir, &["--config", &config, "--deadline", "10s"]).await;
     let mut ws = host.connect("/ws/testbed").await;
     // Two of three million-byte replies fit the plugin's 2 MiB; the third
     // is refused, naming the setting.
