@@ -25,8 +25,9 @@ use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
 use crate::server::AppState;
 use crate::socket::Socket;
 
-/// What warp extracted from an upgrade request.
-pub struct UpgradeRequest {
+/// What warp extracted from a request on a plugin route, for either
+/// transport.
+pub struct RouteRequest {
     /// `None` for `/ws`: the default plugin.
     pub plugin: Option<String>,
     pub method: Method,
@@ -35,6 +36,9 @@ pub struct UpgradeRequest {
     pub headers: HeaderMap,
     pub remote: Option<SocketAddr>,
     pub on_upgrade: Option<OnUpgrade>,
+    /// The pending slot of its HTTP connection, which a fallback stream
+    /// hands back.
+    pub pending: Option<crate::listener::PendingSlot>,
 }
 
 pub fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) -> Response {
@@ -47,7 +51,7 @@ pub fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) 
 }
 
 /// Answers a request on a WebSocket route.
-pub async fn upgrade(state: Arc<AppState>, req: UpgradeRequest) -> Response {
+pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
     let plugin = match route_plugin(&state, req.plugin.as_deref()) {
         Ok(plugin) => plugin,
         Err(refusal) => return *refusal,

@@ -44,11 +44,22 @@ pub struct PeerAddr(pub SocketAddr);
 pub struct PendingSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
 
 impl PendingSlot {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+
     pub fn release(&self) {
         if let Ok(mut slot) = self.0.lock() {
             slot.take();
         }
     }
+}
+
+/// What every request of a connection carries for the routes: its peer and
+/// its connection's pending slot.
+fn tag(request: &mut http::Request<Incoming>, peer: SocketAddr, slot: &PendingSlot) {
+    request.extensions_mut().insert(PeerAddr(peer));
+    request.extensions_mut().insert(slot.clone());
 }
 
 /// After a failed accept that is not one client's problem (most often out
@@ -144,11 +155,10 @@ async fn serve_http1<I, S>(
     let (timer, reads) = HttpTimeouts::new(http.header_timeout, http.idle_timeout, &metrics);
     let io = TokioIo::new(CountReads::new(stream, reads));
     let header_timeout = timer.header_timeout();
-    let slot = PendingSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+    let slot = PendingSlot::new(permit);
     let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(PeerAddr(peer));
-        request.extensions_mut().insert(slot.clone());
+        tag(&mut request, peer, &slot);
         service.call(request)
     });
     let mut builder = http1::Builder::new();
@@ -189,11 +199,10 @@ async fn serve_http2<I, S>(
 {
     let streams = Arc::new(StreamCount::default());
     let counted = streams.clone();
-    let slot = PendingSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+    let slot = PendingSlot::new(permit);
     let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(PeerAddr(peer));
-        request.extensions_mut().insert(slot.clone());
+        tag(&mut request, peer, &slot);
         host_from_authority(&mut request);
         let guard = counted.begin();
         let response = service.call(request);

@@ -14,8 +14,7 @@ use warp::Filter;
 
 use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, WebSocketConfig};
-use crate::fallback::Request as FallbackRequest;
-use crate::handshake::{UpgradeRequest, upgrade};
+use crate::handshake::{RouteRequest, upgrade};
 use crate::hub::Hub;
 use crate::inbound::ReceiveBudget;
 use crate::listener::{PeerAddr, PendingSlot};
@@ -266,41 +265,40 @@ pub fn routes(
 
     let plugin_name =
         warp::path("ws").and(warp::path::end()).map(|| None).or(warp::path!("ws" / String).map(Some)).unify();
-    let fallback = plugin_name
-        .and(warp::method())
-        .and(warp::path::full())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|PeerAddr(addr)| addr)))
-        .and(warp::ext::optional::<PendingSlot>())
-        .and_then(|plugin, method, path: warp::path::FullPath, query, headers, remote, pending| async move {
-            let request =
-                FallbackRequest { plugin, method, path: path.as_str().to_string(), query, headers, remote, pending };
-            if request.is_fallback() { Ok(request) } else { Err(warp::reject::not_found()) }
-        })
-        .and(warp::body::stream())
-        .and(with_state.clone())
-        .then(|request, body, state| crate::fallback::handle(state, request, body));
-    let websocket = plugin_name
+    // Both transports share the plugin routes: the fallback's requests are
+    // told apart by method and `Accept`, the rest go to the upgrade.
+    let plugin_routes = plugin_name
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>().map(|peer: Option<PeerAddr>| peer.map(|PeerAddr(addr)| addr)))
         .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
+        .and(warp::ext::optional::<PendingSlot>())
+        .map(|plugin, method, path: warp::path::FullPath, query, headers, remote, on_upgrade, pending| RouteRequest {
+            plugin,
+            method,
+            path: path.as_str().to_string(),
+            query,
+            headers,
+            remote,
+            on_upgrade,
+            pending,
+        })
+        .and(warp::body::stream())
         .and(with_state.clone())
-        .then(|plugin, method, path: warp::path::FullPath, query, headers, remote, on_upgrade, state| {
-            let request =
-                UpgradeRequest { plugin, method, path: path.as_str().to_string(), query, headers, remote, on_upgrade };
-            upgrade(state, request)
+        .then(|request: RouteRequest, body, state| async move {
+            if crate::fallback::is_fallback(&request) {
+                crate::fallback::handle(state, request, body).await
+            } else {
+                upgrade(state, request).await
+            }
         });
 
     let api = api::routes(with_state.clone());
     let page = static_files::routes(state.config.static_dir.clone());
 
-    fallback
-        .or(websocket)
-        .unify()
+    plugin_routes
         .or(api)
         .unify()
         .or(page)

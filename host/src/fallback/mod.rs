@@ -9,7 +9,6 @@ mod inbox;
 mod session;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
@@ -25,9 +24,8 @@ use warp::reply::{Reply, Response};
 pub use inbox::{Post, PostError, Taken};
 pub use session::Settings;
 
-use crate::handshake::{self, Opened};
+use crate::handshake::{self, Opened, RouteRequest as Request};
 use crate::hub::Hub;
-use crate::listener::PendingSlot;
 use crate::plugin;
 use crate::server::AppState;
 use session::Shared;
@@ -98,33 +96,20 @@ struct Params {
     last: Option<u64>,
 }
 
-/// A request on a plugin route, as the fallback needs it.
-pub struct Request {
-    /// `None` for `/ws`: the default plugin.
-    pub plugin: Option<String>,
-    pub method: Method,
-    pub path: String,
-    pub query: String,
-    pub headers: HeaderMap,
-    pub remote: Option<SocketAddr>,
-    pub pending: Option<PendingSlot>,
-}
-
-impl Request {
-    /// Whether this request is the fallback's rather than a WebSocket's.
-    pub fn is_fallback(&self) -> bool {
-        let upgrade = self.headers.contains_key(header::UPGRADE);
-        let wants_stream = self
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().starts_with("text/event-stream")));
-        match self.method {
-            Method::GET => wants_stream && !upgrade,
-            Method::POST | Method::OPTIONS => true,
-            _ => false,
-        }
+/// Whether a request on a plugin route is the fallback's rather than a
+/// WebSocket's.
+pub fn is_fallback(req: &Request) -> bool {
+    let upgrade = req.headers.contains_key(header::UPGRADE);
+    let wants_stream = req
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with("text/event-stream")));
+    match req.method {
+        Method::GET => wants_stream && !upgrade,
+        Method::POST | Method::OPTIONS => true,
+        _ => false,
     }
 }
 
