@@ -56,14 +56,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Ws;
 use common::redis_server::{Redis, RedisCluster, RedisTarget};
+use common::{PATIENCE, Ws, ask, connect_testbed as connect, linked};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A guard against a hang on a loaded machine.
-const PATIENCE: Duration = Duration::from_secs(60);
 const PAYLOAD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 struct Options {
@@ -323,52 +321,7 @@ impl Host {
     }
 }
 
-/// Waits until the host's link to Redis is up.
-async fn linked(addr: SocketAddr) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let health = match client.get(format!("http://{addr}/healthz")).send().await {
-            Ok(response) => response.json::<serde_json::Value>().await.ok(),
-            Err(_) => None,
-        };
-        if health.as_ref().and_then(|h| h["redis"]["status"].as_str()) == Some("up") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "host {addr} never linked to Redis; last /healthz: {health:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 // ---------------------------------------------------------------- clients
-
-async fn connect(addr: SocketAddr) -> Ws {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws/testbed")).await {
-            Ok((ws, _)) => return ws,
-            // A burst of connects can fill the listen backlog: try again.
-            Err(e) => assert!(Instant::now() < deadline, "connect to {addr}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn text(ws: &mut Ws) -> String {
-    loop {
-        let next = tokio::time::timeout(PATIENCE, ws.next()).await.expect("no message in time");
-        match next.expect("open").expect("frame") {
-            Message::Text(t) => return t.to_string(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-async fn ask(ws: &mut Ws, command: &str) -> String {
-    ws.send(Message::text(command)).await.expect("send");
-    text(ws).await
-}
 
 /// Counts what a connection receives in the background: replies to its
 /// own commands (`delivered N`, `sent`) and copies of others' messages.

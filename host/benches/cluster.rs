@@ -25,17 +25,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Ws;
 use common::redis_server::Redis;
-use futures_util::{SinkExt, StreamExt};
+use common::{PATIENCE, Ws, ask, connect_testbed as connect, linked, text};
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Long enough for a loaded machine; only a guard against a hang.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 struct Options {
     members: usize,
@@ -146,46 +142,6 @@ async fn host(dir: &Path, redis: Option<(&Redis, &str)>) -> common::Server {
         linked(server.addr).await;
     }
     server
-}
-
-/// Waits until the host's link to Redis is up: it connects in the
-/// background, and until then neither publishes nor hears other hosts.
-async fn linked(addr: SocketAddr) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let health = match client.get(format!("http://{addr}/healthz")).send().await {
-            Ok(response) => response.json::<serde_json::Value>().await.ok(),
-            Err(_) => None,
-        };
-        if health.as_ref().and_then(|h| h["redis"]["status"].as_str()) == Some("up") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "host {addr} never linked to Redis; last /healthz: {health:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn connect(addr: SocketAddr) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://{addr}/ws/testbed")).await.expect("connect").0
-}
-
-/// The next text message.
-async fn text(ws: &mut Ws) -> String {
-    loop {
-        let next = tokio::time::timeout(PATIENCE, ws.next()).await.expect("no message in time");
-        match next.expect("open").expect("frame") {
-            Message::Text(t) => return t.to_string(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-/// Sends a testbed command; its reply.
-async fn ask(ws: &mut Ws, command: &str) -> String {
-    ws.send(Message::text(command)).await.expect("send");
-    text(ws).await
 }
 
 /// One fan-out setup: its hosts, the room's members on them, and a

@@ -85,3 +85,59 @@ pub fn report_copies(mut ws: Ws, done: tokio::sync::mpsc::UnboundedSender<usize>
         }
     });
 }
+
+/// How long the Redis benchmarks wait for anything; only a guard against a
+/// hang on a loaded machine.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until the host's link to Redis is up: it connects in the
+/// background, and until then neither publishes nor hears other hosts.
+pub async fn linked(addr: SocketAddr) {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let health = match client.get(format!("http://{addr}/healthz")).send().await {
+            Ok(response) => response.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        if health.as_ref().and_then(|h| h["redis"]["status"].as_str()) == Some("up") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "host {addr} never linked to Redis; last /healthz: {health:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A client of the testbed plugin on `addr`. A burst of connects can fill
+/// the listen backlog: it tries again.
+pub async fn connect_testbed(addr: SocketAddr) -> Ws {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws/testbed")).await {
+            Ok((ws, _)) => return ws,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "connect to {addr}: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The next text message, skipping pings and pongs.
+pub async fn text(ws: &mut Ws) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let next = tokio::time::timeout(PATIENCE, ws.next()).await.expect("no message in time");
+        match next.expect("open").expect("frame") {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Sends a testbed command; its reply.
+pub async fn ask(ws: &mut Ws, command: &str) -> String {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(command)).await.expect("send");
+    text(ws).await
+}
