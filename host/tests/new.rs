@@ -75,6 +75,10 @@ async fn generated_project_answers(lang: &str) {
     assert!(out.status.success(), "{lang}: {}", String::from_utf8_lossy(&out.stderr));
     let project = dir.0.join(&name);
 
+    // One build at a time: builds share the toolchain cache, where two
+    // first-time installs (pip into one venv) would race.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let serial = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let build = Command::new("./build.sh")
         .current_dir(&project)
         // The Rust template's crates, compiled once for every run; never the
@@ -82,6 +86,7 @@ async fn generated_project_answers(lang: &str) {
         .env("CARGO_TARGET_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("new-rust-target"))
         .output()
         .unwrap();
+    drop(serial);
     let log = |o: &std::process::Output| {
         format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
     };
