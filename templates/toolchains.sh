@@ -73,7 +73,6 @@ ensure_componentize_js() {
   COMPONENTIZE_JS="$dir/node_modules/.bin/componentize-js"
   [ -x "$COMPONENTIZE_JS" ] && return 0
   say "npm install @bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION"
-  mkdir -p "$dir"
   # Into a scratch directory first, so an interrupted install is not taken
   # for a finished one next time.
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" && echo '{"private": true}' >"$dir.tmp/package.json"
