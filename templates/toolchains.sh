@@ -33,6 +33,8 @@ say() { printf '  [%s] %s\n' "${EXAMPLE:-toolchains}" "$*" >&2; }
 ensure_pip() {
   local pkg=$1 version=$2
   if [ ! -x "$PY/bin/python" ]; then
+    # Debian ships venv's pip bootstrap separately.
+    python3 -c 'import ensurepip' 2>/dev/null || ensure_apt python3-venv
     say "creating the Python venv $PY"
     python3 -m venv "$PY"
   fi
