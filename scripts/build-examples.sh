@@ -6,7 +6,7 @@
 #   scripts/build-examples.sh [OUTDIR] [EXAMPLE...]
 #
 # Toolchains are cached under ~/.cache/wasmsocket/toolchains (see
-# examples/toolchains.sh). A cold machine spends most of its first run in
+# templates/toolchains.sh). A cold machine spends most of its first run in
 # `cargo install wit-bindgen-cli` (C and Go); later runs take about a minute.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -32,10 +32,10 @@ cargo test --release --workspace --locked
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
-log "example plugins in every language: build from source, then test through the host"
+log "example plugins in every language, and the projects of wasmsocket new (each built by its own build.sh): build from source, then test through the host"
 examples_out="$target_dir/examples-out"
 ./scripts/build-examples.sh "$examples_out"
-WASMSOCKET_EXAMPLES_DIR="$examples_out" cargo test --release --locked --test examples -- --ignored
+WASMSOCKET_EXAMPLES_DIR="$examples_out" cargo test --release --locked --test examples --test new -- --ignored
 
 if [ -f tests/browser/package.json ]; then
   # openssl makes the certificate of the https:// page test (tls.test.js).

@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -56,42 +55,22 @@ fn plugins(names: &[&str]) -> TempDir {
 /// generous wait; the host caches compiled components by content, and every
 /// test's host then loads them from the cache in milliseconds. The cache
 /// lives in Cargo's target directory, so later runs skip even that.
-fn compile_cache() -> &'static str {
-    static CACHE: OnceLock<String> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("examples-compile-cache");
-        let dir = plugins(EXAMPLES);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmsocket"))
-            .args(["--listen", "127.0.0.1:0", "--plugins"])
-            .arg(&dir.0)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn wasmsocket");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let listening = rx.recv_timeout(Duration::from_secs(600)).is_ok();
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(listening, "the host did not start over the examples within 10 minutes");
-        cache.display().to_string()
-    })
+async fn compile_cache() -> &'static str {
+    static CACHE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    CACHE
+        .get_or_init(|| async {
+            let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("examples-compile-cache");
+            let cache = cache.display().to_string();
+            // Dropping the host stops it once it listens, its cache filled.
+            Host::start_patiently(plugins(EXAMPLES), &["--cache-dir", &cache], Duration::from_secs(600)).await;
+            cache
+        })
+        .await
 }
 
 /// The host serving the named examples, compiled components from the cache.
 async fn host_with(names: &[&str]) -> Host {
-    let cache = compile_cache();
+    let cache = compile_cache().await;
     // A generous call deadline for a loaded CI machine; the examples need
     // well under a millisecond per call once running.
     let host = Host::start_with(plugins(names), &["--cache-dir", cache, "--deadline", "2s"]).await;

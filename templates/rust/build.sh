@@ -6,8 +6,9 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from https:
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
-# Its own target directory, whatever CARGO_TARGET_DIR says, so the path below holds.
-cargo build --release --target wasm32-wasip2 --target-dir target
+# ./target, or CARGO_TARGET_DIR when set (as cargo itself does).
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release --target wasm32-wasip2 --target-dir "$target"
 mkdir -p out
-cp target/wasm32-wasip2/release/{{crate}}.wasm out/{{name}}.wasm
+cp "$target/wasm32-wasip2/release/{{crate}}.wasm" out/{{name}}.wasm
 echo "built out/{{name}}.wasm"

@@ -81,13 +81,21 @@ impl Host {
     }
 
     pub async fn start_with(dir: TempDir, args: &[&str]) -> Host {
+        Self::start_patiently(dir, args, PATIENCE).await
+    }
+
+    /// Like `start_with`, waiting up to `patience` for the host to listen:
+    /// it compiles every plugin first, which takes tens of seconds for a
+    /// JavaScript or Python component without a cache.
+    pub async fn start_patiently(dir: TempDir, args: &[&str], patience: Duration) -> Host {
         let mut all = vec!["--plugins".to_string(), dir.0.display().to_string()];
         if !args.contains(&"--cache-dir") {
             // A cache of its own, so tests do not see each other's entries.
             all.extend(["--cache-dir".to_string(), dir.0.join(".cache").display().to_string()]);
         }
         all.extend(args.iter().map(|a| a.to_string()));
-        let mut host = Self::spawn(&all).await.unwrap_or_else(|log| panic!("host did not start:\n{log}"));
+        let mut host =
+            Self::spawn_patiently(&all, patience).await.unwrap_or_else(|log| panic!("host did not start:\n{log}"));
         host.dir = Some(dir.0.clone());
         host._dir = Some(dir);
         host
@@ -96,6 +104,11 @@ impl Host {
     /// Runs the binary with `args` (plus `--listen 127.0.0.1:0` unless
     /// given). Ok once it listens; Err with its log if it exits instead.
     pub async fn spawn(args: &[String]) -> Result<Host, String> {
+        Self::spawn_patiently(args, PATIENCE).await
+    }
+
+    /// Like `spawn`, waiting up to `patience` for the host to listen.
+    pub async fn spawn_patiently(args: &[String], patience: Duration) -> Result<Host, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmsocket"));
         if !args.iter().any(|a| a == "--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -118,7 +131,7 @@ impl Host {
         });
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
-        let found = tokio::time::timeout(PATIENCE, async {
+        let found = tokio::time::timeout(patience, async {
             while let Ok(Some(line)) = lines.next_line().await {
                 // http:// or, with TLS, https://
                 if let Some(rest) = line.split("listening on http").nth(1) {
