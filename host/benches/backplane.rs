@@ -26,8 +26,8 @@
 //!    offered by 64 clients on A with timers of their own: a broadcast from
 //!    A to a room with 1 and with 50 members on B (so host CPU splits into
 //!    origin, Redis delivery and per-member copy), a directed send from A
-//!    to a connection on B, a broadcast from a host whose instances
-//!    hibernate after every event (the cost of waking one), and what idle
+//!    to a connection on B, a broadcast from clients whose instances
+//!    hibernated in between (the cost of waking one), and what idle
 //!    connections cost; Redis commands per operation and per join. Twice:
 //!    at the simulation's pace (its hosts' room messages per second) and at
 //!    `--pace` (default 2,000/s) for the model: a busier host spends less
@@ -536,6 +536,9 @@ struct Costs {
     incoming: f64,
     /// Per copy written to a member's socket.
     copy: f64,
+    /// More on the receiver's host when the receiver's socket rested (its
+    /// buffers are made again).
+    rest_wake: f64,
     /// A directed send to another host's connection: on the sender's host
     /// and on the receiver's.
     send_origin: f64,
@@ -565,6 +568,8 @@ struct Load {
     incoming: f64,
     /// Copies written to its members' sockets.
     copies: f64,
+    /// Copies and sends that find their receiver's socket resting.
+    socket_wakes: f64,
     /// Directed sends its clients ask for, and those it receives from
     /// other hosts.
     sends_out: f64,
@@ -579,6 +584,7 @@ impl Costs {
             + (load.origins + load.sends_out) * load.woken * self.wake
             + load.incoming * self.incoming
             + load.copies * self.copy
+            + load.socket_wakes * self.rest_wake
             + load.sends_out * self.send_origin
             + load.sends_in * self.send_incoming
     }
@@ -679,16 +685,41 @@ async fn calibrate(o: &Options, dir: &Path, cluster: &RedisCluster, pace: u64, w
     reach(&got.copies, 200 + ops, "sends").await;
     let send = meter.finish(&a, &b, &backplane).await;
     print_row("directed send, A to a connection on B", send, ops);
-    // Broadcasts from clients whose instance hibernated: on a host A' that
-    // makes a fresh instance for every event.
-    let woken = Host::start_with(dir, &backplane, &prefix, None, "hibernate_after = \"0s\"\n").await;
-    let mut from_woken = senders(woken.addr(), 64).await;
+    // The same sends to many connections on B in turn, each getting one
+    // every few seconds: its socket rests in between, as a simulated
+    // member's does (it rests after a second without traffic).
+    let idle_clients = (4 * pace as usize).clamp(512, 4096);
+    let mut targets = Vec::with_capacity(idle_clients);
+    for chunk in 0..idle_clients.div_ceil(256) {
+        let n = 256.min(idle_clients - chunk * 256);
+        targets.extend(
+            futures_util::future::join_all((0..n).map(|_| async {
+                let mut ws = connect(b.addr()).await;
+                let id = ask(&mut ws, "whoami").await;
+                tally(ws.split().1, got.clone());
+                id
+            }))
+            .await,
+        );
+    }
+    let command = |i: u64| format!("send {} {PAYLOAD}", targets[i as usize % targets.len()]);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // their sockets rest
+    let meter = Meter::start(&a, &b, &backplane).await;
+    offer(&mut from_a, ops, pace, &command).await;
+    reach(&got.copies, 200 + 2 * ops, "sends to resting sockets").await;
+    let send_resting = meter.finish(&a, &b, &backplane).await;
+    print_row(&format!("directed send, A to {idle_clients} resting on B"), send_resting, ops);
+    // Broadcasts from clients whose instance hibernated and whose socket
+    // rests: on a host A' whose instances hibernate 100 ms after their
+    // event, as many clients taking turns, so each comes back after both.
+    let woken = Host::start_with(dir, &backplane, &prefix, None, "hibernate_after = \"100ms\"\n").await;
+    let mut from_woken = senders(woken.addr(), idle_clients).await;
     let command = |_: u64| format!("bcast one {PAYLOAD}");
-    offer(&mut from_woken, 200, pace, &command).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let meter = Meter::start(&woken, &b, &backplane).await;
     offer(&mut from_woken, ops, pace, &command).await;
     let hibernated = meter.finish(&woken, &b, &backplane).await;
-    print_row("broadcast, 1 member on B, from A' (hibernated)", hibernated, ops);
+    print_row("broadcast, 1 member on B, from A' (woken)", hibernated, ops);
     // What open connections cost with no traffic: keep-alive pings (every
     // 30 s), timers. On a fresh host, as many as a simulated host holds.
     let quiet = Host::start(dir, &backplane, &prefix, None).await;
@@ -716,6 +747,7 @@ async fn calibrate(o: &Options, dir: &Path, cluster: &RedisCluster, pace: u64, w
         copy,
         send_origin: per(send.0),
         send_incoming: per(send.1),
+        rest_wake: per(send_resting.1) - per(send.1),
         redis_bcast: per(one.2),
         redis_send: per(send.2),
         // The first join of a room on a host also subscribes; most do not.
@@ -723,13 +755,15 @@ async fn calibrate(o: &Options, dir: &Path, cluster: &RedisCluster, pace: u64, w
         redis_cpu_bcast: per(one.3),
     };
     println!(
-        "per operation: origin {:.1} µs (+{:.1} µs woken), room message in {:.1} µs, copy {:.1} µs; send out {:.1} µs, \
+        "per operation: origin {:.1} µs (+{:.1} µs woken), room message in {:.1} µs, copy {:.1} µs (+{:.1} µs to a \
+         resting socket); send out {:.1} µs, \
          in {:.1} µs; idle {:.2} µs/s per connection; Redis commands: broadcast {:.2}, send {:.2}, join {:.2}; \
          Redis CPU per broadcast {:.1} µs",
         costs.origin,
         costs.wake,
         costs.incoming,
         costs.copy,
+        costs.rest_wake,
         costs.send_origin,
         costs.send_incoming,
         costs.idle,
@@ -803,6 +837,13 @@ struct Simulated {
 }
 
 const SIM_HOSTS: usize = 6;
+
+/// The chance that a message finds its receiver's socket resting, when the
+/// receiver's traffic (all it sends and gets) comes at `rate` per second at
+/// random: a socket rests after a second without any (connection.rs).
+fn resting(rate: f64) -> f64 {
+    (-rate).exp()
+}
 
 /// Hosts a room of 10 spans when its members land on `hosts` hosts at random.
 fn span(hosts: f64) -> f64 {
@@ -899,6 +940,12 @@ async fn simulate(o: &Options, dir: &Path, cluster: &RedisCluster, costs: &Costs
             // Sends to random connections: those here from elsewhere.
             let share = (on_host[h][0] + on_host[h][1]) as f64 / total_conns as f64;
             load.sends_in = (small * 10) as f64 * send_rate * share * (1.0 - share);
+            // A small-room member's traffic: its room's copies, its own
+            // actions and their replies; a big-room member's: one a second.
+            let big_copies = on_host[h][1] as f64 - publishes;
+            let small_traffic = 9.0 * bcast_rate + 2.0 * rate;
+            load.socket_wakes =
+                (load.copies - big_copies + load.sends_in) * resting(small_traffic) + big_copies * resting(1.0);
             costs.host_cpu(&load)
         })
         .collect();
@@ -1088,15 +1135,20 @@ fn model(costs: &Costs, push: Option<PushCost>, sim: &Simulated) {
     for (name, span, one_channel) in designs {
         // Room messages for rooms with a member here.
         let wanted = rooms * span / hosts * small_room_rate + big_rooms;
+        let small_copies = bcast_small * 9.0 / hosts;
+        let big_copies = big_rooms * (BIG_ROOM - 1.0) / hosts;
+        let sends_in = sends / hosts * (1.0 - 1.0 / hosts);
+        let small_traffic = 9.0 * small_room_rate / 10.0 + 2.0 / ACT_EVERY;
         let load = Load {
             connections: PER_HOST,
             origins: broadcasts / hosts,
             // Members act less often than `hibernate_after` (10 s).
             woken: bcast_small / broadcasts,
             incoming: wanted,
-            copies: (bcast_small * 9.0 + big_rooms * (BIG_ROOM - 1.0)) / hosts,
+            copies: small_copies + big_copies,
+            socket_wakes: (small_copies + sends_in) * resting(small_traffic) + big_copies * resting(1.0),
             sends_out: sends / hosts,
-            sends_in: sends / hosts * (1.0 - 1.0 / hosts),
+            sends_in,
         };
         // The one-channel design delivers every broadcast to every host.
         let thrown_away = if one_channel { broadcasts - wanted } else { 0.0 };
