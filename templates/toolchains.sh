@@ -161,3 +161,47 @@ quietly() {
     return 1
   fi
 }
+
+# build_c_component WIT OUTPUT SOURCE... [CLANG FLAG...]: C sources and the
+# bindings of `wit-bindgen c` built with clang and wasi-libc into a reactor
+# (no main: the host calls the exports), then a component with the WASI
+# preview1 adapter (wasi-libc's stdio imports preview1). Later flags win
+# over the defaults (-O2, names kept for readable traps).
+build_c_component() {
+  local wit=$1 output=$2
+  shift 2
+  ensure_apt clang lld wasi-libc libclang-rt-dev-wasm32
+  ensure_wasm_tools
+  ensure_wit_bindgen
+  ensure_adapter
+  scratch_dir
+  quietly "$WIT_BINDGEN" c "$wit" --world websocket-plugin --out-dir "$SCRATCH"
+  clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wall -Wextra -Werror -I"$SCRATCH" \
+    "$SCRATCH/websocket_plugin.c" "$SCRATCH/websocket_plugin_component_type.o" "$@" -o "$SCRATCH/core.wasm"
+  "$WASM_TOOLS" component new "$SCRATCH/core.wasm" --adapt "wasi_snapshot_preview1=$ADAPTER" -o "$output"
+}
+
+# build_go_component WIT OUTPUT HANDLER [LDFLAGS]: a Go file of package
+# export_wasmsocket_plugin_handler and the bindings of `wit-bindgen go`
+# built for GOOS=wasip1 as a c-shared reactor, then embedded and made a
+# component with the WASI preview1 adapter.
+build_go_component() {
+  local wit=$1 output=$2 handler=$3 ldflags="${4:-}"
+  ensure_wasm_tools
+  ensure_wit_bindgen
+  ensure_go
+  ensure_adapter
+  scratch_dir
+  local src="$SCRATCH/src"
+  quietly "$WIT_BINDGEN" go "$wit" --world websocket-plugin --format=false --out-dir "$src"
+  mkdir -p "$src/export_wasmsocket_plugin_handler"
+  cp "$handler" "$src/export_wasmsocket_plugin_handler/handler.go"
+  # The bindings' support package, from a local copy (see ensure_go).
+  printf '\nreplace go.bytecodealliance.org/pkg => %s\n' "$GO_WIT_PKG" >>"$src/go.mod"
+  # -checklinkname=0: the support package links to runtime.sbrk
+  # (allocations before the Go runtime starts), which Go otherwise refuses.
+  (cd "$src" && GOOS=wasip1 GOARCH=wasm GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod \
+    "$GO" build -buildmode=c-shared -ldflags="$ldflags -checklinkname=0" -o "$SCRATCH/core.wasm" .)
+  "$WASM_TOOLS" component embed "$wit" --world websocket-plugin "$SCRATCH/core.wasm" -o "$SCRATCH/embedded.wasm"
+  "$WASM_TOOLS" component new "$SCRATCH/embedded.wasm" --adapt "wasi_snapshot_preview1=$ADAPTER" -o "$output"
+}
