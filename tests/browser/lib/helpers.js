@@ -1,5 +1,6 @@
 // Shared by the browser tests: start the real wasmsocket host, launch
 // Debian's Chromium, and keep artifacts in <repo>/out/.
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -208,4 +209,59 @@ export async function eventually(fn, { timeout = 10000, interval = 100, message 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${message} (last: ${last})`);
     await new Promise((ok) => setTimeout(ok, interval));
   }
+}
+
+/** A host with testbed.wasm in a temp plugins dir (and `options` of startHost); both gone after the test. */
+export async function hostFor(t, options = {}) {
+  const dir = await pluginsDir();
+  t.after(() => removeDir(dir));
+  const host = await startHost({ plugins: dir, ...options });
+  t.after(() => host.stop());
+  return { host, dir };
+}
+
+/** Opens `url` in a new page of `browser`; checks at the end of the test that the page threw nothing. */
+export async function openPage(t, browser, url, options = {}) {
+  const page = await newPage(browser, options);
+  t.after(() => page.context().close());
+  t.after(() => assert.deepEqual(page.errors.map(String), [], "uncaught errors in the page"));
+  await page.goto(url);
+  return page;
+}
+
+/**
+ * Runs `body` in the page with `WasmSocket`, `record(socket)` (logs its
+ * events of `types`, with the fields of `keys`, and with `at`, ms since the
+ * page started, when `at` is set), `next(socket, type)` (waits for one,
+ * within `timeout` ms) and `sleep(ms)`.
+ */
+export function runInPage(page, body, arg, { types, keys, timeout = 10000, at = false }) {
+  return page.evaluate(
+    async ({ body, arg, types, keys, timeout, at }) => {
+      const { WasmSocket } = await import("/wasmsocket.js");
+      const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+      const next = (socket, type, within = timeout) =>
+        new Promise((ok, fail) => {
+          const timer = setTimeout(() => fail(new Error(`no ${type} event within ${within} ms`)), within);
+          socket.addEventListener(type, (e) => (clearTimeout(timer), ok(e)), { once: true });
+        });
+      const record = (socket) => {
+        const events = [];
+        for (const type of types) {
+          socket.addEventListener(type, (e) => {
+            const fields = at ? { type, at: Math.round(performance.now()) } : { type };
+            for (const key of keys) {
+              if (key in e) fields[key] = e[key];
+            }
+            events.push(fields);
+          });
+        }
+        return events;
+      };
+      // eslint-disable-next-line no-new-func
+      const fn = new Function("WasmSocket", "record", "next", "sleep", "arg", `return (async () => {${body}})();`);
+      return fn(WasmSocket, record, next, sleep, arg);
+    },
+    { body, arg, types, keys, timeout, at },
+  );
 }

@@ -9,9 +9,10 @@ import {
   eventually,
   freePort,
   launchBrowser,
-  newPage,
+  openPage,
   pluginsDir,
   removeDir,
+  runInPage,
   startHost,
 } from "../lib/helpers.js";
 
@@ -34,54 +35,16 @@ after(async () => {
 
 /** A blank page on the host's origin (so the same-origin check passes). */
 async function blankPage(t) {
-  const page = await newPage(browser);
-  t.after(() => page.context().close());
-  t.after(() => assert.deepEqual(page.errors.map(String), [], "uncaught errors in the page"));
-  await page.goto(`${host.http}/blank.html`);
-  return page;
+  return openPage(t, browser, `${host.http}/blank.html`);
 }
 
-/**
- * Runs `body` in the page with `WasmSocket`, a `record(socket)` that logs its
- * events, `next(socket, type)` that waits for an event and `sleep(ms)`.
- */
-function run(page, body, arg) {
-  return page.evaluate(
-    async ({ body, arg }) => {
-      const { WasmSocket } = await import("/wasmsocket.js");
-      const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
-      const next = (socket, type, timeout = 10000) =>
-        new Promise((ok, fail) => {
-          const timer = setTimeout(() => fail(new Error(`no ${type} event within ${timeout} ms`)), timeout);
-          socket.addEventListener(
-            type,
-            (e) => {
-              clearTimeout(timer);
-              ok(e);
-            },
-            { once: true },
-          );
-        });
-      const record = (socket) => {
-        const events = [];
-        for (const type of ["statechange", "open", "close", "reconnecting", "error"]) {
-          socket.addEventListener(type, (e) => {
-            const fields = { type, at: Math.round(performance.now()) };
-            for (const key of ["state", "code", "reason", "wasClean", "willReconnect", "attempt", "delay", "protocol"]) {
-              if (key in e) fields[key] = e[key];
-            }
-            events.push(fields);
-          });
-        }
-        return events;
-      };
-      // eslint-disable-next-line no-new-func
-      const fn = new Function("WasmSocket", "record", "next", "sleep", "arg", `return (async () => {${body}})();`);
-      return fn(WasmSocket, record, next, sleep, arg);
-    },
-    { body, arg },
-  );
-}
+/** `runInPage` with the events and fields of reconnection, timed. */
+const run = (page, body, arg) =>
+  runInPage(page, body, arg, {
+    types: ["statechange", "open", "close", "reconnecting", "error"],
+    keys: ["state", "code", "reason", "wasClean", "willReconnect", "attempt", "delay", "protocol"],
+    at: true,
+  });
 
 const types = (events) => events.filter((e) => e.type !== "statechange").map((e) => e.type);
 const states = (events) => events.filter((e) => e.type === "statechange").map((e) => e.state);

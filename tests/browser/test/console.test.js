@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { eventually, launchBrowser, newPage, pluginsDir, removeDir, startHost } from "../lib/helpers.js";
+import { eventually, hostFor, launchBrowser, openPage } from "../lib/helpers.js";
 
 let browser;
 before(async () => {
@@ -16,14 +16,8 @@ after(async () => {
 
 /** The page against a host serving testbed, with testbed picked and watched. */
 async function watchTestbed(t) {
-  const dir = await pluginsDir();
-  t.after(() => removeDir(dir));
-  const host = await startHost({ plugins: dir });
-  t.after(() => host.stop());
-  const page = await newPage(browser);
-  t.after(() => page.context().close());
-  t.after(() => assert.deepEqual(page.errors.map(String), [], "uncaught errors in the page"));
-  await page.goto(`${host.http}/`);
+  const { host, dir } = await hostFor(t);
+  const page = await openPage(t, browser, `${host.http}/`);
   await page.locator('#plugin option[value="testbed"]').waitFor({ state: "attached" });
   await page.getByLabel("Plugin").selectOption("testbed");
   await line(page, "watch", "watching testbed").waitFor();

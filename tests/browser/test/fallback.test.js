@@ -8,11 +8,13 @@ import { after, before, test } from "node:test";
 import {
   clientStaticDir,
   eventually,
+  hostFor,
   launchBrowser,
-  newPage,
+  openPage,
   outDir,
   pluginsDir,
   removeDir,
+  runInPage,
   startHost,
 } from "../lib/helpers.js";
 import { startProxy } from "../lib/proxy.js";
@@ -30,24 +32,6 @@ after(async () => {
   await direct?.close();
   await proxy?.close();
 });
-
-/** A host with testbed.wasm in a temp plugins dir; stopped after the test. */
-async function hostFor(t, options = {}) {
-  const dir = await pluginsDir();
-  t.after(() => removeDir(dir));
-  const host = await startHost({ plugins: dir, ...options });
-  t.after(() => host.stop());
-  return { host, dir };
-}
-
-/** Opens `path` on the host; checks at the end of the test that the page threw nothing. */
-async function openPage(t, browser, url) {
-  const page = await newPage(browser);
-  t.after(() => page.context().close());
-  t.after(() => assert.deepEqual(page.errors.map(String), [], "uncaught errors in the page"));
-  await page.goto(url);
-  return page;
-}
 
 /** The test page, once its plugin list has loaded. */
 async function testPage(t, browser, host) {
@@ -162,40 +146,13 @@ test("the page can force the HTTP fallback: subprotocol, a reply, a close by the
   assert.ok(await page.isEnabled("#transport-choice"));
 });
 
-/**
- * Runs `body` in the page with `WasmSocket`, `record(socket)` (logs its
- * events), `next(socket, type)` (waits for one) and `sleep(ms)`.
- */
-function run(page, body, arg) {
-  return page.evaluate(
-    async ({ body, arg }) => {
-      const { WasmSocket } = await import("/wasmsocket.js");
-      const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
-      const next = (socket, type, timeout = 15000) =>
-        new Promise((ok, fail) => {
-          const timer = setTimeout(() => fail(new Error(`no ${type} event within ${timeout} ms`)), timeout);
-          socket.addEventListener(type, (e) => (clearTimeout(timer), ok(e)), { once: true });
-        });
-      const record = (socket) => {
-        const events = [];
-        for (const type of ["statechange", "open", "close", "reconnecting", "fallback", "error"]) {
-          socket.addEventListener(type, (e) => {
-            const fields = { type };
-            for (const key of ["state", "transport", "from", "cause", "code", "reason", "wasClean", "protocol"]) {
-              if (key in e) fields[key] = e[key];
-            }
-            events.push(fields);
-          });
-        }
-        return events;
-      };
-      // eslint-disable-next-line no-new-func
-      const fn = new Function("WasmSocket", "record", "next", "sleep", "arg", `return (async () => {${body}})();`);
-      return fn(WasmSocket, record, next, sleep, arg);
-    },
-    { body, arg },
-  );
-}
+/** `runInPage` with the events and fields of the transports. */
+const run = (page, body, arg) =>
+  runInPage(page, body, arg, {
+    types: ["statechange", "open", "close", "reconnecting", "fallback", "error"],
+    keys: ["state", "transport", "from", "cause", "code", "reason", "wasClean", "protocol"],
+    timeout: 15000,
+  });
 
 /** A host serving a blank page and wasmsocket.js, and that page opened in `browser`. */
 async function blankPage(t, browser) {

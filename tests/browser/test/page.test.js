@@ -7,8 +7,9 @@ import {
   ECHO_WASM,
   TESTBED_WASM,
   eventually,
+  hostFor,
   launchBrowser,
-  newPage,
+  openPage,
   outDir,
   pluginsDir,
   removeDir,
@@ -24,21 +25,9 @@ after(async () => {
   await browser?.close();
 });
 
-/** A host with testbed.wasm in a temp plugins dir; stopped after the test. */
-async function hostFor(t) {
-  const dir = await pluginsDir();
-  t.after(() => removeDir(dir));
-  const host = await startHost({ plugins: dir });
-  t.after(() => host.stop());
-  return { host, dir };
-}
-
-/** Opens the page; checks at the end of the test that it threw nothing. */
-async function openPage(t, host, options) {
-  const page = await newPage(browser, options);
-  t.after(() => page.context().close());
-  t.after(() => assert.deepEqual(page.errors.map(String), [], "uncaught errors in the page"));
-  await page.goto(`${host.http}/`);
+/** Opens the test page once its plugin list has loaded. */
+async function openTestPage(t, host, options) {
+  const page = await openPage(t, browser, `${host.http}/`, options);
   // The plugin list has loaded once the picker has an option per plugin.
   await page.locator('#plugin option[value="echo"]').waitFor({ state: "attached" });
   return page;
@@ -63,7 +52,7 @@ async function logEntries(page) {
 
 test("echo: connect, send text and binary, close with a code and reason", { timeout: 60000 }, async (t) => {
   const { host } = await hostFor(t);
-  const page = await openPage(t, host, { viewport: { width: 1000, height: 900 } });
+  const page = await openTestPage(t, host, { viewport: { width: 1000, height: 900 } });
 
   // The ASP.NET-style layout: status first, URL from the page's origin.
   assert.equal(await status(page), "Ready to connect...");
@@ -154,7 +143,7 @@ test("echo: connect, send text and binary, close with a code and reason", { time
 
 test("readable on a 375px-wide screen", { timeout: 60000 }, async (t) => {
   const { host } = await hostFor(t);
-  const page = await openPage(t, host, { viewport: { width: 375, height: 812 }, isMobile: true, hasTouch: true });
+  const page = await openTestPage(t, host, { viewport: { width: 375, height: 812 }, isMobile: true, hasTouch: true });
   await page.getByRole("button", { name: "Connect" }).click();
   await waitForStatus(page, /^Connected$/);
   await page.getByLabel("Message to send").fill("a fairly long message ".repeat(8));
@@ -180,7 +169,7 @@ test("readable on a 375px-wide screen", { timeout: 60000 }, async (t) => {
 
 test("plugin picker: pick testbed, talk to it, see a server close reported", { timeout: 60000 }, async (t) => {
   const { host } = await hostFor(t);
-  const page = await openPage(t, host);
+  const page = await openTestPage(t, host);
   const testbedHash = await sha256(TESTBED_WASM);
 
   const option = page.locator('#plugin option[value="testbed"]');
@@ -219,7 +208,7 @@ test("plugin picker: pick testbed, talk to it, see a server close reported", { t
 
 test("a replaced plugin file is reported as reloaded; a broken one as an error", { timeout: 60000 }, async (t) => {
   const { host, dir } = await hostFor(t);
-  const page = await openPage(t, host);
+  const page = await openTestPage(t, host);
   const echoHash = await sha256(ECHO_WASM);
   await page.getByLabel("Plugin").selectOption("testbed");
 
@@ -253,7 +242,7 @@ test("reconnects by itself after the server restarts", { timeout: 90000 }, async
   let host = await startHost({ plugins: dir });
   const port = host.port;
   t.after(() => host.stop());
-  const page = await openPage(t, host);
+  const page = await openTestPage(t, host);
 
   await page.getByLabel("Reconnect automatically").check();
   await page.getByRole("button", { name: "Connect" }).click();
