@@ -124,7 +124,7 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Connections still speaking HTTP (not yet upgraded) at once; past it
-    /// new ones are closed at accept.
+    /// the one pending longest is closed to make room.
     pub max_pending: usize,
 }
 

@@ -85,10 +85,53 @@ impl ReceiveBudget {
         self.metrics.in_use.inc_by(bytes);
     }
 
+    /// How long one message may take to arrive.
+    pub fn message_timeout(&self) -> Duration {
+        self.message_timeout
+    }
+
+    /// A hold for one HTTP body (a fallback post): the same budget as a
+    /// WebSocket message's bytes, given back when the hold is dropped.
+    pub fn hold_body(self: &Arc<Self>) -> BodyHold {
+        BodyHold { budget: self.clone(), held: 0 }
+    }
+
+    /// Counts a message that did not arrive in time (see `message_timeout`).
+    pub fn timed_out(&self) {
+        self.metrics.message_timeouts.inc();
+    }
+
     fn give_back(&self, bytes: u64) {
         if bytes > 0 {
             self.metrics.in_use.dec_by(bytes);
         }
+    }
+}
+
+/// One HTTP body's bytes against the [`ReceiveBudget`], held until the
+/// message is handed to its session (or refused).
+pub struct BodyHold {
+    budget: Arc<ReceiveBudget>,
+    held: u64,
+}
+
+impl BodyHold {
+    /// Counts `bytes` more; refused when they would take the host past the
+    /// budget, unless this body holds under [`ALLOWANCE`].
+    pub fn add(&mut self, bytes: u64) -> Result<(), InboundError> {
+        if self.held.saturating_add(bytes) > ALLOWANCE && !self.budget.fits(bytes) {
+            self.budget.metrics.over_budget.inc();
+            return Err(InboundError::BudgetExhausted);
+        }
+        self.budget.take(bytes);
+        self.held += bytes;
+        Ok(())
+    }
+}
+
+impl Drop for BodyHold {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
     }
 }
 

@@ -29,6 +29,7 @@ pub mod inbound;
 pub mod listener;
 pub mod metrics;
 mod passthrough;
+pub mod pending;
 pub mod plugin;
 pub mod reload;
 pub mod scaffold;

@@ -1,8 +1,9 @@
 //! The accept loop: every TCP connection is served HTTP/1.1 by hyper until
 //! it ends or becomes a WebSocket. Until then it is "pending", and pending
-//! connections are bounded in number (`http.max_pending`: past it, new ones
-//! are closed at accept) and in time (see [`crate::http_timeouts`]), so
-//! half-sent requests cannot pile up and take every file descriptor.
+//! connections are bounded in number (`http.max_pending`: past it, the
+//! oldest gives way, see [`crate::pending`]) and in time (see
+//! [`crate::http_timeouts`]), so half-sent requests can neither pile up and
+//! take every file descriptor nor lock new clients out.
 //!
 //! With TLS ([`crate::tls`]) a connection is pending from accept: its
 //! handshake must finish within `http.header_timeout`. One that negotiated
@@ -20,7 +21,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +28,8 @@ use crate::config::{HttpConfig, WebSocketConfig};
 use crate::http_timeouts::{CountReads, HttpTimeouts};
 use crate::http2_idle::{StreamCount, Tracked, closed_when_idle};
 use crate::metrics::Metrics;
+pub use crate::pending::PendingSlot;
+use crate::pending::{Admitted, Pending};
 use crate::server::{AppState, routes};
 use crate::tls::Tls;
 
@@ -35,25 +37,6 @@ use crate::tls::Tls;
 /// (warp's own `addr::remote()` only works under `warp::serve`).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
-
-/// The pending slot of the HTTP connection a request came on, in every
-/// request's extensions: a request that turns its connection into a
-/// long-lived stream (the HTTP fallback) gives the slot back, since
-/// `max_connections` bounds it from then on.
-#[derive(Clone)]
-pub struct PendingSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
-
-impl PendingSlot {
-    fn new(permit: OwnedSemaphorePermit) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Some(permit))))
-    }
-
-    pub fn release(&self) {
-        if let Ok(mut slot) = self.0.lock() {
-            slot.take();
-        }
-    }
-}
 
 /// What every request of a connection carries for the routes: its peer and
 /// its connection's pending slot.
@@ -82,7 +65,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<Arc<
     let http = state.config.http.clone();
     let ws = state.ws.clone();
     let metrics = state.metrics.clone();
-    let pending = Arc::new(Semaphore::new(http.max_pending));
+    let pending = Pending::new(http.max_pending);
     let service = TowerToHyperService::new(warp::service(routes(state)));
     let connections = TaskTracker::new();
     let mut errors = AcceptErrors::default();
@@ -98,21 +81,24 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<Arc<
                 continue;
             }
         };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
+        let admitted = pending.admit();
+        if admitted.displaced {
             metrics.http_refused("pending");
-            drop(stream);
-            continue;
-        };
+        }
         let service = service.clone();
         let stop = stop.clone();
         let Some(tls) = tls.clone() else {
-            connections.spawn(serve_http1(stream, peer, service, http.clone(), metrics.clone(), permit, stop));
+            connections.spawn(serve_http1(stream, peer, service, http.clone(), metrics.clone(), admitted, stop));
             continue;
         };
         let (http, ws, metrics) = (http.clone(), ws.clone(), metrics.clone());
         connections.spawn(async move {
             let handshake = tokio::time::timeout(http.header_timeout, tls.acceptor.accept(stream));
-            let stream = match handshake.await {
+            let handshake = tokio::select! {
+                done = handshake => done,
+                _ = admitted.evicted.cancelled() => return,
+            };
+            let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -125,9 +111,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<Arc<
                 }
             };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                serve_http2(stream, peer, service, &http, &ws, &metrics, permit, stop).await;
+                serve_http2(stream, peer, service, &http, &ws, &metrics, admitted, stop).await;
             } else {
-                serve_http1(stream, peer, service, http, metrics, permit, stop).await;
+                serve_http1(stream, peer, service, http, metrics, admitted, stop).await;
             }
         });
     }
@@ -136,15 +122,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<Arc<
     connections.wait().await;
 }
 
-/// Serves one HTTP/1.1 connection until it ends or is upgraded; `permit`
-/// (a pending slot) is held until then.
+/// Serves one HTTP/1.1 connection until it ends, is upgraded, or gives way
+/// to a newer one; its pending slot is held until then.
 async fn serve_http1<I, S>(
     stream: I,
     peer: SocketAddr,
     service: S,
     http: HttpConfig,
     metrics: Arc<Metrics>,
-    permit: OwnedSemaphorePermit,
+    admitted: Admitted,
     stop: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -155,7 +141,7 @@ async fn serve_http1<I, S>(
     let (timer, reads) = HttpTimeouts::new(http.header_timeout, http.idle_timeout, &metrics);
     let io = TokioIo::new(CountReads::new(stream, reads));
     let header_timeout = timer.header_timeout();
-    let slot = PendingSlot::new(permit);
+    let Admitted { slot, evicted, .. } = admitted;
     let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         tag(&mut request, peer, &slot);
@@ -167,6 +153,8 @@ async fn serve_http1<I, S>(
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        // Dropped: a connection that gave its slot back is not evicted.
+        _ = evicted.cancelled() => Ok(()),
         _ = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -178,9 +166,10 @@ async fn serve_http1<I, S>(
     }
 }
 
-/// Serves one HTTP/2 connection until it ends, times out idle, or the host
-/// stops; `permit` is held until then, unless a request hands it back (a
-/// fallback stream, bounded by `max_connections` from then on).
+/// Serves one HTTP/2 connection until it ends, times out idle, gives way
+/// to a newer one, or the host stops; its pending slot is held until then,
+/// unless a request hands it back (a fallback stream, bounded by
+/// `max_connections` from then on).
 #[allow(clippy::too_many_arguments)]
 async fn serve_http2<I, S>(
     stream: I,
@@ -189,7 +178,7 @@ async fn serve_http2<I, S>(
     http: &HttpConfig,
     ws: &WebSocketConfig,
     metrics: &Metrics,
-    permit: OwnedSemaphorePermit,
+    admitted: Admitted,
     stop: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -199,7 +188,7 @@ async fn serve_http2<I, S>(
 {
     let streams = Arc::new(StreamCount::default());
     let counted = streams.clone();
-    let slot = PendingSlot::new(permit);
+    let Admitted { slot, evicted, .. } = admitted;
     let held = slot.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         tag(&mut request, peer, &slot);
@@ -223,6 +212,7 @@ async fn serve_http2<I, S>(
             connection.as_mut().graceful_shutdown();
             tokio::time::timeout(H2_GOODBYE, connection.as_mut()).await.unwrap_or(Ok(()))
         }
+        _ = evicted.cancelled() => Ok(()),
         _ = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await

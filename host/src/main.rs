@@ -132,8 +132,8 @@ struct Serve {
     /// Close a keep-alive HTTP connection idle this long [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
-    /// Connections still in their HTTP phase at once; more are closed at
-    /// accept [default: 1024].
+    /// Connections still in their HTTP phase at once; past it the one
+    /// pending longest is closed to make room [default: 1024].
     #[arg(long, value_name = "N")]
     max_pending: Option<usize>,
     /// Plugin instances alive at once, across all connections [default: 1024].

@@ -234,7 +234,7 @@ impl Metrics {
         registry.register("plugin_loads", "Plugin loads, by outcome", m.plugin_loads.clone());
         registry.register(
             "http_refused",
-            "TCP connections closed at accept, by reason (pending: too many still in their HTTP phase)",
+            "HTTP connections closed to make room, by reason (pending: the oldest still in its HTTP phase, when max_pending newer ones arrived)",
             m.http_refused.clone(),
         );
         registry.register(
@@ -378,7 +378,7 @@ impl Metrics {
         self.handshakes_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
     }
 
-    /// A connection closed at accept.
+    /// A pending connection closed to make room for a newer one.
     pub fn http_refused(&self, reason: &str) {
         self.http_refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Host, PATIENCE, ask, eventually};
+use common::{Host, PATIENCE, ask};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -82,32 +82,36 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn past_max_pending_new_connections_are_closed_at_once() {
-    let host = Host::start(&["--max-pending", "20", "--header-timeout", "4s"]).await;
+async fn past_max_pending_the_oldest_gives_way_and_new_clients_are_served() {
+    let host = Host::start(&["--max-pending", "20", "--header-timeout", "30s"]).await;
     let mut streams = Vec::new();
     for _ in 0..50 {
         streams.push(half_request(&host).await);
     }
-    // The first 20 are held until their header timeout; the other 30 are
-    // closed on arrival, long before it.
+    // The 30 oldest gave way to newer ones, long before their header
+    // timeout; the 20 newest are still held.
     let mut closed = 0;
-    for stream in &mut streams[20..] {
+    for stream in &mut streams[..30] {
         if closed_within(stream, Duration::from_secs(2)).await {
             closed += 1;
         }
     }
-    assert_eq!(closed, 30, "connections past max_pending closed at once");
-    // Once the stalled ones time out, a WebSocket connects as usual.
-    let mut ws = eventually(
-        "a WebSocket connects after the stalled requests time out",
-        async || tokio_tungstenite::connect_async(host.url("/ws")).await.ok().map(|(ws, _)| ws),
-        |ws| ws.is_some(),
-    )
-    .await
-    .expect("connected");
+    assert_eq!(closed, 30, "the oldest pending connections closed");
+    for stream in &mut streams[30..] {
+        assert!(!closed_within(stream, Duration::from_millis(100)).await, "a newer pending connection was closed");
+    }
+    // While the stalled ones would hold every slot, a WebSocket connects
+    // and /healthz answers at once.
+    let mut ws = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(host.url("/ws")))
+        .await
+        .expect("a WebSocket connects while max_pending stalled requests are held")
+        .expect("connected")
+        .0;
     assert_eq!(ask(&mut ws, "hello").await, "hello");
-    let refused = metric(&host, "wasmsocket_http_refused_total{reason=\"pending\"}").await;
-    assert!(refused >= 30.0, "refusals counted: {refused}");
+    let (status, _) = host.get_text("/healthz").await;
+    assert_eq!(status, 200);
+    let displaced = metric(&host, "wasmsocket_http_refused_total{reason=\"pending\"}").await;
+    assert!(displaced >= 30.0, "displaced connections counted: {displaced}");
 }
 
 /// A WebSocket handshake over a raw socket, so the test can send frames by

@@ -6,6 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Host, PATIENCE, TempDir, eventually};
 use futures_util::{SinkExt, StreamExt};
@@ -345,10 +346,22 @@ async fn the_fallback_over_https_and_http2_passes_the_same_origin_check() {
     assert_eq!((event.as_str(), data.as_str()), ("text", "\"over h2\""));
 
     // The HTTP/2 connection carrying the stream gave its pending slot back:
-    // a new connection is served while the stream stays open.
+    // a new connection is served, and the stream's connection, no longer
+    // pending, is not the one that gives way to it.
     let other = https_client(&ca, host.addr, false);
     let health = other.get(format!("{origin}/healthz")).send().await.expect("GET /healthz on a new connection");
     assert_eq!(health.status().as_u16(), 200);
+    let posted = client
+        .post(format!("{origin}/ws?session={session}&seq=2"))
+        .header("origin", &origin)
+        .header("content-type", "text/plain")
+        .body("still open")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(posted.status().as_u16(), 204);
+    let (event, data) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!((event.as_str(), data.as_str()), ("text", "\"still open\""));
 
     // Another site's page is refused, over HTTP/2 as over HTTP/1.1.
     let refused = client
@@ -359,4 +372,68 @@ async fn the_fallback_over_https_and_http2_passes_the_same_origin_check() {
         .await
         .expect("GET");
     assert_eq!(refused.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn stalled_http2_post_bodies_are_cut_and_spare_new_clients() {
+    let ca = Ca::new();
+    let files = TlsFiles::new(&ca.leaf());
+    let host = start(&files, &["--message-timeout", "2s"]).await;
+    let origin = format!("https://localhost:{}", host.addr.port());
+    let client = https_client(&ca, host.addr, false);
+    let mut stream =
+        client.get(format!("{origin}/ws")).header("accept", "text/event-stream").send().await.expect("open the stream");
+    let mut buffer = String::new();
+    let (_, data) = next_event(&mut stream, &mut buffer).await;
+    let open: serde_json::Value = serde_json::from_str(&data).expect("open JSON");
+    let session = open["session"].as_str().expect("session id").to_string();
+
+    // 4 HTTP/2 connections with 50 streams each, every one sending most of
+    // a body and stalling; half to the session, half to forged ones.
+    let mut posts = Vec::new();
+    for c in 0..4 {
+        let conn = https_client(&ca, host.addr, false);
+        for s in 0..50u64 {
+            let target = if s % 2 == 0 { session.clone() } else { format!("c{c}x{s}.{}", "0".repeat(32)) };
+            let part = bytes::Bytes::from(vec![b'x'; 60 << 10]);
+            let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(part) })
+                .chain(futures_util::stream::pending());
+            let request = conn
+                .post(format!("{origin}/ws?session={target}&seq={}", 1 + s % 16))
+                .body(reqwest::Body::wrap_stream(body));
+            posts.push(tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Meanwhile a new client is served over HTTP/2 and over a WebSocket.
+    let other = https_client(&ca, host.addr, false);
+    let health = other.get(format!("{origin}/healthz")).send().await.expect("GET /healthz");
+    assert_eq!(health.status().as_u16(), 200);
+    let mut ws = wss(&ca, host.addr, "/ws").await;
+    assert_eq!(echo(&mut ws, Message::text("hi")).await, Message::text("hi"));
+    // Every stalled body ends: forged sessions at once (404), the real
+    // one's at the message timeout (408); none is held on.
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for post in posts {
+        let outcome = tokio::time::timeout(Duration::from_secs(15), post).await.expect("a stalled post was held on");
+        let key = match outcome.expect("task") {
+            Ok(status) => status.to_string(),
+            Err(_) => "closed".to_string(),
+        };
+        *statuses.entry(key).or_default() += 1;
+    }
+    assert!(statuses.keys().all(|k| ["404", "408", "closed"].contains(&k.as_str())), "{statuses:?}");
+    eprintln!("stalled HTTP/2 posts ended: {statuses:?}");
+    assert!(statuses.get("404").copied().unwrap_or(0) >= 90, "forged sessions refused: {statuses:?}");
+    let held = eventually(
+        "the budget given back",
+        async || {
+            let text = other.get(format!("{origin}/metrics")).send().await.expect("GET /metrics").text().await;
+            let text = text.expect("metrics");
+            text.lines().find_map(|l| l.strip_prefix("wasmsocket_receive_budget_bytes ")?.trim().parse::<f64>().ok())
+        },
+        |b| *b == Some(0.0),
+    )
+    .await;
+    assert_eq!(held, Some(0.0), "{statuses:?}");
 }

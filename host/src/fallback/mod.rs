@@ -10,6 +10,7 @@ mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -26,6 +27,7 @@ pub use session::Settings;
 
 use crate::handshake::{self, Opened, RouteRequest as Request};
 use crate::hub::Hub;
+use crate::inbound::{BodyHold, InboundError};
 use crate::plugin;
 use crate::server::AppState;
 use session::Shared;
@@ -161,19 +163,84 @@ async fn answer(
             let Some(seq) = params.seq.filter(|s| *s > 0) else {
                 return error(StatusCode::BAD_REQUEST, "seq (1, 2, 3, ...) is required");
             };
-            let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
-            let max = usize::try_from(state.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
-            let Some(bytes) = read_body(body, max).await else {
-                // As a WebSocket closes with 1009 for a message too big.
-                if let Some(shared) = state.hub.fallback.find(session) {
-                    shared.conn.abort(CloseFrame { code: CloseCode::Size, reason: "message too big".into() });
-                }
-                return error(StatusCode::PAYLOAD_TOO_LARGE, format!("larger than websocket.max_message_size ({max})"));
-            };
-            post_to(&state, plugin, session, RawPost::new(seq, params.close, &req.headers, bytes)).await
+            post(&state, &req, session, seq, params.close, body).await
         }
         _ => error(StatusCode::BAD_REQUEST, "a fallback post needs ?session=ID&seq=N"),
     }
+}
+
+/// Takes one post, bounded as a WebSocket message is: the session is
+/// checked before the body is read, a declared length before the first
+/// byte, and the body must arrive within `websocket.message_timeout` and
+/// within the host's receive budget, which its bytes count against until
+/// the session takes them.
+async fn post(
+    state: &AppState,
+    req: &Request,
+    session: &str,
+    seq: u64,
+    close: Option<u16>,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Response {
+    let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
+    // A session of this host is known here; one of another host is
+    // checked by its owner, and its body is bounded here all the same.
+    let local = match forwarded_to(state, session) {
+        Some(_) => None,
+        None => match state.hub.fallback.find(session) {
+            Some(shared) if *shared.conn.plugin == *plugin && !shared.conn.is_closing() => Some(shared),
+            Some(shared) if *shared.conn.plugin == *plugin => {
+                return error(StatusCode::NOT_FOUND, PostError::Gone.to_string());
+            }
+            _ => return error(StatusCode::NOT_FOUND, "no such session"),
+        },
+    };
+    let max = usize::try_from(state.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
+    let too_big = || {
+        // As a WebSocket closes with 1009 for a message too big.
+        if let Some(shared) = &local {
+            shared.conn.abort(CloseFrame { code: CloseCode::Size, reason: "message too big".into() });
+        }
+        error(StatusCode::PAYLOAD_TOO_LARGE, format!("larger than websocket.max_message_size ({max})"))
+    };
+    if content_length(&req.headers).is_some_and(|len| len > max as u64) {
+        return too_big();
+    }
+    let mut hold = state.receive_budget.hold_body();
+    let within = state.receive_budget.message_timeout();
+    let bytes = match read_body(body, max, &mut hold, within).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooBig) => return too_big(),
+        Err(BodyError::Budget) => {
+            if let Some(shared) = &local {
+                shared
+                    .conn
+                    .abort(CloseFrame { code: CloseCode::Size, reason: "server receive budget exhausted".into() });
+            }
+            return error(StatusCode::SERVICE_UNAVAILABLE, InboundError::BudgetExhausted.to_string());
+        }
+        Err(BodyError::Timeout) => {
+            state.receive_budget.timed_out();
+            return error(StatusCode::REQUEST_TIMEOUT, format!("body not received within {within:?}; retry"));
+        }
+        Err(BodyError::Broken) => return error(StatusCode::BAD_REQUEST, "the body ended early"),
+    };
+    let answer = post_to(state, plugin, session, RawPost::new(seq, close, &req.headers, bytes)).await;
+    // The session has the message now (or refused it): its bytes are its own.
+    drop(hold);
+    answer
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The backplane to forward a post through, when another host owns the
+/// session.
+fn forwarded_to<'a>(state: &'a AppState, session: &str) -> Option<&'a crate::backplane::Backplane> {
+    let owner = session.split_once('.').and_then(|(id, _)| Hub::host_of(id))?;
+    let backplane = state.hub.backplane()?;
+    (owner != state.hub.host_id()).then_some(backplane)
 }
 
 /// The answer to a CORS preflight from an allowed origin: the fallback's
@@ -194,22 +261,40 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
     headers.get("last-event-id")?.to_str().ok()?.trim().parse().ok()
 }
 
-/// Reads a body of at most `max` bytes; `None` past it.
-async fn read_body(mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin, max: usize) -> Option<Bytes> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.ok()?;
-        if out.len() + chunk.remaining() > max {
-            return None;
+/// Why a post's body was not read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyError {
+    TooBig,
+    Budget,
+    Timeout,
+    Broken,
+}
+
+/// Reads a body of at most `max` bytes within `within`, counting it in `hold`.
+async fn read_body(
+    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    max: usize,
+    hold: &mut BodyHold,
+    within: Duration,
+) -> Result<Bytes, BodyError> {
+    let read = async {
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|_| BodyError::Broken)?;
+            if out.len() + chunk.remaining() > max {
+                return Err(BodyError::TooBig);
+            }
+            hold.add(chunk.remaining() as u64).map_err(|_| BodyError::Budget)?;
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                out.extend_from_slice(part);
+                let n = part.len();
+                chunk.advance(n);
+            }
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Some(out.into())
+        Ok(Bytes::from(out))
+    };
+    tokio::time::timeout(within, read).await.unwrap_or(Err(BodyError::Timeout))
 }
 
 /// A post as it came, before it is checked: what a host forwards to the
@@ -270,10 +355,7 @@ impl RawPost {
 /// Hands a post to its session, on this host or, scaled out, on the host
 /// that owns it.
 async fn post_to(state: &AppState, plugin: &str, session: &str, raw: RawPost) -> Response {
-    let owner = session.split_once('.').and_then(|(id, _)| Hub::host_of(id));
-    if let (Some(owner), Some(backplane)) = (owner, state.hub.backplane())
-        && owner != state.hub.host_id()
-    {
+    if let Some(backplane) = forwarded_to(state, session) {
         // The owner's answer is the client's: a post forwarded is judged
         // and ordered exactly as one taken there.
         return match backplane.forward_post(plugin, session, &raw, state.ws.message_timeout).await {
@@ -300,6 +382,7 @@ pub fn status_of(outcome: &Result<Taken, Refused>) -> (StatusCode, String) {
         Err(Refused::Post(e @ PostError::TooFarAhead)) => (StatusCode::CONFLICT, e.to_string()),
         Err(Refused::Post(e @ PostError::Timeout)) => (StatusCode::REQUEST_TIMEOUT, e.to_string()),
         Err(Refused::Post(e @ PostError::Gone)) => (StatusCode::NOT_FOUND, e.to_string()),
+        Err(Refused::Post(e @ PostError::TooMuchWaiting)) => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     }
 }
 
@@ -342,7 +425,8 @@ async fn open(state: Arc<AppState>, req: Request) -> Response {
     };
     let secret = hex::encode(rand::random::<[u8; 16]>());
     let id = format!("{}.{secret}", session.conn.id);
-    let (inbox, posts) = inbox::Inbox::new();
+    let max_waiting = usize::try_from(state.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
+    let (inbox, posts) = inbox::Inbox::new(max_waiting);
     let shared = Arc::new(Shared::new(session.conn.clone(), secret, inbox, state.ws.message_timeout));
     state.hub.fallback.insert(shared.clone());
     let settings = state.config.fallback.settings();
