@@ -114,3 +114,76 @@ async fn off_loopback_the_stream_follows_the_publish_api_token_rule() {
     let mut missing = subscribe(&local, "nosuch", "").await;
     assert_eq!(status(&read_until(&mut missing, "}").await), "404");
 }
+
+#[tokio::test]
+async fn watchers_are_capped_per_plugin_and_per_host() {
+    let status = |text: &str| text.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let testbed = std::fs::read(TESTBED_WASM).expect("testbed.wasm");
+    let dir = plugins_dir(&[("t2.wasm", &testbed[..]), ("t3.wasm", &testbed[..]), ("t4.wasm", &testbed[..])]);
+    let host = Host::start_with(dir, &[]).await;
+    // 8 per plugin: the ninth is refused.
+    let mut held = Vec::new();
+    for plugin in ["testbed", "t2", "t3", "t4"] {
+        for _ in 0..8 {
+            let mut watcher = subscribe(&host, plugin, "").await;
+            assert_eq!(status(&read_until(&mut watcher, "event:").await), "200", "a watcher of {plugin}");
+            held.push(watcher);
+        }
+    }
+    let mut ninth = subscribe(&host, "testbed", "").await;
+    let seen = read_until(&mut ninth, "}").await;
+    assert_eq!(status(&seen), "429", "{seen}");
+    assert!(seen.contains("at most 8 per plugin"), "{seen}");
+    // 32 per host: echo, with no watcher yet, is refused too.
+    let mut echo = subscribe(&host, "echo", "").await;
+    assert_eq!(status(&read_until(&mut echo, "}").await), "429");
+    // One goes: its seat is free for another.
+    drop(held.pop());
+    let mut again = eventually(
+        "a seat comes free",
+        async || {
+            let mut watcher = subscribe(&host, "echo", "").await;
+            (status(&read_until(&mut watcher, "\r\n\r\n").await) == "200").then_some(watcher)
+        },
+        |w| w.is_some(),
+    )
+    .await
+    .expect("a watcher");
+    assert!(read_until(&mut again, "event:stats").await.contains("event:stats"));
+}
+
+#[tokio::test]
+async fn watchers_that_do_not_read_do_not_slow_another_plugins_echo() {
+    let host = Host::start_with_config("[plugins.testbed]\nlog_rate = \"1GiB\"\n", &["--log", "warn"]).await;
+    // As many watchers as allowed, none of which reads.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(subscribe(&host, "testbed", "").await);
+    }
+    let mut loggers = Vec::new();
+    for _ in 0..40 {
+        loggers.push(host.connect("/ws/testbed").await);
+    }
+    let logging = tokio::spawn(async move {
+        for _ in 0..20 {
+            for ws in &mut loggers {
+                send_text(ws, "logs 200").await;
+            }
+            for ws in &mut loggers {
+                assert_eq!(ask(ws, "ping").await, "ping");
+            }
+        }
+    });
+    let mut echo = host.connect("/ws").await;
+    let mut worst = std::time::Duration::ZERO;
+    while !logging.is_finished() {
+        let started = std::time::Instant::now();
+        assert_eq!(ask(&mut echo, "hi").await, "hi");
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    logging.await.expect("loggers");
+    eprintln!("echo on another plugin beside 8 stalled watchers and 40 loggers: worst {worst:?}");
+    // A guard against the 1-2 s stalls of unbounded watchers, not a figure.
+    assert!(worst < std::time::Duration::from_millis(500), "echo delayed {worst:?}");
+}

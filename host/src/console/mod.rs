@@ -3,9 +3,13 @@
 //! per-second figures beside it.
 //!
 //! Each plugin has one bounded broadcast channel. Publishing costs a
-//! counter read while nobody watches; a watcher that falls behind by more
-//! than the channel holds is closed (see `stream`), so a slow page holds at
-//! most the channel's events, never a growing queue.
+//! counter read while nobody watches; an event is serialised once, however
+//! many watch; a watcher that falls behind by more than the channel holds
+//! is closed (see `stream`), so a slow page holds at most the channel's
+//! events, never a growing queue. Watchers are few by design
+//! ([`MAX_WATCHERS_PER_PLUGIN`], [`MAX_WATCHERS`]): each one is woken for
+//! every event, so their number, not their speed, is what could cost the
+//! connections that publish.
 
 mod latency;
 pub mod stream;
@@ -20,6 +24,12 @@ pub use latency::{LatencySketch, Quantiles};
 
 /// Events a watcher may be behind before it is closed.
 pub const CAPACITY: usize = 512;
+
+/// Watchers one plugin's console may have at once; more are refused (429).
+pub const MAX_WATCHERS_PER_PLUGIN: usize = 8;
+
+/// Watchers of every console of the host at once.
+pub const MAX_WATCHERS: usize = 32;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,9 +71,12 @@ pub struct ConsoleEvent {
     pub message: String,
 }
 
+/// An event as watchers get it: its JSON, made once.
+pub type Published = Arc<str>;
+
 /// One plugin's console.
 pub struct Console {
-    events: broadcast::Sender<Arc<ConsoleEvent>>,
+    events: broadcast::Sender<Published>,
 }
 
 impl Default for Console {
@@ -78,7 +91,12 @@ impl Console {
         self.events.receiver_count() > 0
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ConsoleEvent>> {
+    /// Watchers now.
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.events.subscribe()
     }
 
@@ -113,7 +131,8 @@ impl Console {
         let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let (conn, page) = (conn.map(str::to_string), page.map(str::to_string));
         let event = ConsoleEvent { kind, at, conn, page, level, message: message() };
+        let Ok(json) = serde_json::to_string(&event) else { return };
         // No receivers left since the check: nothing to do.
-        let _ = self.events.send(Arc::new(event));
+        let _ = self.events.send(json.into());
     }
 }

@@ -4,10 +4,13 @@
 //! (a [`Stats`] as JSON) every second, and `closed` (why the stream ends)
 //! last. Open when the host listens on loopback; elsewhere it needs the API
 //! token, as `Authorization: Bearer TOKEN` or `?token=TOKEN` (an
-//! `EventSource` cannot set headers).
+//! `EventSource` cannot set headers). At most
+//! [`MAX_WATCHERS_PER_PLUGIN`](super::MAX_WATCHERS_PER_PLUGIN) per plugin
+//! and [`MAX_WATCHERS`](super::MAX_WATCHERS) per host; past either, 429.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
@@ -17,7 +20,7 @@ use warp::Filter;
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
-use super::{ConsoleEvent, LatencySketch, Quantiles};
+use super::{LatencySketch, MAX_WATCHERS, MAX_WATCHERS_PER_PLUGIN, Published, Quantiles};
 use crate::plugin::Plugin;
 use crate::server::AppState;
 
@@ -41,12 +44,15 @@ struct Query {
 pub fn route(
     with_state: impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone + Send + Sync + 'static,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    // Watchers of every plugin of this host.
+    let watching = Arc::new(AtomicUsize::new(0));
     warp::path!("api" / "plugins" / String / "events")
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<Query>())
+        .and(warp::ext::optional::<crate::listener::PendingSlot>())
         .and(with_state)
-        .map(|name: String, authorization: Option<String>, query: Query, state: Arc<AppState>| {
+        .map(move |name: String, authorization: Option<String>, query: Query, pending: Option<crate::listener::PendingSlot>, state: Arc<AppState>| {
             let given = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).or(query.token.as_deref());
             if !state.config.listen.ip().is_loopback()
                 && let Some(refused) = crate::api::refused_by_token(&state, given, "the console event stream")
@@ -59,36 +65,70 @@ pub fn route(
                     serde_json::json!({ "error": format!("no plugin {name:?}") }),
                 );
             };
-            let events = events(plugin, state.shutdown.clone());
+            let Some(seat) = Seat::take(&watching, plugin.console.watchers()) else {
+                return crate::api::json_status(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    serde_json::json!({ "error": format!(
+                        "too many console watchers (at most {MAX_WATCHERS_PER_PLUGIN} per plugin, {MAX_WATCHERS} per host)"
+                    ) }),
+                );
+            };
+            if let Some(pending) = pending {
+                // A stream now, bounded by the watcher caps from here on.
+                pending.release();
+            }
+            let events = events(plugin, state.shutdown.clone(), seat);
             warp::sse::reply(warp::sse::keep_alive().interval(Duration::from_secs(15)).stream(events)).into_response()
         })
 }
 
+/// One watcher's place under the host-wide cap; the per-plugin cap is the
+/// plugin channel's receiver count.
+struct Seat(Arc<AtomicUsize>);
+
+impl Seat {
+    fn take(watching: &Arc<AtomicUsize>, of_plugin: usize) -> Option<Self> {
+        if of_plugin >= MAX_WATCHERS_PER_PLUGIN {
+            return None;
+        }
+        watching.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_WATCHERS).then_some(n + 1)).ok()?;
+        Some(Self(watching.clone()))
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct Watch {
     plugin: Arc<Plugin>,
-    rx: broadcast::Receiver<Arc<ConsoleEvent>>,
+    rx: broadcast::Receiver<Published>,
     ticks: tokio::time::Interval,
     last: (Instant, u64, Vec<u64>),
     shutdown: tokio_util::sync::CancellationToken,
     done: bool,
+    _seat: Seat,
 }
 
 fn events(
     plugin: Arc<Plugin>,
     shutdown: tokio_util::sync::CancellationToken,
+    seat: Seat,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = plugin.console.subscribe();
     let mut ticks = tokio::time::interval(STATS_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let last = (Instant::now(), plugin.metrics.messages_in.get(), plugin.metrics.latency.snapshot());
-    let watch = Watch { plugin, rx, ticks, last, shutdown, done: false };
+    let watch = Watch { plugin, rx, ticks, last, shutdown, done: false, _seat: seat };
     futures_util::stream::unfold(watch, |mut w| async move {
         if w.done {
             return None;
         }
         let event = tokio::select! {
             received = w.rx.recv() => match received {
-                Ok(event) => Event::default().event("console").json_data(&*event).unwrap_or_default(),
+                Ok(json) => Event::default().event("console").data(&*json),
                 // Fallen behind by more than the channel holds: a page that
                 // does not read is closed rather than buffered for.
                 Err(RecvError::Lagged(missed)) => {
