@@ -247,7 +247,24 @@ impl Task<'_> {
     }
 
     async fn dispatch(&mut self, message: plugin::Message) {
-        if self.handler.dispatch(message).await {
+        let conn = self.handler.ctx.conn;
+        let close_timeout = self.handler.ctx.settings.close_timeout;
+        let answered = {
+            let mut call = pin!(self.handler.dispatch(message));
+            tokio::select! {
+                biased;
+                answered = call.as_mut() => answered,
+                frame = going_away(conn) => {
+                    // The host is stopping: the client hears so now, not
+                    // when a long call ends (its replies are then dropped).
+                    if let Some(stream) = self.socket.awake().await {
+                        let _ = tokio::time::timeout(close_timeout, self.written.close(stream, Some(frame))).await;
+                    }
+                    call.await
+                }
+            }
+        };
+        if answered {
             self.write_replies().await;
             self.handler.rest();
         }
@@ -283,6 +300,16 @@ enum Inbound {
 /// before it counts as gone; none while keep-alive is off.
 pub fn silence_allowed(settings: &WebSocketConfig) -> Option<Duration> {
     (!settings.keep_alive_interval.is_zero()).then(|| settings.keep_alive_interval + settings.keep_alive_timeout)
+}
+
+/// Completes once the host asks the connection to go away.
+async fn going_away(conn: &Connection) -> CloseFrame {
+    loop {
+        if let Some(frame) = conn.away_frame() {
+            return frame;
+        }
+        conn.woken().await;
+    }
 }
 
 /// Completes once the connection is aborted.

@@ -137,3 +137,26 @@ async fn shutdown_closes_every_client_with_1001() {
     drop((a, b));
     assert!(host.wait_exit().await.success());
 }
+
+#[tokio::test]
+async fn shutdown_reaches_clients_whose_plugin_calls_run_long_at_once() {
+    let mut host = Host::start(&["--deadline", "30s"]).await;
+    let mut sleeping = host.connect("/ws/testbed").await;
+    let mut looping = host.connect("/ws/testbed").await;
+    let mut idle = host.connect("/ws").await;
+    assert_eq!(ask(&mut idle, "hi").await, "hi");
+    send_text(&mut sleeping, "sleep 20000").await;
+    send_text(&mut looping, "loop").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    host.signal("TERM");
+    // 1001 to every client without waiting for the calls (20 s and 30 s).
+    for ws in [&mut sleeping, &mut looping, &mut idle] {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), expect_close(ws))
+            .await
+            .expect("1001 while the plugin call still runs");
+        assert_eq!(frame.code, CloseCode::Away);
+    }
+    drop((sleeping, looping, idle));
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(15), host.wait_exit()).await;
+    assert!(exit.expect("the host exits within its close grace").success());
+}

@@ -100,7 +100,7 @@ pub struct Connection {
     /// or the connection must end.
     wake: Doorbell,
     limits: QueueLimits,
-    /// Bit set of `CLOSING`, `ABORTED` and `QUEUED`.
+    /// Bit set of `CLOSING`, `ABORTED`, `QUEUED` and `AWAY`.
     flags: AtomicU8,
     /// Bytes kept for the plugin across calls and instances (`state` in WIT).
     state: Mutex<Option<Vec<u8>>>,
@@ -154,6 +154,8 @@ const ABORTED: u8 = 2;
 /// Its outbox holds something: read on every turn of its task without the
 /// lock; set and cleared under it.
 const QUEUED: u8 = 4;
+/// The host is stopping ([`Connection::go_away`]).
+const AWAY: u8 = 8;
 
 #[derive(Default)]
 struct Outbox {
@@ -162,6 +164,9 @@ struct Outbox {
     bytes: usize,
     /// The close frame an abort asked for; the first reason given wins.
     abort_frame: Option<CloseFrame>,
+    /// The host is stopping: this frame goes out at once, even while a
+    /// plugin call runs.
+    away_frame: Option<CloseFrame>,
 }
 
 impl Connection {
@@ -273,6 +278,29 @@ impl Connection {
         let before = self.flags.fetch_or(CLOSING, Ordering::AcqRel);
         self.wake.ring();
         before & CLOSING == 0
+    }
+
+    /// The host is stopping: a close handshake as [`Connection::close`]
+    /// starts one, whose frame a connection busy in a plugin call sends
+    /// without waiting for the call (see [`Connection::away_frame`]).
+    pub fn go_away(&self, frame: CloseFrame) {
+        if let Ok(mut outbox) = self.outbox.lock() {
+            outbox.away_frame.get_or_insert_with(|| frame.clone());
+        }
+        self.flags.fetch_or(AWAY, Ordering::AcqRel);
+        if self.close(frame).is_err() {
+            // Already closing: its task still hears of the stop.
+            self.wake.ring();
+        }
+    }
+
+    /// The frame of [`Connection::go_away`], once it was called.
+    pub fn away_frame(&self) -> Option<CloseFrame> {
+        // Checked on every call of the message path: a flag, not the lock.
+        if self.flags.load(Ordering::Acquire) & AWAY == 0 {
+            return None;
+        }
+        self.outbox.lock().ok()?.away_frame.clone()
     }
 
     /// Starts a close handshake after the messages already queued.
@@ -475,7 +503,7 @@ impl Hub {
     pub fn close_all(&self, frame: &CloseFrame) {
         let all: Vec<_> = self.connections.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
         for conn in all {
-            let _ = conn.close(frame.clone());
+            conn.go_away(frame.clone());
         }
     }
 }
