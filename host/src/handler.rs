@@ -251,34 +251,58 @@ impl Ctx<'_> {
     pub async fn new_instance(&self, version: Arc<plugin::Version>) -> Result<Instance, Fault> {
         let (conn, plugin) = (self.conn, self.plugin);
         let short = version.short.clone();
+        let deadline = plugin.limits.deadline;
+        let give_up = tokio::time::Instant::now() + deadline;
         let made = async {
-            let weak = Arc::downgrade(conn);
-            let wake = move || {
-                if let Some(conn) = weak.upgrade() {
-                    conn.wake();
+            // As the docs promise: an event that finds the pools full waits
+            // for a slot within its deadline instead of failing.
+            let mut pause = POOL_RETRY_FIRST;
+            loop {
+                let within = give_up.saturating_duration_since(tokio::time::Instant::now());
+                match self.try_instance(version.clone(), within).await {
+                    Err(Fault::PoolFull(_)) if tokio::time::Instant::now() + pause < give_up => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(POOL_RETRY_MAX);
+                    }
+                    made => return made,
                 }
-            };
-            let permit =
-                self.pool.acquire(plugin.limits.deadline, wake).await.map_err(|e| Fault::Resources(e.to_string()))?;
-            let limits = HostLimits {
-                max_message: usize::try_from(self.settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
-                max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
-                max_replies: self.settings.send_queue,
-            };
-            let log_budget = plugin::LogBudget::of(conn, plugin);
-            let host = plugin::HostApi::new(
-                self.hub.clone(),
-                conn.clone(),
-                version.short.clone(),
-                limits,
-                log_budget,
-                plugin.console.clone(),
-            );
-            Instance::new(version, host, plugin.limits, permit).await
+            }
         };
         made.await.inspect_err(|fault| fault_closes(conn, plugin, &short, fault, "instantiation"))
     }
+
+    async fn try_instance(&self, version: Arc<plugin::Version>, within: Duration) -> Result<Instance, Fault> {
+        let (conn, plugin) = (self.conn, self.plugin);
+        let weak = Arc::downgrade(conn);
+        let wake = move || {
+            if let Some(conn) = weak.upgrade() {
+                conn.wake();
+            }
+        };
+        let permit = self.pool.acquire(within, wake).await.map_err(|e| Fault::Resources(e.to_string()))?;
+        let limits = HostLimits {
+            max_message: usize::try_from(self.settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
+            max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
+            max_replies: self.settings.send_queue,
+        };
+        let log_budget = plugin::LogBudget::of(conn, plugin);
+        let host = plugin::HostApi::new(
+            self.hub.clone(),
+            conn.clone(),
+            version.short.clone(),
+            limits,
+            log_budget,
+            plugin.console.clone(),
+        );
+        Instance::new(version, host, plugin.limits, permit).await
+    }
 }
+
+/// The first pause before another try at a full pool, doubled up to
+/// [`POOL_RETRY_MAX`]: a slot frees as soon as the instance holding it is
+/// torn down, typically within microseconds.
+const POOL_RETRY_FIRST: Duration = Duration::from_millis(1);
+const POOL_RETRY_MAX: Duration = Duration::from_millis(50);
 
 /// A plugin fault ends only its own connection, with 1011. So does a
 /// host that ran short of instances, logged as such.
@@ -288,7 +312,7 @@ pub fn fault_closes(conn: &Connection, plugin: &Plugin, version: &str, fault: &F
         format!("during {during}, connection closed with 1011: plugin {fault}")
     });
     let reason = match fault {
-        Fault::Resources(_) => {
+        Fault::Resources(_) | Fault::PoolFull(_) => {
             tracing::error!(
                 plugin = &*plugin.name,
                 conn = &*conn.id,

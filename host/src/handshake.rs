@@ -164,7 +164,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
     let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
     let instance = match ctx.new_instance(version).await {
         Ok(instance) => instance,
-        Err(fault @ Fault::Resources(_)) => {
+        Err(fault @ (Fault::Resources(_) | Fault::PoolFull(_))) => {
             // `new_instance` logged what ran out.
             forget(state, &plugin, &conn.id);
             return Err(Box::new(refuse(

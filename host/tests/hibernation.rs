@@ -237,3 +237,52 @@ async fn a_client_that_fragments_messages_is_served_after_idling() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(ask(&mut ws, "and again").await, "and again");
 }
+
+#[tokio::test]
+async fn a_wake_storm_of_five_thousand_completes_with_no_1011() {
+    // Every connection hibernated, then each sends one message at the same
+    // moment, as after a broadcast to a big room of idle users: each event
+    // waits for an instance within its deadline, and none fails.
+    let host = Host::start(&["--hibernate-after", "200ms", "--deadline", "20s"]).await;
+    let mut clients = Vec::new();
+    for i in 0..5000 {
+        let (ws, _) = tokio_tungstenite::connect_async(host.url("/ws/testbed"))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}\n{}", host.log()));
+        clients.push(ws);
+    }
+    eventually("every instance hibernated", async || host.metric_or_zero(INSTANCES).await, |n| *n == 0.0).await;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let sent = std::time::Instant::now();
+                ws.send(Message::text(format!("wake {i}"))).await.expect("send");
+                match tokio::time::timeout(PATIENCE, ws.next()).await.expect("answer in time") {
+                    Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), format!("wake {i}")),
+                    other => panic!("connection {i}: {other:?}"),
+                }
+                (sent.elapsed(), ws)
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    let mut kept = Vec::new();
+    for task in tasks {
+        let (elapsed, ws) = task.await.expect("client");
+        took.push(elapsed);
+        kept.push(ws);
+    }
+    took.sort();
+    eprintln!("wake storm of {}: p50 {:?}, p99 {:?}", took.len(), took[took.len() / 2], took[took.len() * 99 / 100]);
+    assert_eq!(host.metric_or_zero("wasmsocket_instance_waits_exhausted_total").await, 0.0);
+    let faults = host.get_text("/metrics").await.1;
+    assert!(
+        !faults.lines().any(|l| l.starts_with("wasmsocket_plugin_faults_total{") && !l.ends_with(" 0")),
+        "{faults}"
+    );
+}

@@ -53,6 +53,9 @@ fn instances_that_fit(max_memory: u64, per_component: u32) -> u32 {
     u32::try_from(ADDRESS_SPACE / per_instance).unwrap_or(u32::MAX).max(16)
 }
 
+/// Fiber stacks beyond one per instance slot.
+const SPARE_STACKS: u32 = 32;
+
 /// Compiles components and prepares them for fast instantiation.
 #[derive(Clone)]
 pub struct PluginEngine {
@@ -83,7 +86,10 @@ impl PluginEngine {
             .total_core_instances(instances.saturating_mul(PER_COMPONENT))
             .total_memories(instances.saturating_mul(PER_COMPONENT))
             .total_tables(instances.saturating_mul(PER_COMPONENT))
-            .total_stacks(instances)
+            // A few spare stacks: an instance's stack goes back to the pool
+            // as its store is torn down, which may be a moment after the
+            // slot (the permit) of a wake storm's next instance is taken.
+            .total_stacks(instances.saturating_add(SPARE_STACKS))
             .max_memories_per_component(PER_COMPONENT * 4)
             .max_tables_per_component(PER_COMPONENT * 4)
             .max_core_instances_per_component(64)

@@ -33,6 +33,11 @@ pub enum Fault {
     /// time, or the system refused memory. Not the plugin's fault.
     #[error("could not be instantiated: {0}")]
     Resources(String),
+    /// The engine's pools (fiber stacks, memories, tables) were full for a
+    /// moment: a slot held by an instance still being torn down. Worth
+    /// another try within the event's deadline.
+    #[error("could not be instantiated: {0}")]
+    PoolFull(String),
 }
 
 impl Fault {
@@ -41,7 +46,7 @@ impl Fault {
             Fault::Trap(_) => FaultKind::Trap,
             Fault::Timeout(_) => FaultKind::Timeout,
             Fault::Memory(_) => FaultKind::Memory,
-            Fault::Resources(_) => FaultKind::Resources,
+            Fault::Resources(_) | Fault::PoolFull(_) => FaultKind::Resources,
         }
     }
 }
@@ -258,6 +263,9 @@ fn classify_instantiation(store: &Store<Ctx>, limits: &PluginLimits, error: wasm
     let ctx = store.data();
     if ctx.timed_out || ctx.limiter.hit || error.downcast_ref::<Trap>().is_some() {
         return classify(store, limits, error);
+    }
+    if error.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return Fault::PoolFull(format!("{error:#}"));
     }
     Fault::Resources(format!("{error:#}"))
 }
