@@ -279,3 +279,53 @@ async fn the_chat_example_relays_within_a_room_and_announces_joins_and_leaves() 
     // Eve, in another room, heard none of it.
     assert_eq!(ask(&mut eve, "/who").await, "* 1 here in elsewhere");
 }
+
+#[tokio::test]
+async fn a_join_storm_does_not_stall_other_connections() {
+    let host = Host::start(&[]).await;
+    let mut echo = host.connect("/ws").await;
+    let storm = {
+        let host_url = host.url("/ws/testbed");
+        tokio::spawn(async move {
+            let mut joiners = Vec::new();
+            // 400 connections, 50 at a time, each asking for 1,000 rooms
+            // in one call (256 are allowed).
+            for _ in 0..8 {
+                let batch: Vec<_> = (0..50)
+                    .map(|_| {
+                        let url = host_url.clone();
+                        tokio::spawn(async move {
+                            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+                            let joined = ask(&mut ws, "joinmany storm 1000").await;
+                            assert!(joined.starts_with("joined 256 ") && !joined.ends_with(" none"), "{joined}");
+                            ws
+                        })
+                    })
+                    .collect();
+                for task in batch {
+                    joiners.push(task.await.expect("joiner"));
+                }
+            }
+            joiners
+        })
+    };
+    let mut worst = std::time::Duration::ZERO;
+    while !storm.is_finished() {
+        let started = std::time::Instant::now();
+        assert_eq!(ask(&mut echo, "hi").await, "hi");
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut joiners = storm.await.expect("storm");
+    eprintln!("echo beside a join storm of 400 x 1,000 rooms: worst {worst:?}");
+    // A guard against serialising the host, not a figure.
+    assert!(worst < std::time::Duration::from_millis(1000), "echo delayed {worst:?}");
+    assert_eq!(ask(&mut joiners[0], "count storm-255").await, "400");
+    // Closing leaves every room: nothing is kept for them.
+    for ws in &mut joiners {
+        ws.close(None).await.expect("close");
+    }
+    drop(joiners);
+    let mut probe = host.connect("/ws/testbed").await;
+    eventually("the rooms emptied", async || ask(&mut probe, "count storm-0").await, |n| n == "0").await;
+}

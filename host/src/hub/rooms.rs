@@ -1,8 +1,15 @@
 //! Rooms: named groups of one plugin's connections, for broadcast.
 //! In-process; each plugin has its own namespace, so plugins never see each
 //! other's rooms.
+//!
+//! The rooms are split over [`SHARDS`] locks by a hash of plugin and room:
+//! a join or leave locks only its room's shard, so a storm of joins does
+//! not make every broadcast and every other join of the host wait on one
+//! lock (whose holder, a call on the low-priority plugin lane, the kernel
+//! may pause while threads of higher priority wait for it).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -41,11 +48,22 @@ struct Member {
 
 type Members = HashMap<Arc<str>, Member>;
 
+/// Locks the rooms are split over.
+pub const SHARDS: usize = 64;
+
+/// plugin → room → members, for the rooms of one shard.
+type Shard = HashMap<Arc<str>, HashMap<String, Members>>;
+
 /// Every room of every plugin on this host.
-#[derive(Default)]
 pub struct Rooms {
-    /// plugin → room → members.
-    by_plugin: RwLock<HashMap<Arc<str>, HashMap<String, Members>>>,
+    shards: Box<[RwLock<Shard>]>,
+    hasher: RandomState,
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new() }
+    }
 }
 
 fn check_name(room: &str) -> Result<(), RoomError> {
@@ -56,6 +74,11 @@ fn check_name(room: &str) -> Result<(), RoomError> {
 }
 
 impl Rooms {
+    fn shard(&self, plugin: &str, room: &str) -> &RwLock<Shard> {
+        let hash = self.hasher.hash_one((plugin, room));
+        &self.shards[(hash % SHARDS as u64) as usize]
+    }
+
     /// Adds `conn` to `room` with join point `since` (0: every broadcast).
     /// False if it was already a member.
     pub fn join(&self, conn: &Arc<Connection>, room: &str, since: u64) -> Result<bool, RoomError> {
@@ -67,7 +90,7 @@ impl Rooms {
         if joined.len() >= MAX_ROOMS_PER_CONNECTION {
             return Err(RoomError::TooManyRooms);
         }
-        if let Ok(mut all) = self.by_plugin.write() {
+        if let Ok(mut all) = self.shard(&conn.plugin, room).write() {
             let rooms = all.entry(conn.plugin.clone()).or_default();
             let member = Member { conn: conn.clone(), since: AtomicU64::new(since) };
             rooms.entry(room.to_string()).or_default().insert(conn.id.clone(), member);
@@ -78,7 +101,7 @@ impl Rooms {
 
     /// Sets a member's join point once its join is in Redis.
     pub fn set_since(&self, plugin: &str, room: &str, id: &str, since: u64) {
-        let Ok(all) = self.by_plugin.read() else { return };
+        let Ok(all) = self.shard(plugin, room).read() else { return };
         if let Some(member) = all.get(plugin).and_then(|rooms| rooms.get(room)).and_then(|m| m.get(id)) {
             member.since.store(since, Ordering::Release);
         }
@@ -87,9 +110,11 @@ impl Rooms {
     /// After reconnecting to Redis, whose numbering may have restarted:
     /// every member takes every broadcast from now on.
     pub fn reset_since(&self) {
-        let Ok(all) = self.by_plugin.read() else { return };
-        for member in all.values().flat_map(|rooms| rooms.values()).flat_map(|m| m.values()) {
-            member.since.store(0, Ordering::Release);
+        for shard in &self.shards {
+            let Ok(all) = shard.read() else { continue };
+            for member in all.values().flat_map(|rooms| rooms.values()).flat_map(|m| m.values()) {
+                member.since.store(0, Ordering::Release);
+            }
         }
     }
 
@@ -113,24 +138,29 @@ impl Rooms {
 
     /// Every (plugin, room, connection) on this host.
     pub fn snapshot(&self) -> Vec<(Arc<str>, String, Arc<str>)> {
-        let Ok(all) = self.by_plugin.read() else { return Vec::new() };
         let mut out = Vec::new();
-        for (plugin, rooms) in all.iter() {
-            for (room, members) in rooms {
-                out.extend(members.keys().map(|id| (plugin.clone(), room.clone(), id.clone())));
+        for shard in &self.shards {
+            let Ok(all) = shard.read() else { continue };
+            for (plugin, rooms) in all.iter() {
+                for (room, members) in rooms {
+                    out.extend(members.keys().map(|id| (plugin.clone(), room.clone(), id.clone())));
+                }
             }
         }
         out
     }
 
     fn remove_member(&self, plugin: &str, room: &str, id: &str) {
-        let Ok(mut all) = self.by_plugin.write() else { return };
+        let Ok(mut all) = self.shard(plugin, room).write() else { return };
         let Some(rooms) = all.get_mut(plugin) else { return };
         if let Some(members) = rooms.get_mut(room) {
             members.remove(id);
             if members.is_empty() {
                 rooms.remove(room);
             }
+        }
+        if rooms.is_empty() {
+            all.remove(plugin);
         }
     }
 
@@ -155,7 +185,7 @@ impl Rooms {
     }
 
     fn deliver(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>, seq: Option<u64>) -> u32 {
-        let Ok(all) = self.by_plugin.read() else { return 0 };
+        let Ok(all) = self.shard(plugin, room).read() else { return 0 };
         let Some(members) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return 0 };
         let mut delivered = 0;
         for (id, Member { conn, since }) in members {
@@ -171,13 +201,13 @@ impl Rooms {
     }
 
     pub fn count(&self, plugin: &str, room: &str) -> u32 {
-        let Ok(all) = self.by_plugin.read() else { return 0 };
+        let Ok(all) = self.shard(plugin, room).read() else { return 0 };
         let n = all.get(plugin).and_then(|rooms| rooms.get(room)).map_or(0, |m| m.len());
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     pub fn members(&self, plugin: &str, room: &str, limit: usize) -> Vec<String> {
-        let Ok(all) = self.by_plugin.read() else { return Vec::new() };
+        let Ok(all) = self.shard(plugin, room).read() else { return Vec::new() };
         let Some(members) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return Vec::new() };
         members.keys().take(limit.min(MAX_MEMBERS_LISTED)).map(|id| id.to_string()).collect()
     }

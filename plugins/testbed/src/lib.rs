@@ -12,6 +12,8 @@
 //! - `join ROOM`, `leave ROOM`: room membership; replies `ok` or the error.
 //! - `bcast ROOM TEXT` (everyone but me) / `bcastall ROOM TEXT`: replies the count.
 //! - `count ROOM`, `members ROOM`, `rooms`: replies the count / ids / my rooms.
+//! - `joinmany PREFIX COUNT`: join rooms PREFIX-0 to PREFIX-(COUNT-1) in one call;
+//!   replies `joined N ERROR` (N the joins that succeeded).
 //! - `kvset KEY VALUE`, `kvget KEY`, `kvdel KEY`, `incr KEY DELTA`: the shared store.
 //!
 //! Hostile commands, for the isolation tests (none replies unless it says so):
@@ -136,6 +138,19 @@ impl Guest for Testbed {
             "whoami" => reply(&id, Message::Text(id.clone())),
             "join" => reply(&id, Message::Text(outcome(rooms::join(&id, rest)))),
             "leave" => reply(&id, Message::Text(outcome(rooms::leave(&id, rest)))),
+            "joinmany" => {
+                let (prefix, count) = rest.split_once(' ').unwrap_or((rest, "0"));
+                let count: usize = count.parse().unwrap_or(0);
+                let mut joined = 0;
+                let mut error = "none".to_string();
+                for i in 0..count {
+                    match rooms::join(&id, &format!("{prefix}-{i}")) {
+                        Ok(()) => joined += 1,
+                        Err(e) => error = format!("{e:?}"),
+                    }
+                }
+                reply(&id, Message::Text(format!("joined {joined} {error}")));
+            }
             "bcast" | "bcastall" => {
                 let (room, body) = rest.split_once(' ').unwrap_or((rest, ""));
                 let except = (command == "bcast").then(|| id.clone());
