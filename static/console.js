@@ -106,7 +106,15 @@ function watch(name) {
     el.state.textContent = "live";
     line("watch", `watching ${name}`);
   });
-  source.addEventListener("error", () => {
+  const opened = source;
+  opened.addEventListener("error", () => {
+    if (opened.readyState === EventSource.CLOSED) {
+      // Refused (429: the host's watchers are capped) or gone: EventSource
+      // gives up, so the half-second check below opens it again.
+      el.state.textContent = "not watching (refused by the host); retrying";
+      if (source === opened) watching = null;
+      return;
+    }
     el.state.textContent = "disconnected; retrying";
   });
   source.addEventListener("console", (e) => {

@@ -145,3 +145,39 @@ async fn posts_waiting_for_an_earlier_one_are_bounded_per_session() {
     }
     assert_eq!(host.metric_or_zero(BUDGET).await, 0.0);
 }
+
+#[tokio::test]
+async fn posts_to_forged_sessions_cost_no_memory_however_large_their_bodies() {
+    let host = Host::start(&["--message-timeout", "6s"]).await;
+    let before = host.rss_kib();
+    // 400 posts each sending all but the last byte of a 1 MiB body (once
+    // +644 MiB held until the sockets closed).
+    let mut posts = Vec::new();
+    for i in 0..400 {
+        let addr = host.addr;
+        posts.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let head = format!(
+                "POST /ws?session=c{i}.{}&seq=1 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                "0".repeat(32),
+                1 << 20
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let body = vec![b'x'; (1 << 20) - 1];
+            // The host answers without reading: the write may fail or block.
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&body)).await;
+            response_status(&mut stream, Duration::from_secs(5)).await
+        }));
+    }
+    let mut answered = 0;
+    for post in posts {
+        if post.await.expect("post") == Some(404) {
+            answered += 1;
+        }
+    }
+    assert!(answered >= 390, "only {answered} of 400 forged posts answered 404");
+    let grown = host.rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "the host grew {grown} KiB for posts to sessions that do not exist");
+    assert_eq!(host.metric_or_zero(BUDGET).await, 0.0);
+    still_served(&host).await;
+}

@@ -109,7 +109,10 @@ impl Host {
 
     /// Like `spawn`, waiting up to `patience` for the host to listen.
     pub async fn spawn_patiently(args: &[String], patience: Duration) -> Result<Host, String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmsocket"));
+        // WASMSOCKET_HOST_BIN runs the tests against another build (an
+        // earlier release, for a before-and-after figure).
+        let bin = std::env::var_os("WASMSOCKET_HOST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmsocket").into());
+        let mut cmd = Command::new(bin);
         if !args.iter().any(|a| a == "--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
