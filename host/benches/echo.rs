@@ -173,26 +173,10 @@ async fn start_wasmsocket() -> Server {
 /// wasmsocket (or `binary`, an older build) with the testbed plugin, whose
 /// `loop` computes until its 60 s deadline.
 async fn start_with_testbed(binary: Option<&std::path::Path>) -> (Server, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("wasmsocket-echo-bench-{}-{}", std::process::id(), rand_tag()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy testbed");
-    std::fs::write(dir.join("host.toml"), "[plugins.testbed]\ndeadline = \"60s\"\n").expect("config");
-    let mut cmd = match binary {
-        Some(path) => {
-            let mut cmd = Command::new(path);
-            cmd.args(["--listen", "127.0.0.1:0"]);
-            cmd
-        }
-        None => common::wasmsocket(),
-    };
+    let dir = common::testbed_dir("echo-bench", "[plugins.testbed]\ndeadline = \"60s\"\n");
+    let mut cmd = common::wasmsocket_build(binary);
     cmd.args(["--log", "warn", "--plugins"]).arg(&dir).arg("--config").arg(dir.join("host.toml"));
     (start(if binary.is_some() { "before" } else { "wasmsocket" }, cmd).await, dir)
-}
-
-fn rand_tag() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Round-trip times (ns) of every verified echo, and the time measured.

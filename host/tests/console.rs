@@ -175,14 +175,7 @@ async fn watchers_that_do_not_read_do_not_slow_another_plugins_echo() {
         }
     });
     let mut echo = host.connect("/ws").await;
-    let mut worst = std::time::Duration::ZERO;
-    while !logging.is_finished() {
-        let started = std::time::Instant::now();
-        assert_eq!(ask(&mut echo, "hi").await, "hi");
-        worst = worst.max(started.elapsed());
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    logging.await.expect("loggers");
+    let (worst, ()) = worst_echo_while(&mut echo, logging).await;
     eprintln!("echo on another plugin beside 8 stalled watchers and 40 loggers: worst {worst:?}");
     // A guard against the 1-2 s stalls of unbounded watchers, not a figure.
     assert!(worst < std::time::Duration::from_millis(500), "echo delayed {worst:?}");

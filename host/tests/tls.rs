@@ -309,6 +309,18 @@ async fn next_event(response: &mut reqwest::Response, buffer: &mut String) -> (S
     }
 }
 
+/// A fallback post of `text` from a page of `origin`.
+async fn post_text(client: &reqwest::Client, origin: &str, session: &str, seq: u64, text: &str) -> reqwest::Response {
+    client
+        .post(format!("{origin}/ws?session={session}&seq={seq}"))
+        .header("origin", origin)
+        .header("content-type", "text/plain")
+        .body(text.to_string())
+        .send()
+        .await
+        .expect("POST")
+}
+
 #[tokio::test]
 async fn the_fallback_over_https_and_http2_passes_the_same_origin_check() {
     let ca = Ca::new();
@@ -333,14 +345,7 @@ async fn the_fallback_over_https_and_http2_passes_the_same_origin_check() {
     let open: serde_json::Value = serde_json::from_str(&data).expect("open JSON");
     let session = open["session"].as_str().expect("session id").to_string();
 
-    let posted = client
-        .post(format!("{origin}/ws?session={session}&seq=1"))
-        .header("origin", &origin)
-        .header("content-type", "text/plain")
-        .body("over h2")
-        .send()
-        .await
-        .expect("POST");
+    let posted = post_text(&client, &origin, &session, 1, "over h2").await;
     assert_eq!((posted.status().as_u16(), posted.version()), (204, reqwest::Version::HTTP_2));
     let (event, data) = next_event(&mut stream, &mut buffer).await;
     assert_eq!((event.as_str(), data.as_str()), ("text", "\"over h2\""));
@@ -351,14 +356,7 @@ async fn the_fallback_over_https_and_http2_passes_the_same_origin_check() {
     let other = https_client(&ca, host.addr, false);
     let health = other.get(format!("{origin}/healthz")).send().await.expect("GET /healthz on a new connection");
     assert_eq!(health.status().as_u16(), 200);
-    let posted = client
-        .post(format!("{origin}/ws?session={session}&seq=2"))
-        .header("origin", &origin)
-        .header("content-type", "text/plain")
-        .body("still open")
-        .send()
-        .await
-        .expect("POST");
+    let posted = post_text(&client, &origin, &session, 2, "still open").await;
     assert_eq!(posted.status().as_u16(), 204);
     let (event, data) = next_event(&mut stream, &mut buffer).await;
     assert_eq!((event.as_str(), data.as_str()), ("text", "\"still open\""));

@@ -23,9 +23,25 @@ pub struct Server {
 
 /// The `wasmsocket` binary on a free loopback port, logging warnings only.
 pub fn wasmsocket() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmsocket"));
+    wasmsocket_build(None)
+}
+
+/// `binary` (an older build), or this build when `None`, on a free
+/// loopback port.
+pub fn wasmsocket_build(binary: Option<&std::path::Path>) -> Command {
+    let mut cmd = Command::new(binary.map_or(std::path::Path::new(env!("CARGO_BIN_EXE_wasmsocket")), |b| b));
     cmd.args(["--listen", "127.0.0.1:0"]);
     cmd
+}
+
+/// A scratch plugins directory holding the testbed plugin and a config
+/// file `host.toml` with `config`; the caller removes it.
+pub fn testbed_dir(tag: &str, config: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmsocket-{tag}-{}-{}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy testbed");
+    std::fs::write(dir.join("host.toml"), config).expect("config");
+    dir
 }
 
 /// Starts `cmd` and waits for its `listening on http(s)://ADDR` line. With

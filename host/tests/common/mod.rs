@@ -324,6 +324,19 @@ pub async fn next(ws: &mut Client) -> Option<Message> {
     }
 }
 
+/// Echo round trips on `ws` until `busy` ends: the slowest, and what
+/// `busy` returned.
+pub async fn worst_echo_while<T>(ws: &mut Client, busy: tokio::task::JoinHandle<T>) -> (Duration, T) {
+    let mut worst = Duration::ZERO;
+    while !busy.is_finished() {
+        let started = std::time::Instant::now();
+        assert_eq!(ask(ws, "hi").await, "hi");
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (worst, busy.await.expect("the task beside the echo"))
+}
+
 pub async fn send_text(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
