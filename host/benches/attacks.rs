@@ -7,6 +7,7 @@
 //! cargo bench --bench attacks -- --before OLD_BINARY   # before and after
 //! cargo bench --bench attacks -- --wake 10000          # a bigger wake storm
 //! cargo bench --bench attacks -- --only wake --rounds 3 # one attack, 3 runs
+//! cargo bench --bench attacks -- --host-arg --max-instances --host-arg 8192
 //! ```
 //!
 //! - `watchers`: 1,000 clients of the console stream of the testbed plugin
@@ -37,16 +38,19 @@ struct Options {
     only: Option<String>,
     /// Runs of each, alternating between the builds.
     rounds: usize,
+    /// More arguments for every host (`--host-arg --max-instances --host-arg 8192`).
+    host_args: Vec<String>,
 }
 
 fn options() -> Options {
-    let mut o = Options { before: None, wake: 5000, only: None, rounds: 1 };
+    let mut o = Options { before: None, wake: 5000, only: None, rounds: 1, host_args: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--before" => o.before = args.next().map(Into::into),
             "--wake" => o.wake = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.wake),
             "--only" => o.only = args.next(),
+            "--host-arg" => o.host_args.extend(args.next()),
             "--rounds" => o.rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             _ => {} // cargo bench passes --bench
         }
@@ -255,7 +259,9 @@ fn main() {
                         "posts" => &["--message-timeout", "6s"],
                         _ => &[],
                     };
-                    let (server, dir) = host(*binary, args).await;
+                    let mut args: Vec<&str> = args.to_vec();
+                    args.extend(o.host_args.iter().map(String::as_str));
+                    let (server, dir) = host(*binary, &args).await;
                     let outcome = match attack {
                         "watchers" => watchers(&server).await,
                         "joins" => joins(&server).await,
