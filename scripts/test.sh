@@ -30,7 +30,7 @@ need_apt redis-server
 log "host tests (cargo test --release)"
 cargo test --release --workspace --locked
 
-log "connection churn soak (about 70 s): the host's memory stays flat and its connections return to 0"
+log "connection churn soak (about a minute): the host's memory stays flat and its connections return to 0"
 cargo test --release --locked --test churn -- --ignored
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"

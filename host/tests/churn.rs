@@ -2,7 +2,7 @@
 //! close (or drop the TCP connection), 40 at a time, must leave the host's
 //! resident memory flat and its connection count at 0.
 //!
-//! Ignored by default (about 70 s on two cores); `scripts/test.sh` runs it.
+//! Ignored by default (about a minute on two cores); `scripts/test.sh` runs it.
 //! `WASMSOCKET_CHURN_CYCLES=1000000` makes it the full soak (a few
 //! minutes); `cargo bench --bench churn` is the full soak with a table of
 //! RSS against cycles and a tighter bound.
@@ -57,7 +57,7 @@ async fn soak(host: &Host, mix: Mix, cycles: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a soak of about 90 s: scripts/test.sh runs it"]
+#[ignore = "a soak of about a minute: scripts/test.sh runs it"]
 async fn memory_stays_flat_under_connection_churn() {
     let host = Host::start(&["--log", "warn"]).await;
     // The built-in echo at `/ws` with a close frame, as issue 25 found it.
