@@ -14,7 +14,8 @@
 //! message, then the TCP connection dropped without a close frame),
 //! `refused` (a plain GET of `/ws`: the HTTP phase alone), `mixed` (the
 //! testbed plugin: `state`, a room, the key-value store, a broadcast; every
-//! fourth cycle abrupt).
+//! fourth cycle abrupt), `fallback` (`/ws` over the HTTP fallback: open the
+//! event stream, post one message, post a close).
 //!
 //! Each mix runs on a fresh host (unless `--against`). It prints RSS against
 //! cycles, then the growth over the second half (the least-squares trend of

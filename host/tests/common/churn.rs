@@ -36,6 +36,9 @@ pub enum Mix {
     /// store (a bounded set of keys), then a close frame, or for every
     /// fourth cycle an abrupt drop.
     Mixed,
+    /// `/ws` over the HTTP fallback: the event stream opens a session, one
+    /// message is posted and echoed, a post closes it.
+    Fallback,
 }
 
 impl Mix {
@@ -46,6 +49,7 @@ impl Mix {
             "abrupt" => Mix::Abrupt,
             "refused" => Mix::Refused,
             "mixed" => Mix::Mixed,
+            "fallback" => Mix::Fallback,
             _ => return None,
         })
     }
@@ -183,12 +187,15 @@ async fn cycle(addr: SocketAddr, url: &str, mix: Mix, i: u64) -> bool {
     if mix == Mix::Refused {
         return refused(addr).await;
     }
+    if mix == Mix::Fallback {
+        return fallback(&format!("http://{addr}{}", mix.path()), i).await.is_some();
+    }
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else { return false };
     let ok = match mix {
         Mix::Close => true,
         Mix::Echo | Mix::Abrupt => ask(&mut ws, &format!("hello {i}")).await.is_some_and(|r| r == format!("hello {i}")),
         Mix::Mixed => mixed(&mut ws, i).await,
-        Mix::Refused => unreachable!("handled above"),
+        Mix::Refused | Mix::Fallback => unreachable!("handled above"),
     };
     let abrupt = mix == Mix::Abrupt || (mix == Mix::Mixed && i % 4 == 3);
     if abrupt {
@@ -251,6 +258,57 @@ async fn refused(addr: SocketAddr) -> bool {
     let mut response = Vec::new();
     let _ = tcp.read_to_end(&mut response).await;
     response.starts_with(b"HTTP/1.1 400")
+}
+
+/// One fallback session's life; `None` if anything went wrong.
+async fn fallback(url: &str, i: u64) -> Option<()> {
+    let http = reqwest::Client::new();
+    let mut stream = http.get(url).header("accept", "text/event-stream").send().await.ok()?;
+    if stream.status() != 200 {
+        return None;
+    }
+    let mut buf = String::new();
+    let open = next_event(&mut stream, &mut buf).await?;
+    let data: serde_json::Value = serde_json::from_str(&open.1).ok()?;
+    let session = data["session"].as_str()?.to_string();
+    let post = |seq: u64, body: String, close: &str| {
+        let url = format!("{url}?session={session}&seq={seq}{close}");
+        http.post(url).header("content-type", "text/plain;charset=utf-8").body(body).send()
+    };
+    let text = format!("hello {i}");
+    post(1, text.clone(), "").await.ok()?.status().is_success().then_some(())?;
+    let echo = next_event(&mut stream, &mut buf).await?;
+    (echo.0 == "text" && serde_json::from_str::<String>(&echo.1).ok()? == text).then_some(())?;
+    post(2, "bye".into(), "&close=1000").await.ok()?.status().is_success().then_some(())?;
+    // The close event, then the end of the stream.
+    while next_event(&mut stream, &mut buf).await.is_some() {}
+    Some(())
+}
+
+/// The next server-sent event (name, data) of a fallback stream.
+async fn next_event(stream: &mut reqwest::Response, buf: &mut String) -> Option<(String, String)> {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut event, mut data, mut any) = ("message".to_string(), String::new(), false);
+            for line in block.lines() {
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "event" => event = value.to_string(),
+                    "data" => data.push_str(value),
+                    _ => continue,
+                }
+                any = true;
+            }
+            if any {
+                return Some((event, data));
+            }
+            continue;
+        }
+        let chunk = stream.chunk().await.ok()??;
+        buf.push_str(std::str::from_utf8(&chunk).ok()?);
+    }
 }
 
 /// The host's open connections, from `/healthz`.
