@@ -30,6 +30,9 @@ need_apt redis-server
 log "host tests (cargo test --release)"
 cargo test --release --workspace --locked
 
+log "connection churn soak (about a minute): the host's memory stays flat and its connections return to 0"
+cargo test --release --locked --test churn -- --ignored
+
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 log "example plugins in every language, and the projects of wasmsocket new (each built by its own build.sh): build from source, then test through the host"

@@ -35,8 +35,47 @@ pub struct InstancePool {
     /// Every lease that went idle since it was last looked at, once each,
     /// oldest first: the clock hand of a second-chance (CLOCK) eviction, so
     /// going idle is an atomic store on the message path, not a lock.
-    idle: Mutex<VecDeque<Weak<Lease>>>,
+    idle: Mutex<IdleQueue>,
     metrics: PoolMetrics,
+}
+
+/// The clock hand's queue. An entry outlives its permit (nothing takes it
+/// out when the instance is dropped), and its `Weak` keeps the lease's
+/// allocation alive: without compaction, a host whose pool never fills
+/// (so never evicts) kept one entry for every instance it ever made.
+struct IdleQueue {
+    leases: VecDeque<Weak<Lease>>,
+    /// Its length when dead entries are next swept out.
+    compact_at: usize,
+}
+
+/// The queue is swept no sooner than at this length.
+const MIN_COMPACT_AT: usize = 64;
+
+impl IdleQueue {
+    fn new() -> Self {
+        Self { leases: VecDeque::new(), compact_at: MIN_COMPACT_AT }
+    }
+
+    fn push(&mut self, lease: Weak<Lease>) {
+        self.leases.push_back(lease);
+        if self.leases.len() >= self.compact_at {
+            self.compact();
+        }
+    }
+
+    /// Drops the entries of leases whose permit is gone. The next sweep
+    /// waits until the queue has doubled, so each push costs O(1) on
+    /// average, and the queue never holds more than twice the live leases
+    /// (at most `max_instances`) or `MIN_COMPACT_AT`.
+    fn compact(&mut self) {
+        self.leases.retain(|lease| lease.strong_count() > 0);
+        self.compact_at = (self.leases.len() * 2).max(MIN_COMPACT_AT);
+        // Give back what a burst of instances grew it to.
+        if self.leases.capacity() > self.compact_at * 2 {
+            self.leases.shrink_to(self.compact_at);
+        }
+    }
 }
 
 /// No slot came free within the deadline.
@@ -70,7 +109,7 @@ pub struct Lease {
 impl InstancePool {
     pub fn new(size: u32, metrics: PoolMetrics) -> Arc<Self> {
         let permits = usize::try_from(size).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Arc::new(Self { slots: Arc::new(Semaphore::new(permits)), size, idle: Mutex::new(VecDeque::new()), metrics })
+        Arc::new(Self { slots: Arc::new(Semaphore::new(permits)), size, idle: Mutex::new(IdleQueue::new()), metrics })
     }
 
     /// A slot for a new instance, evicting an idle instance if the pool is
@@ -108,7 +147,8 @@ impl InstancePool {
     /// last passed it to give its slot back (a used one is spared once and
     /// goes to the back).
     fn evict_one(&self) {
-        let Ok(mut idle) = self.idle.lock() else { return };
+        let Ok(mut queue) = self.idle.lock() else { return };
+        let idle = &mut queue.leases;
         // Twice round the queue at most: the first pass clears the marks.
         for _ in 0..idle.len().saturating_mul(2) {
             let Some(weak) = idle.pop_front() else { return };
@@ -136,7 +176,7 @@ impl InstancePool {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push_back(Arc::downgrade(lease));
+            idle.push(Arc::downgrade(lease));
         }
     }
 }
@@ -219,10 +259,31 @@ mod tests {
             only.idle();
             assert!(only.resume());
         }
-        assert_eq!(pool.idle.lock().unwrap().len(), 1, "a lease is queued once");
+        assert_eq!(pool.idle.lock().unwrap().leases.len(), 1, "a lease is queued once");
         // Busy now: a request waits and fails rather than taking it.
         assert!(pool.acquire(Duration::from_millis(20), || {}).await.is_err());
         assert!(only.resume());
+    }
+
+    #[tokio::test]
+    async fn instances_that_came_and_went_leave_nothing_queued() {
+        // A pool that never fills never evicts, so only compaction takes
+        // the entries of dropped permits out.
+        let pool = InstancePool::new(64, PoolMetrics::default());
+        let mut held = Vec::new();
+        for i in 0..100_000 {
+            let permit = pool.acquire(Duration::from_millis(10), || {}).await.unwrap();
+            permit.idle();
+            // A few stay alive throughout, like connections that stay open.
+            if i % 10_000 == 0 {
+                held.push(permit);
+            }
+        }
+        let queue = pool.idle.lock().unwrap();
+        assert!(queue.leases.len() < MIN_COMPACT_AT, "{} entries queued", queue.leases.len());
+        assert!(queue.leases.capacity() <= 4 * MIN_COMPACT_AT, "capacity {}", queue.leases.capacity());
+        let alive = queue.leases.iter().filter(|l| l.strong_count() > 0).count();
+        assert_eq!(alive, held.len(), "every live idle lease is still queued");
     }
 
     /// Waits (at most 5 s) until `done` holds.
