@@ -5,6 +5,7 @@
 //! and its socket rests without buffers (see `socket`).
 
 use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -251,10 +252,15 @@ impl Task<'_> {
         let close_timeout = self.handler.ctx.settings.close_timeout;
         let answered = {
             let mut call = pin!(self.handler.dispatch(message));
-            tokio::select! {
-                biased;
-                answered = call.as_mut() => answered,
-                frame = going_away(conn) => {
+            // The call, unless the host starts to stop first.
+            let first = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+                Poll::Ready(answered) => Poll::Ready(Ok(answered)),
+                Poll::Pending => conn.poll_away(cx).map(Err),
+            })
+            .await;
+            match first {
+                Ok(answered) => answered,
+                Err(frame) => {
                     // The host is stopping: the client hears so now, not
                     // when a long call ends (its replies are then dropped).
                     if let Some(stream) = self.socket.awake().await {
@@ -300,16 +306,6 @@ enum Inbound {
 /// before it counts as gone; none while keep-alive is off.
 pub fn silence_allowed(settings: &WebSocketConfig) -> Option<Duration> {
     (!settings.keep_alive_interval.is_zero()).then(|| settings.keep_alive_interval + settings.keep_alive_timeout)
-}
-
-/// Completes once the host asks the connection to go away.
-async fn going_away(conn: &Connection) -> CloseFrame {
-    loop {
-        if let Some(frame) = conn.away_frame() {
-            return frame;
-        }
-        conn.woken().await;
-    }
 }
 
 /// Completes once the connection is aborted.

@@ -294,6 +294,19 @@ impl Connection {
         }
     }
 
+    /// Ready with the frame of [`Connection::go_away`] once it is called.
+    /// Leaves the doorbell's ring for the connection's serve loop to answer.
+    pub fn poll_away(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<CloseFrame> {
+        if let Some(frame) = self.away_frame() {
+            return std::task::Poll::Ready(frame);
+        }
+        self.wake.waker.register(cx.waker());
+        match self.away_frame() {
+            Some(frame) => std::task::Poll::Ready(frame),
+            None => std::task::Poll::Pending,
+        }
+    }
+
     /// The frame of [`Connection::go_away`], once it was called.
     pub fn away_frame(&self) -> Option<CloseFrame> {
         // Checked on every call of the message path: a flag, not the lock.
