@@ -26,27 +26,20 @@ LAYERS = [
     ("hub", ["hub"]),
     ("plugin runtime", ["plugin", "console"]),
     ("cluster", ["backplane"]),
-    ("session", ["handler", "writer"]),
+    ("session", ["handler", "writer", "state"]),
     ("transports", ["connection", "handshake", "fallback", "listener"]),
     ("application", ["server", "api", "reload", "check", "scaffold"]),
 ]
 
 # module -> module ties that go up a layer today.
 KNOWN_UPWARD = {
-    ("config", "fallback"),
     ("metrics", "console"),
     ("metrics", "inbound"),
     ("metrics", "plugin"),
     ("hub", "backplane"),
     ("hub", "fallback"),
     ("hub", "plugin"),
-    ("console", "api"),
-    ("console", "listener"),
-    ("console", "server"),
     ("backplane", "fallback"),
-    ("fallback", "server"),
-    ("handshake", "server"),
-    ("listener", "server"),
 }
 
 USE = re.compile(r"\bcrate::([a-z_0-9]+)")

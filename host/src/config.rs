@@ -153,15 +153,6 @@ impl Default for FallbackConfig {
     }
 }
 
-impl FallbackConfig {
-    pub fn settings(&self) -> crate::fallback::Settings {
-        crate::fallback::Settings {
-            grace: self.grace,
-            replay_bytes: usize::try_from(self.replay_bytes.as_u64()).unwrap_or(usize::MAX),
-        }
-    }
-}
-
 /// Each plugin's key-value store (`kv` in WIT).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -22,8 +22,8 @@ use crate::hub::QueueLimits;
 use crate::inbound::MeteredIo;
 use crate::metrics::Event as EventLabel;
 use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
-use crate::server::AppState;
 use crate::socket::Socket;
+use crate::state::AppState;
 
 /// What warp extracted from a request on a plugin route, for either
 /// transport.

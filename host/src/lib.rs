@@ -35,6 +35,7 @@ pub mod reload;
 pub mod scaffold;
 pub mod server;
 pub mod socket;
+pub mod state;
 pub mod static_files;
 pub mod tls;
 pub mod writer;

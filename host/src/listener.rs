@@ -18,7 +18,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +29,7 @@ use crate::http2_idle::{StreamCount, Tracked, closed_when_idle};
 use crate::metrics::Metrics;
 pub use crate::pending::PendingSlot;
 use crate::pending::{Admitted, Pending};
-use crate::server::{AppState, routes};
+use crate::state::AppState;
 use crate::tls::Tls;
 
 /// The client's address, put in every request's extensions for the routes
@@ -61,12 +60,22 @@ const H2_GOODBYE: Duration = Duration::from_secs(1);
 /// Accepts and serves until `stop` is cancelled; then stops accepting, lets
 /// requests in flight finish (idle keep-alive connections close at once)
 /// and returns when every HTTP connection has ended or been upgraded.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<Arc<Tls>>, stop: CancellationToken) {
+/// `service` answers every request (the application's routes).
+pub async fn serve<S>(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    service: S,
+    tls: Option<Arc<Tls>>,
+    stop: CancellationToken,
+) where
+    S: Service<http::Request<Incoming>, Response = warp::reply::Response> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let http = state.config.http.clone();
     let ws = state.ws.clone();
     let metrics = state.metrics.clone();
     let pending = Pending::new(http.max_pending);
-    let service = TowerToHyperService::new(warp::service(routes(state)));
     let connections = TaskTracker::new();
     let mut errors = AcceptErrors::default();
     loop {

@@ -13,13 +13,14 @@ use tokio_util::task::TaskTracker;
 use warp::Filter;
 
 use crate::backplane::Backplane;
-use crate::config::{Config, ConfigError, WebSocketConfig};
+use crate::config::{Config, ConfigError};
 use crate::handshake::{RouteRequest, upgrade};
 use crate::hub::Hub;
 use crate::inbound::ReceiveBudget;
 use crate::listener::{PeerAddr, PendingSlot};
 use crate::metrics::Metrics;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
+pub use crate::state::AppState;
 use crate::tls::{Tls, TlsError, TlsWatcher};
 use crate::{api, fd_limit, listener, reload, static_files};
 
@@ -45,23 +46,6 @@ pub enum StartError {
     Backplane(#[from] crate::backplane::BackplaneError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-}
-
-/// What every request handler shares.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub ws: Arc<WebSocketConfig>,
-    pub registry: Arc<Registry>,
-    pub hub: Arc<Hub>,
-    /// Slots for live plugin instances (`max_instances`).
-    pub pool: Arc<InstancePool>,
-    pub metrics: Arc<Metrics>,
-    /// Bytes of partly received messages, across every connection.
-    pub receive_budget: Arc<ReceiveBudget>,
-    /// Cancelled when shutdown begins: new upgrades are refused.
-    pub shutdown: CancellationToken,
-    /// Every connection task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
 }
 
 /// A host that has loaded its plugins and bound its socket.
@@ -174,7 +158,8 @@ impl Server {
             spawn_tls_reload_on_sighup(tls.clone());
         }
         let stop_http = CancellationToken::new();
-        let http = tokio::spawn(listener::serve(listener, state.clone(), tls, stop_http.clone()));
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(state.clone())));
+        let http = tokio::spawn(listener::serve(listener, state.clone(), service, tls, stop_http.clone()));
 
         signal.await;
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");

@@ -5,14 +5,13 @@
 //! Each plugin has one bounded broadcast channel. Publishing costs a
 //! counter read while nobody watches; an event is serialised once, however
 //! many watch; a watcher that falls behind by more than the channel holds
-//! is closed (see `stream`), so a slow page holds at most the channel's
+//! is closed (see `api::console_events`), so a slow page holds at most the channel's
 //! events, never a growing queue. Watchers are few by design
 //! ([`MAX_WATCHERS_PER_PLUGIN`], [`MAX_WATCHERS`]): each one is woken for
 //! every event, so their number, not their speed, is what could cost the
 //! connections that publish.
 
 mod latency;
-pub mod stream;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -29,7 +29,7 @@ use crate::handshake::{self, Opened, RouteRequest as Request};
 use crate::hub::Hub;
 use crate::inbound::{BodyHold, InboundError};
 use crate::plugin;
-use crate::server::AppState;
+use crate::state::AppState;
 use session::Shared;
 
 /// The header a fallback client offers subprotocols in: browsers do not let
@@ -429,7 +429,7 @@ async fn open(state: Arc<AppState>, req: Request) -> Response {
     let (inbox, posts) = inbox::Inbox::new(max_waiting);
     let shared = Arc::new(Shared::new(session.conn.clone(), secret, inbox, state.ws.message_timeout));
     state.hub.fallback.insert(shared.clone());
-    let settings = state.config.fallback.settings();
+    let settings = Settings::from(&state.config.fallback);
     let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
     let ping_ms = state.ws.keep_alive_interval.as_millis();
     let _ = tx.try_send(events::opened(&id, subprotocol.as_deref(), settings.grace.as_millis(), ping_ms));

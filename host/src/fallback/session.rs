@@ -69,6 +69,12 @@ pub struct Settings {
     pub replay_bytes: usize,
 }
 
+impl From<&crate::config::FallbackConfig> for Settings {
+    fn from(config: &crate::config::FallbackConfig) -> Self {
+        Self { grace: config.grace, replay_bytes: usize::try_from(config.replay_bytes.as_u64()).unwrap_or(usize::MAX) }
+    }
+}
+
 /// Why the next timer is set.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Due {

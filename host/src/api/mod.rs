@@ -1,5 +1,8 @@
 //! The operator's HTTP API: `/healthz`, `/api/plugins`, `/metrics`, plugin
-//! reloads, and publishing to rooms and connections.
+//! reloads, publishing to rooms and connections, and the console's event
+//! stream.
+
+mod console_events;
 
 use std::sync::Arc;
 
@@ -7,7 +10,7 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes(
     with_state: impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
@@ -60,7 +63,7 @@ pub fn routes(
         .then(|id: String, auth, content_type, body, state: Arc<AppState>| async move {
             publish(&state, Target::Connection(id), auth, content_type, body).await
         });
-    let events = crate::console::stream::route(with_state_events);
+    let events = console_events::route(with_state_events);
     healthz
         .or(plugins)
         .unify()

@@ -1,12 +1,12 @@
 //! `GET /api/plugins/NAME/events`: the console as server-sent events.
 //!
-//! Events: `console` (a [`ConsoleEvent`] as JSON) as they happen, `stats`
+//! Events: `console` (a [`ConsoleEvent`](crate::console::ConsoleEvent) as JSON) as they happen, `stats`
 //! (a [`Stats`] as JSON) every second, and `closed` (why the stream ends)
 //! last. Open when the host listens on loopback; elsewhere it needs the API
 //! token, as `Authorization: Bearer TOKEN` or `?token=TOKEN` (an
 //! `EventSource` cannot set headers). At most
-//! [`MAX_WATCHERS_PER_PLUGIN`](super::MAX_WATCHERS_PER_PLUGIN) per plugin
-//! and [`MAX_WATCHERS`](super::MAX_WATCHERS) per host; past either, 429.
+//! [`MAX_WATCHERS_PER_PLUGIN`] per plugin
+//! and [`MAX_WATCHERS`] per host; past either, 429.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,9 +20,10 @@ use warp::Filter;
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
-use super::{LatencySketch, MAX_WATCHERS, MAX_WATCHERS_PER_PLUGIN, Published, Quantiles};
+use crate::console::{LatencySketch, MAX_WATCHERS, MAX_WATCHERS_PER_PLUGIN, Published, Quantiles};
+use crate::listener::PendingSlot;
 use crate::plugin::Plugin;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// How often the chart's figures come.
 const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -50,23 +51,23 @@ pub fn route(
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<Query>())
-        .and(warp::ext::optional::<crate::listener::PendingSlot>())
+        .and(warp::ext::optional::<PendingSlot>())
         .and(with_state)
-        .map(move |name: String, authorization: Option<String>, query: Query, pending: Option<crate::listener::PendingSlot>, state: Arc<AppState>| {
+        .map(move |name: String, authorization: Option<String>, query: Query, pending: Option<PendingSlot>, state: Arc<AppState>| {
             let given = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).or(query.token.as_deref());
             if !state.config.listen.ip().is_loopback()
-                && let Some(refused) = crate::api::refused_by_token(&state, given, "the console event stream")
+                && let Some(refused) = super::refused_by_token(&state, given, "the console event stream")
             {
                 return refused;
             }
             let Some(plugin) = state.registry.get(&name) else {
-                return crate::api::json_status(
+                return super::json_status(
                     http::StatusCode::NOT_FOUND,
                     serde_json::json!({ "error": format!("no plugin {name:?}") }),
                 );
             };
             let Some(seat) = Seat::take(&watching, plugin.console.watchers()) else {
-                return crate::api::json_status(
+                return super::json_status(
                     http::StatusCode::TOO_MANY_REQUESTS,
                     serde_json::json!({ "error": format!(
                         "too many console watchers (at most {MAX_WATCHERS_PER_PLUGIN} per plugin, {MAX_WATCHERS} per host)"
