@@ -9,6 +9,18 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+/// A configured size as a count of bytes in memory.
+pub trait InMemory {
+    /// Saturates where `usize` is narrower than the size.
+    fn in_memory(self) -> usize;
+}
+
+impl InMemory for ByteSize {
+    fn in_memory(self) -> usize {
+        usize::try_from(self.as_u64()).unwrap_or(usize::MAX)
+    }
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

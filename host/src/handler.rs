@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::config::{Hibernate, ReloadMode, WebSocketConfig};
+use crate::config::{Hibernate, InMemory, ReloadMode, WebSocketConfig};
 use crate::console::Kind;
-use crate::hub::{Connection, Hub, Slot};
+use crate::hub::{Connection, Hub, LogBudget, Slot};
 use crate::metrics::Event as EventLabel;
 use crate::plugin::{self, Event, Fault, HostLimits, Instance, InstancePool, Plugin, Replies};
 
@@ -281,11 +281,18 @@ impl Ctx<'_> {
         };
         let permit = self.pool.acquire(within, wake).await.map_err(|e| Fault::Resources(e.to_string()))?;
         let limits = HostLimits {
-            max_message: usize::try_from(self.settings.max_message_size.as_u64()).unwrap_or(usize::MAX),
-            max_state: usize::try_from(plugin.limits.state_size.as_u64()).unwrap_or(usize::MAX),
+            max_message: self.settings.max_message_size.in_memory(),
+            max_state: plugin.limits.state_size.in_memory(),
             max_replies: self.settings.send_queue,
         };
-        let log_budget = plugin::LogBudget::of(conn, plugin);
+        let log_budget = conn
+            .log_budget
+            .get_or_init(|| {
+                let m = &plugin.metrics;
+                let (lines, bytes) = (m.log_dropped_lines.clone(), m.log_dropped_bytes.clone());
+                LogBudget::new(plugin.limits.log_rate, conn.plugin.clone(), conn.id.clone(), lines, bytes)
+            })
+            .clone();
         let host = plugin::HostApi::new(
             self.hub.clone(),
             conn.clone(),

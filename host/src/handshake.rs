@@ -14,9 +14,9 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig as TungsteniteConfig};
-use warp::reply::{Reply, Response};
+use warp::reply::Response;
 
-use crate::config::WebSocketConfig;
+use crate::config::{InMemory, WebSocketConfig};
 use crate::handler::{Ctx, Session, fault_closes};
 use crate::hub::QueueLimits;
 use crate::inbound::MeteredIo;
@@ -38,12 +38,14 @@ pub struct RouteRequest {
     pub on_upgrade: Option<OnUpgrade>,
     /// The pending slot of its HTTP connection, which a fallback stream
     /// hands back.
-    pub pending: Option<crate::listener::PendingSlot>,
+    pub pending: Option<crate::pending::PendingSlot>,
 }
 
-pub fn refuse(state: &AppState, status: StatusCode, reason: &str, body: String) -> Response {
+/// Refuses a request on a plugin route with `status` and a line of text,
+/// counted by `reason`.
+pub fn refuse(state: &AppState, status: StatusCode, reason: &str, message: impl Into<String>) -> Response {
     state.metrics.handshake_refused(reason);
-    let mut response = warp::reply::with_status(body, status).into_response();
+    let mut response = crate::reply::text(status, message);
     if status == StatusCode::UPGRADE_REQUIRED {
         response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
@@ -57,17 +59,17 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
         Err(refusal) => return *refusal,
     };
     if let Err((status, message)) = check_websocket_request(&req.method, &req.headers) {
-        return refuse(&state, status, "not_websocket", format!("{message}\n"));
+        return refuse(&state, status, "not_websocket", message);
     }
     if !origin_allowed(&state.ws, &req.headers) {
-        return refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed\n".into());
+        return refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed");
     }
     let Some(on_upgrade) = req.on_upgrade else {
-        return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "connection cannot be upgraded\n".into());
+        return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "connection cannot be upgraded");
     };
     let key = req.headers.get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes()));
     let Some(accept_key) = key else {
-        return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "missing Sec-WebSocket-Key\n".into());
+        return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "missing Sec-WebSocket-Key");
     };
     let request = wit_request(&req.path, &req.query, &req.headers, req.remote, offered_subprotocols(&req.headers));
     let Opened { session, subprotocol } = match open(&state, plugin, request).await {
@@ -116,7 +118,7 @@ pub fn route_plugin(state: &AppState, name: Option<&str>) -> Result<Arc<Plugin>,
     };
     plugin.ok_or_else(|| {
         let name = name.unwrap_or(&state.config.default_plugin);
-        Box::new(refuse(state, StatusCode::NOT_FOUND, "unknown_plugin", format!("no plugin named {name:?}\n")))
+        Box::new(refuse(state, StatusCode::NOT_FOUND, "unknown_plugin", format!("no plugin named {name:?}")))
     })
 }
 
@@ -136,7 +138,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
             state,
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
-            "server is shutting down\n".into(),
+            "server is shutting down",
         )));
     }
     let Some(version) = plugin.current() else {
@@ -144,11 +146,11 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
             state,
             StatusCode::SERVICE_UNAVAILABLE,
             "plugin_unavailable",
-            format!("plugin {:?} failed to load; see /api/plugins\n", &*plugin.name),
+            format!("plugin {:?} failed to load; see /api/plugins", &*plugin.name),
         )));
     };
     let Some(slot) = state.hub.reserve() else {
-        return Err(Box::new(refuse(state, StatusCode::SERVICE_UNAVAILABLE, "full", "too many connections\n".into())));
+        return Err(Box::new(refuse(state, StatusCode::SERVICE_UNAVAILABLE, "full", "too many connections")));
     };
     let queue =
         QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
@@ -171,7 +173,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
                 state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                format!("server busy: {fault}\n"),
+                format!("server busy: {fault}"),
             )));
         }
         Err(_) => return Err(Box::new(refuse_after_open(state, &plugin, &conn.id, "instance could not start"))),
@@ -209,7 +211,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
             state,
             StatusCode::INTERNAL_SERVER_ERROR,
             "bad_subprotocol",
-            "plugin chose a subprotocol the client did not offer\n".into(),
+            "plugin chose a subprotocol the client did not offer",
         )));
     }
     plugin.metrics.connections_total.inc();
@@ -242,7 +244,7 @@ fn forget(state: &AppState, plugin: &Plugin, id: &str) {
 
 fn refuse_after_open(state: &AppState, plugin: &Plugin, id: &str, message: &str) -> Response {
     forget(state, plugin, id);
-    refuse(state, StatusCode::INTERNAL_SERVER_ERROR, "plugin_fault", format!("{message}\n"))
+    refuse(state, StatusCode::INTERNAL_SERVER_ERROR, "plugin_fault", message)
 }
 
 fn truncate(s: &mut String, max: usize) {
@@ -257,8 +259,8 @@ fn truncate(s: &mut String, max: usize) {
 
 /// The tungstenite settings of every accepted socket.
 pub fn socket_config(ws: &WebSocketConfig) -> TungsteniteConfig {
-    let max_message = usize::try_from(ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
-    let max_frame = usize::try_from(ws.max_frame_size.as_u64()).unwrap_or(usize::MAX);
+    let max_message = ws.max_message_size.in_memory();
+    let max_frame = ws.max_frame_size.in_memory();
     let read_buffer = usize::try_from(ws.receive_buffer_size.as_u64()).unwrap_or(4096);
     // Frames are batched up to this size before a write; the cap bounds what
     // a stalled socket may hold beyond it (one more whole message).

@@ -1,15 +1,18 @@
 //! wasmsocket: a WebSocket server whose message handlers are WebAssembly
 //! components.
 //!
-//! The path of a message through the host, top to bottom:
-//! [`listener`] (accept, [`tls`], the HTTP phase and its bounds) → [`server`]
-//! (routes, start-up, shutdown) → [`handshake`] (upgrade and the plugin's
-//! `on-open`) → [`connection`] (one task: events in order, its queue,
+//! The modules are in layers that depend one way (`docs/design.md`). The
+//! path of a message through them, top to bottom: [`listener`] (accept,
+//! [`tls`], the HTTP phase and its bounds) → [`server`]'s routes →
+//! [`handshake`] (upgrade and the plugin's `on-open`) or [`fallback`] (the
+//! HTTP transport) → [`connection`] (one task: events in order, its queue,
 //! pings, hibernation, the close handshake) over [`socket`] (awake or
 //! resting, its input metered by [`inbound`]) and [`writer`] (replies,
-//! batches, the close frame) → [`plugin`] (the instance pool, wall-time
-//! deadlines, the plugin lane, the host side of the WIT imports) → [`hub`]
-//! (every open connection, reachable by id, and its byte-bounded queue) →
+//! batches, the close frame) → [`handler`] (the plugin side of the
+//! connection: instances, faults) → [`plugin`] (the instance pool,
+//! wall-time deadlines, the plugin lane, the host side of the WIT imports)
+//! → [`hub`] (every open connection, reachable by id, its byte-bounded
+//! queue, rooms and the store) → through the hub's [`hub::Cluster`] port,
 //! [`backplane`] (other hosts, through Redis, when scaled out).
 
 pub mod api;
@@ -32,6 +35,7 @@ mod passthrough;
 pub mod pending;
 pub mod plugin;
 pub mod reload;
+pub mod reply;
 pub mod scaffold;
 pub mod server;
 pub mod socket;

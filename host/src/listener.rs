@@ -27,9 +27,7 @@ use crate::config::{HttpConfig, WebSocketConfig};
 use crate::http_timeouts::{CountReads, HttpTimeouts};
 use crate::http2_idle::{StreamCount, Tracked, closed_when_idle};
 use crate::metrics::Metrics;
-pub use crate::pending::PendingSlot;
-use crate::pending::{Admitted, Pending};
-use crate::state::AppState;
+use crate::pending::{Admitted, Pending, PendingSlot};
 use crate::tls::Tls;
 
 /// The client's address, put in every request's extensions for the routes
@@ -63,7 +61,9 @@ const H2_GOODBYE: Duration = Duration::from_secs(1);
 /// `service` answers every request (the application's routes).
 pub async fn serve<S>(
     listener: TcpListener,
-    state: Arc<AppState>,
+    http: HttpConfig,
+    ws: Arc<WebSocketConfig>,
+    metrics: Arc<Metrics>,
     service: S,
     tls: Option<Arc<Tls>>,
     stop: CancellationToken,
@@ -72,9 +72,6 @@ pub async fn serve<S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let http = state.config.http.clone();
-    let ws = state.ws.clone();
-    let metrics = state.metrics.clone();
     let pending = Pending::new(http.max_pending);
     let connections = TaskTracker::new();
     let mut errors = AcceptErrors::default();

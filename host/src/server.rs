@@ -13,12 +13,14 @@ use tokio_util::task::TaskTracker;
 use warp::Filter;
 
 use crate::backplane::Backplane;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, InMemory};
+use crate::fallback::Sessions;
 use crate::handshake::{RouteRequest, upgrade};
 use crate::hub::Hub;
 use crate::inbound::ReceiveBudget;
-use crate::listener::{PeerAddr, PendingSlot};
+use crate::listener::PeerAddr;
 use crate::metrics::Metrics;
+use crate::pending::PendingSlot;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
 pub use crate::state::AppState;
 use crate::tls::{Tls, TlsError, TlsWatcher};
@@ -51,6 +53,8 @@ pub enum StartError {
 /// A host that has loaded its plugins and bound its socket.
 pub struct Server {
     state: Arc<AppState>,
+    /// The HTTP fallback's sessions on this host.
+    fallback: Arc<Sessions>,
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
     _watcher: Option<reload::Watcher>,
@@ -112,16 +116,22 @@ impl Server {
             max_connections,
             crate::hub::kv::KvLimits {
                 max_keys: config.store.max_keys,
-                max_value: usize::try_from(config.store.value_size.as_u64()).unwrap_or(usize::MAX),
-                max_bytes: usize::try_from(config.store.max_bytes.as_u64()).unwrap_or(usize::MAX),
+                max_value: config.store.value_size.in_memory(),
+                max_bytes: config.store.max_bytes.in_memory(),
             },
             metrics.store_gauges(),
         );
-        if let Some(backplane_metrics) = backplane_metrics {
-            let backplane = Backplane::start(&config.redis, &hub, backplane_metrics)?;
-            backplane.ready(config.redis.timeout * 2).await;
-            hub.attach(backplane);
-        }
+        let fallback = Arc::new(Sessions::default());
+        let backplane = match backplane_metrics {
+            Some(backplane_metrics) => {
+                let backplane = Backplane::start(&config.redis, &hub, backplane_metrics)?;
+                backplane.take_posts(fallback.clone());
+                backplane.ready(config.redis.timeout * 2).await;
+                hub.attach(backplane.clone());
+                Some(backplane)
+            }
+            None => None,
+        };
         let receive_budget = ReceiveBudget::new(
             config.websocket.receive_budget.as_u64(),
             config.websocket.message_timeout,
@@ -130,6 +140,7 @@ impl Server {
         let state = Arc::new(AppState {
             ws: Arc::new(config.websocket.clone()),
             hub,
+            backplane,
             pool,
             config,
             registry,
@@ -138,7 +149,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        Ok(Self { state, listener, tls, _watcher: watcher, _tls_watcher: tls_watcher })
+        Ok(Self { state, fallback, listener, tls, _watcher: watcher, _tls_watcher: tls_watcher })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -152,14 +163,19 @@ impl Server {
     /// Serves until `signal` completes, then closes every WebSocket with
     /// 1001 (going away), waits for their close handshakes, and returns.
     pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) {
-        let Server { state, listener, tls, _watcher, _tls_watcher } = self;
-        spawn_rescan_on_sighup(state.clone());
-        if let Some(tls) = &tls {
-            spawn_tls_reload_on_sighup(tls.clone());
-        }
+        let Server { state, fallback, listener, tls, _watcher, _tls_watcher } = self;
+        spawn_reload_on_sighup(state.clone(), tls.clone());
         let stop_http = CancellationToken::new();
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(state.clone())));
-        let http = tokio::spawn(listener::serve(listener, state.clone(), service, tls, stop_http.clone()));
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(state.clone(), fallback)));
+        let http = tokio::spawn(listener::serve(
+            listener,
+            state.config.http.clone(),
+            state.ws.clone(),
+            state.metrics.clone(),
+            service,
+            tls,
+            stop_http.clone(),
+        ));
 
         signal.await;
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
@@ -171,7 +187,7 @@ impl Server {
         if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not close within {grace:?}; exiting anyway");
         }
-        if let Some(backplane) = state.hub.backplane() {
+        if let Some(backplane) = &state.backplane {
             backplane.shutdown().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
@@ -199,42 +215,33 @@ fn warn_if_too_few_memory_maps(max_instances: u32) {
     }
 }
 
-/// SIGHUP rescans the plugin directory, for filesystems whose change
-/// events are unreliable (network filesystems, some container mounts).
-fn spawn_rescan_on_sighup(state: Arc<AppState>) {
+/// SIGHUP rescans the plugin directory and reloads the TLS certificate,
+/// for filesystems whose change events are unreliable (network
+/// filesystems, some container mounts).
+fn spawn_reload_on_sighup(state: Arc<AppState>, tls: Option<Arc<Tls>>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Some(dir) = state.config.plugins_dir.clone() else { return };
+    let dir = state.config.plugins_dir.clone();
+    if dir.is_none() && tls.is_none() {
+        return;
+    }
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP, rescans only through the API: {e}");
+            tracing::warn!("cannot listen for SIGHUP, reloads come only from file changes and the API: {e}");
             return;
         }
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            tracing::info!(dir = %dir.display(), "SIGHUP: rescanning the plugin directory");
-            if let Err(e) = state.registry.rescan(&dir).await {
-                tracing::error!("rescan failed: {e}");
+            if let Some(dir) = &dir {
+                tracing::info!(dir = %dir.display(), "SIGHUP: rescanning the plugin directory");
+                if let Err(e) = state.registry.rescan(dir).await {
+                    tracing::error!("rescan failed: {e}");
+                }
             }
-        }
-    });
-}
-
-/// SIGHUP also reloads the TLS certificate, for filesystems whose change
-/// events are unreliable.
-fn spawn_tls_reload_on_sighup(tls: Arc<Tls>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP, the TLS certificate reloads only on file changes: {e}");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            tls.clone().reload_off_runtime("SIGHUP").await;
+            if let Some(tls) = &tls {
+                tls.clone().reload_off_runtime("SIGHUP").await;
+            }
         }
     });
 }
@@ -242,6 +249,7 @@ fn spawn_tls_reload_on_sighup(tls: Arc<Tls>) {
 /// Every route of the host.
 pub fn routes(
     state: Arc<AppState>,
+    fallback: Arc<Sessions>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
     let with_state = {
         let state = state.clone();
@@ -272,11 +280,14 @@ pub fn routes(
         })
         .and(warp::body::stream())
         .and(with_state.clone())
-        .then(|request: RouteRequest, body, state| async move {
-            if crate::fallback::is_fallback(&request) {
-                crate::fallback::handle(state, request, body).await
-            } else {
-                upgrade(state, request).await
+        .then(move |request: RouteRequest, body, state| {
+            let fallback = fallback.clone();
+            async move {
+                if crate::fallback::is_fallback(&request) {
+                    crate::fallback::handle(state, fallback, request, body).await
+                } else {
+                    upgrade(state, request).await
+                }
             }
         });
 
@@ -293,9 +304,8 @@ pub fn routes(
 }
 
 fn not_found(rejection: warp::Rejection) -> warp::reply::Response {
-    use warp::Reply;
     if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return warp::reply::with_status("method not allowed\n", http::StatusCode::METHOD_NOT_ALLOWED).into_response();
+        return crate::reply::text(http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    warp::reply::with_status("not found\n", http::StatusCode::NOT_FOUND).into_response()
+    crate::reply::text(http::StatusCode::NOT_FOUND, "not found")
 }

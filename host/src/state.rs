@@ -1,5 +1,6 @@
 //! What every request of the host shares: its settings, plugins,
-//! connections, instance slots, metrics and the receive budget. The
+//! connections, instance slots, metrics and the receive
+//! budget. The
 //! transports and the API take it; the application (`server`) makes it.
 
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backplane::Backplane;
 use crate::config::{Config, WebSocketConfig};
 use crate::hub::Hub;
 use crate::inbound::ReceiveBudget;
@@ -19,6 +21,9 @@ pub struct AppState {
     pub ws: Arc<WebSocketConfig>,
     pub registry: Arc<Registry>,
     pub hub: Arc<Hub>,
+    /// The other hosts, when scaled out (the hub reaches them through its
+    /// port; the fallback, the API and shutdown need the backplane itself).
+    pub backplane: Option<Arc<Backplane>>,
     /// Slots for live plugin instances (`max_instances`).
     pub pool: Arc<InstancePool>,
     pub metrics: Arc<Metrics>,

@@ -20,8 +20,9 @@ use warp::Filter;
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
-use crate::console::{LatencySketch, MAX_WATCHERS, MAX_WATCHERS_PER_PLUGIN, Published, Quantiles};
-use crate::listener::PendingSlot;
+use crate::console::{MAX_WATCHERS, MAX_WATCHERS_PER_PLUGIN, Published};
+use crate::metrics::{LatencySketch, Quantiles};
+use crate::pending::PendingSlot;
 use crate::plugin::Plugin;
 use crate::state::AppState;
 

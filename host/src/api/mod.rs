@@ -19,7 +19,7 @@ pub fn routes(
         let mut body = serde_json::json!({ "status": "ok", "connections": state.hub.len() });
         // Degraded, not failing: a host without Redis still serves its own
         // connections, so a load balancer should keep sending it clients.
-        if let Some(backplane) = state.hub.backplane() {
+        if let Some(backplane) = &state.backplane {
             let link = backplane.status();
             if link.status != "up" {
                 body["status"] = "degraded".into();
@@ -85,11 +85,11 @@ async fn reload(state: &AppState, name: &str) -> Response {
     use http::StatusCode;
     let Some(dir) = &state.config.plugins_dir else {
         let body = serde_json::json!({ "error": "no plugins directory: start with --plugins DIR" });
-        return warp::reply::with_status(warp::reply::json(&body), StatusCode::CONFLICT).into_response();
+        return json_status(StatusCode::CONFLICT, body);
     };
     if !crate::config::is_plugin_name(name) {
         let body = serde_json::json!({ "error": format!("{name:?} is not a plugin name") });
-        return warp::reply::with_status(warp::reply::json(&body), StatusCode::BAD_REQUEST).into_response();
+        return json_status(StatusCode::BAD_REQUEST, body);
     }
     let outcome = state.registry.sync(dir, name).await;
     let plugin = state.registry.list().into_iter().find(|p| p.name == name);
@@ -98,8 +98,7 @@ async fn reload(state: &AppState, name: &str) -> Response {
         (_, None) => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
     };
-    let body = serde_json::json!({ "outcome": outcome, "plugin": plugin });
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    json_status(status, serde_json::json!({ "outcome": outcome, "plugin": plugin }))
 }
 
 #[derive(serde::Deserialize)]

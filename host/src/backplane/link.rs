@@ -176,7 +176,7 @@ async fn serve(
 
 /// Acts on one push; an error when it says the link is gone.
 fn pushed(
-    backplane: &Backplane,
+    backplane: &Arc<Backplane>,
     connection: u64,
     push: PushInfo,
     numbering: &mut HashMap<String, u64>,

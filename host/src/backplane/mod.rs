@@ -28,10 +28,11 @@ mod scripts;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use futures_util::future::BoxFuture;
 use redis::{ErrorKind, FromRedisValue, PushInfo, RedisError, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -42,9 +43,8 @@ use tokio_util::sync::CancellationToken;
 pub use envelope::{DecodeError, Envelope, Payload};
 
 use crate::config::RedisConfig;
-use crate::fallback::RawPost;
 use crate::hub::kv::KvError;
-use crate::hub::{DeliveryError, Hub};
+use crate::hub::{Cluster, DeliveryError, Hub};
 use crate::metrics::{BackplaneMetrics, CrossHost, Incoming};
 use conn::{Mode, RedisConn, Target};
 use membership::Op;
@@ -57,6 +57,30 @@ const MEMBERSHIP_QUEUE: usize = 65_536;
 /// Messages received on subscribed channels, waiting for the receiving
 /// task; past this they are dropped and counted as lost.
 const PUSH_QUEUE: usize = 65_536;
+
+/// A post as it came, before it is checked: what a host forwards to the
+/// session's owner.
+#[derive(Debug, Clone)]
+pub struct RawPost {
+    pub seq: u64,
+    pub close: Option<u16>,
+    /// `Content-Type: text/plain`: a text message.
+    pub text: bool,
+    pub body: Vec<u8>,
+}
+
+/// Where posts forwarded from other hosts go: the HTTP fallback's sessions
+/// (a layer above), attached at start-up with [`Backplane::take_posts`].
+pub trait ForwardedPosts: Send + Sync {
+    /// Delivers `post` to session `session` of `plugin` on this host, and
+    /// answers with the HTTP status and message its client gets.
+    fn deliver_forwarded<'a>(
+        &'a self,
+        plugin: &'a str,
+        session: &'a str,
+        post: RawPost,
+    ) -> BoxFuture<'a, (u16, String)>;
+}
 
 /// Why the backplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +140,8 @@ pub struct Backplane {
     /// Posts forwarded to their sessions' hosts, waiting for the answer.
     posts: Mutex<HashMap<u64, oneshot::Sender<(u16, String)>>>,
     next_ticket: AtomicU64,
+    /// Where posts forwarded to this host go.
+    forwarded: OnceLock<Arc<dyn ForwardedPosts>>,
 }
 
 impl Backplane {
@@ -155,10 +181,17 @@ impl Backplane {
             stop: CancellationToken::new(),
             posts: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(1),
+            forwarded: OnceLock::new(),
         });
         tokio::spawn(membership::write(backplane.clone(), ops_rx));
         tokio::spawn(link::supervise(backplane.clone()));
         Ok(backplane)
+    }
+
+    /// Delivers the posts other hosts forward here to `sessions`; once, at
+    /// start-up. Until then they are answered 404, as no session is open.
+    pub fn take_posts(&self, sessions: Arc<dyn ForwardedPosts>) {
+        let _ = self.forwarded.set(sessions);
     }
 
     /// Waits up to `wait` for the first connection, so a host whose Redis
@@ -399,7 +432,7 @@ impl Backplane {
     /// `NUMBER SPACE ENVELOPE`, on this host's own just the envelope.
     /// `numbering` holds the last number seen per room channel, to count
     /// the broadcasts that Redis did not deliver.
-    fn receive(&self, channel: &str, bytes: &[u8], numbering: &mut HashMap<String, u64>) {
+    fn receive(self: &Arc<Self>, channel: &str, bytes: &[u8], numbering: &mut HashMap<String, u64>) {
         let Some(hub) = self.hub.upgrade() else { return };
         let (seq, bytes) = if channel == self.host_channel {
             self.metrics.incoming(Incoming::Direct);
@@ -458,13 +491,15 @@ impl Backplane {
                 self.metrics.received(CrossHost::Post);
                 let post = RawPost { seq, close, text, body: body.into_owned() };
                 let (from, plugin, session) = (from.into_owned(), plugin.into_owned(), session.into_owned());
-                let Some(me) = hub.backplane().cloned() else { return };
+                let (me, sessions) = (self.clone(), self.forwarded.get().cloned());
                 // It waits for the posts before it, so it must not hold up
                 // what else this channel brings.
                 tokio::spawn(async move {
-                    let outcome = hub.fallback.deliver(&plugin, &session, post).await;
-                    let (status, message) = crate::fallback::status_of(&outcome);
-                    let answer = Envelope::PostAnswer { ticket, status: status.as_u16(), message: message.into() };
+                    let (status, message) = match &sessions {
+                        Some(sessions) => sessions.deliver_forwarded(&plugin, &session, post).await,
+                        None => (404, "no such session".into()),
+                    };
+                    let answer = Envelope::PostAnswer { ticket, status, message: message.into() };
                     let _ = me.to_host(&from, CrossHost::Post, &answer).await;
                 });
             }
@@ -583,5 +618,78 @@ impl Query for redis::Cmd {
 impl Query for redis::Pipeline {
     fn run<T: FromRedisValue>(&self, conn: &mut RedisConn) -> impl Future<Output = Result<T, RedisError>> + Send {
         self.query_async(conn)
+    }
+}
+
+/// The hub's port to the cluster, served by Redis.
+impl Cluster for Backplane {
+    fn join<'a>(&'a self, plugin: &'a str, room: &'a str, conn: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(Backplane::join(self, plugin, room, conn))
+    }
+
+    fn leave<'a>(&'a self, plugin: &'a str, room: &'a str, conn: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(Backplane::leave(self, plugin, room, conn))
+    }
+
+    fn left_all(&self, plugin: &str, rooms: Vec<String>, conn: &str) {
+        Backplane::left_all(self, plugin, rooms, conn);
+    }
+
+    fn broadcast<'a>(
+        &'a self,
+        plugin: &'a str,
+        room: &'a str,
+        message: &'a Message,
+        except: Option<&'a str>,
+    ) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(Backplane::broadcast(self, plugin, room, message, except))
+    }
+
+    fn count<'a>(&'a self, plugin: &'a str, room: &'a str) -> BoxFuture<'a, Option<u32>> {
+        Box::pin(Backplane::count(self, plugin, room))
+    }
+
+    fn members<'a>(&'a self, plugin: &'a str, room: &'a str, limit: usize) -> BoxFuture<'a, Option<Vec<String>>> {
+        Box::pin(Backplane::members(self, plugin, room, limit))
+    }
+
+    fn send<'a>(
+        &'a self,
+        plugin: Option<&'a str>,
+        to: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(Backplane::send(self, plugin, to, message))
+    }
+
+    fn close<'a>(
+        &'a self,
+        plugin: &'a str,
+        to: &'a str,
+        frame: &'a CloseFrame,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(Backplane::close(self, plugin, to, frame))
+    }
+
+    fn kv_get<'a>(&'a self, plugin: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        Box::pin(Backplane::kv_get(self, plugin, key))
+    }
+
+    fn kv_set<'a>(
+        &'a self,
+        plugin: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), KvError>> {
+        Box::pin(Backplane::kv_set(self, plugin, key, value, ttl))
+    }
+
+    fn kv_delete<'a>(&'a self, plugin: &'a str, key: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(Backplane::kv_delete(self, plugin, key))
+    }
+
+    fn kv_increment<'a>(&'a self, plugin: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, KvError>> {
+        Box::pin(Backplane::kv_increment(self, plugin, key, delta))
     }
 }

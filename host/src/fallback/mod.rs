@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
@@ -25,6 +26,8 @@ use warp::reply::{Reply, Response};
 pub use inbox::{Post, PostError, Taken};
 pub use session::Settings;
 
+use crate::backplane::{Backplane, ForwardedPosts, RawPost};
+use crate::config::InMemory;
 use crate::handshake::{self, Opened, RouteRequest as Request};
 use crate::hub::Hub;
 use crate::inbound::{BodyHold, InboundError};
@@ -115,15 +118,13 @@ pub fn is_fallback(req: &Request) -> bool {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut text = message.into();
-    text.push('\n');
-    warp::reply::with_status(text, status).into_response()
-}
+use crate::reply::text as error;
 
-/// Answers a fallback request: open, resume or post.
+/// Answers a fallback request: open, resume or post, to one of this host's
+/// `sessions`.
 pub async fn handle(
     state: Arc<AppState>,
+    sessions: Arc<Sessions>,
     req: Request,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Response {
@@ -133,10 +134,10 @@ pub async fn handle(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
     };
     if !handshake::origin_allowed(&state.ws, &req.headers) {
-        return handshake::refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed\n".into());
+        return handshake::refuse(&state, StatusCode::FORBIDDEN, "origin", "origin not allowed");
     }
     let origin = req.headers.get(header::ORIGIN).cloned();
-    let mut response = answer(state, req, params, body).await;
+    let mut response = answer(state, &sessions, req, params, body).await;
     if let Some(origin) = origin {
         // An allowed page of another origin reads the answer too (CORS).
         let headers = response.headers_mut();
@@ -148,22 +149,23 @@ pub async fn handle(
 
 async fn answer(
     state: Arc<AppState>,
+    sessions: &Arc<Sessions>,
     req: Request,
     params: Params,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Response {
     match (&req.method, params.session.as_deref()) {
         (&Method::OPTIONS, _) => preflight(),
-        (&Method::GET, None) => open(state, req).await,
+        (&Method::GET, None) => open(state, sessions.clone(), req).await,
         (&Method::GET, Some(session)) => {
             let last = params.last.or_else(|| last_event_id(&req.headers)).unwrap_or(0);
-            resume(&state, req, session, last)
+            resume(&state, sessions, req, session, last)
         }
         (&Method::POST, Some(session)) => {
             let Some(seq) = params.seq.filter(|s| *s > 0) else {
                 return error(StatusCode::BAD_REQUEST, "seq (1, 2, 3, ...) is required");
             };
-            post(&state, &req, session, seq, params.close, body).await
+            post(&state, sessions, &req, session, seq, params.close, body).await
         }
         _ => error(StatusCode::BAD_REQUEST, "a fallback post needs ?session=ID&seq=N"),
     }
@@ -176,6 +178,7 @@ async fn answer(
 /// the session takes them.
 async fn post(
     state: &AppState,
+    sessions: &Sessions,
     req: &Request,
     session: &str,
     seq: u64,
@@ -187,7 +190,7 @@ async fn post(
     // checked by its owner, and its body is bounded here all the same.
     let local = match forwarded_to(state, session) {
         Some(_) => None,
-        None => match state.hub.fallback.find(session) {
+        None => match sessions.find(session) {
             Some(shared) if *shared.conn.plugin == *plugin && !shared.conn.is_closing() => Some(shared),
             Some(shared) if *shared.conn.plugin == *plugin => {
                 return error(StatusCode::NOT_FOUND, PostError::Gone.to_string());
@@ -195,7 +198,7 @@ async fn post(
             _ => return error(StatusCode::NOT_FOUND, "no such session"),
         },
     };
-    let max = usize::try_from(state.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
+    let max = state.ws.max_message_size.in_memory();
     let too_big = || {
         // As a WebSocket closes with 1009 for a message too big.
         if let Some(shared) = &local {
@@ -225,7 +228,7 @@ async fn post(
         }
         Err(BodyError::Broken) => return error(StatusCode::BAD_REQUEST, "the body ended early"),
     };
-    let answer = post_to(state, plugin, session, RawPost::new(seq, close, &req.headers, bytes)).await;
+    let answer = post_to(state, sessions, plugin, session, RawPost::new(seq, close, &req.headers, bytes)).await;
     // The session has the message now (or refused it): its bytes are its own.
     drop(hold);
     answer
@@ -237,9 +240,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The backplane to forward a post through, when another host owns the
 /// session.
-fn forwarded_to<'a>(state: &'a AppState, session: &str) -> Option<&'a crate::backplane::Backplane> {
+fn forwarded_to<'a>(state: &'a AppState, session: &str) -> Option<&'a Backplane> {
     let owner = session.split_once('.').and_then(|(id, _)| Hub::host_of(id))?;
-    let backplane = state.hub.backplane()?;
+    let backplane = state.backplane.as_deref()?;
     (owner != state.hub.host_id()).then_some(backplane)
 }
 
@@ -297,17 +300,6 @@ async fn read_body(
     tokio::time::timeout(within, read).await.unwrap_or(Err(BodyError::Timeout))
 }
 
-/// A post as it came, before it is checked: what a host forwards to the
-/// session's owner.
-#[derive(Debug, Clone)]
-pub struct RawPost {
-    pub seq: u64,
-    pub close: Option<u16>,
-    /// `Content-Type: text/plain`: a text message.
-    pub text: bool,
-    pub body: Vec<u8>,
-}
-
 /// A post that breaks a rule: its HTTP status, and the close code the
 /// session gets for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -354,7 +346,7 @@ impl RawPost {
 
 /// Hands a post to its session, on this host or, scaled out, on the host
 /// that owns it.
-async fn post_to(state: &AppState, plugin: &str, session: &str, raw: RawPost) -> Response {
+async fn post_to(state: &AppState, sessions: &Sessions, plugin: &str, session: &str, raw: RawPost) -> Response {
     if let Some(backplane) = forwarded_to(state, session) {
         // The owner's answer is the client's: a post forwarded is judged
         // and ordered exactly as one taken there.
@@ -367,14 +359,29 @@ async fn post_to(state: &AppState, plugin: &str, session: &str, raw: RawPost) ->
             Err(_) => error(StatusCode::NOT_FOUND, "no such session (its host is not reachable)"),
         };
     }
-    match status_of(&state.hub.fallback.deliver(plugin, session, raw).await) {
+    match status_of(&sessions.deliver(plugin, session, raw).await) {
         (StatusCode::NO_CONTENT, _) => StatusCode::NO_CONTENT.into_response(),
         (status, message) => error(status, message),
     }
 }
 
+/// Posts that other hosts forward to this one's sessions.
+impl ForwardedPosts for Sessions {
+    fn deliver_forwarded<'a>(
+        &'a self,
+        plugin: &'a str,
+        session: &'a str,
+        post: RawPost,
+    ) -> BoxFuture<'a, (u16, String)> {
+        Box::pin(async move {
+            let (status, message) = status_of(&self.deliver(plugin, session, post).await);
+            (status.as_u16(), message)
+        })
+    }
+}
+
 /// The HTTP answer to a post's outcome.
-pub fn status_of(outcome: &Result<Taken, Refused>) -> (StatusCode, String) {
+fn status_of(outcome: &Result<Taken, Refused>) -> (StatusCode, String) {
     match outcome {
         Ok(_) => (StatusCode::NO_CONTENT, String::new()),
         Err(Refused::Unknown) => (StatusCode::NOT_FOUND, "no such session".into()),
@@ -412,7 +419,7 @@ fn stream_response(req: &Request, rx: mpsc::Receiver<warp::sse::Event>) -> Respo
     response
 }
 
-async fn open(state: Arc<AppState>, req: Request) -> Response {
+async fn open(state: Arc<AppState>, sessions: Arc<Sessions>, req: Request) -> Response {
     let plugin = match handshake::route_plugin(&state, req.plugin.as_deref()) {
         Ok(plugin) => plugin,
         Err(refusal) => return *refusal,
@@ -425,25 +432,24 @@ async fn open(state: Arc<AppState>, req: Request) -> Response {
     };
     let secret = hex::encode(rand::random::<[u8; 16]>());
     let id = format!("{}.{secret}", session.conn.id);
-    let max_waiting = usize::try_from(state.ws.max_message_size.as_u64()).unwrap_or(usize::MAX);
+    let max_waiting = state.ws.max_message_size.in_memory();
     let (inbox, posts) = inbox::Inbox::new(max_waiting);
     let shared = Arc::new(Shared::new(session.conn.clone(), secret, inbox, state.ws.message_timeout));
-    state.hub.fallback.insert(shared.clone());
+    sessions.insert(shared.clone());
     let settings = Settings::from(&state.config.fallback);
     let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
     let ping_ms = state.ws.keep_alive_interval.as_millis();
     let _ = tx.try_send(events::opened(&id, subprotocol.as_deref(), settings.grace.as_millis(), ping_ms));
-    let task_state = state.clone();
     state.tasks.spawn(async move {
         let conn_id = shared.conn.id.clone();
         session::run(session, shared, posts, tx, settings).await;
-        task_state.hub.fallback.remove(&conn_id);
+        sessions.remove(&conn_id);
     });
     stream_response(&req, rx)
 }
 
-fn resume(state: &AppState, req: Request, session: &str, last: u64) -> Response {
-    let Some(shared) = state.hub.fallback.find(session) else {
+fn resume(state: &AppState, sessions: &Sessions, req: Request, session: &str, last: u64) -> Response {
+    let Some(shared) = sessions.find(session) else {
         return error(StatusCode::NOT_FOUND, "no such session");
     };
     let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);

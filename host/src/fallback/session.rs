@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::events::{Events, QueueError};
 use super::inbox::{Inbox, Post};
+use crate::config::InMemory;
 use crate::connection::silence_allowed;
 use crate::handler::{Ctx, Handler, Session};
 use crate::hub::{Connection, Outbound};
@@ -71,7 +72,7 @@ pub struct Settings {
 
 impl From<&crate::config::FallbackConfig> for Settings {
     fn from(config: &crate::config::FallbackConfig) -> Self {
-        Self { grace: config.grace, replay_bytes: usize::try_from(config.replay_bytes.as_u64()).unwrap_or(usize::MAX) }
+        Self { grace: config.grace, replay_bytes: config.replay_bytes.in_memory() }
     }
 }
 

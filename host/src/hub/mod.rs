@@ -2,7 +2,9 @@
 //! id, and the bounded queue and close signal that each one's writer obeys;
 //! and what connections share: rooms and each plugin's key-value store.
 
+mod cluster;
 pub mod kv;
+mod log_budget;
 pub mod rooms;
 mod route;
 
@@ -15,7 +17,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::backplane::Backplane;
+pub use cluster::Cluster;
+pub use log_budget::LogBudget;
+
 use crate::metrics::StoreGauges;
 
 /// What a connection's writer sends, in order.
@@ -108,7 +112,7 @@ pub struct Connection {
     rooms: Mutex<Vec<String>>,
     /// What its plugin may still write to the log, across instances; made
     /// with the first one.
-    pub log_budget: OnceLock<Arc<crate::plugin::LogBudget>>,
+    pub log_budget: OnceLock<Arc<LogBudget>>,
 }
 
 /// Wakes a connection's task, which alone waits on it: lock-free, where a
@@ -388,11 +392,8 @@ pub struct Hub {
     max_connections: usize,
     pub rooms: rooms::Rooms,
     pub kv: kv::Kv,
-    /// The connections served over the HTTP fallback, by id, for their
-    /// clients' posts (which may come through another host).
-    pub fallback: crate::fallback::Sessions,
-    /// Other hosts, through Redis, when scaled out.
-    backplane: OnceLock<Arc<Backplane>>,
+    /// The other hosts, when scaled out.
+    cluster: OnceLock<Arc<dyn Cluster>>,
 }
 
 /// The bounds of one connection's send queue.
@@ -428,8 +429,7 @@ impl Hub {
             max_connections,
             rooms: rooms::Rooms::default(),
             kv: kv::Kv::new(kv_limits, store_gauges),
-            fallback: Default::default(),
-            backplane: OnceLock::new(),
+            cluster: OnceLock::new(),
         })
     }
 
@@ -444,12 +444,12 @@ impl Hub {
     }
 
     /// Joins this hub to a cluster; once, at start-up.
-    pub fn attach(&self, backplane: Arc<Backplane>) {
-        let _ = self.backplane.set(backplane);
+    pub fn attach(&self, cluster: Arc<dyn Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
-    pub fn backplane(&self) -> Option<&Arc<Backplane>> {
-        self.backplane.get()
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.get()
     }
 
     /// Takes a connection slot, or `None` when the host is full.
@@ -483,10 +483,10 @@ impl Hub {
         let removed = self.connections.write().ok().and_then(|mut map| map.remove(id));
         if let Some(conn) = removed {
             let left = self.rooms.leave_all(&conn);
-            if let Some(backplane) = self.backplane()
+            if let Some(cluster) = self.cluster()
                 && !left.is_empty()
             {
-                backplane.left_all(&conn.plugin, left, &conn.id);
+                cluster.left_all(&conn.plugin, left, &conn.id);
             }
         }
     }

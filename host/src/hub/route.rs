@@ -1,6 +1,6 @@
 //! Where an operation goes: this host's connections and rooms, and, when
-//! the host is part of a cluster, the other hosts through the backplane.
-//! Without a backplane every call here is purely local.
+//! the host is part of a cluster, the other hosts through the cluster.
+//! Without a cluster every call here is purely local.
 
 use std::sync::Arc;
 
@@ -8,13 +8,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use super::rooms::RoomError;
-use super::{Connection, DeliveryError, Hub};
+use super::{Cluster, Connection, DeliveryError, Hub};
 
 impl Hub {
-    /// The backplane, if connection `id` belongs to another host.
-    fn remote(&self, id: &str) -> Option<&Arc<crate::backplane::Backplane>> {
-        let backplane = self.backplane()?;
-        Hub::host_of(id).filter(|host| *host != self.host_id).map(|_| backplane)
+    /// The cluster, if connection `id` belongs to another host.
+    fn remote(&self, id: &str) -> Option<&Arc<dyn Cluster>> {
+        let cluster = self.cluster()?;
+        Hub::host_of(id).filter(|host| *host != self.host_id).map(|_| cluster)
     }
 
     /// Queues `message` for connection `id` of `plugin` (any plugin when
@@ -28,7 +28,7 @@ impl Hub {
             return conn.send(message);
         }
         match self.remote(id) {
-            Some(backplane) => backplane.send(plugin, id, &message).await,
+            Some(cluster) => cluster.send(plugin, id, &message).await,
             None => Err(DeliveryError::NotFound),
         }
     }
@@ -37,20 +37,20 @@ impl Hub {
     /// directly by the caller, which may need the close in order).
     pub async fn close_remote(&self, plugin: &str, id: &str, frame: &CloseFrame) -> Result<(), DeliveryError> {
         match self.remote(id) {
-            Some(backplane) => backplane.close(plugin, id, frame).await,
+            Some(cluster) => cluster.close(plugin, id, frame).await,
             None => Err(DeliveryError::NotFound),
         }
     }
 
     pub async fn join(&self, conn: &Arc<Connection>, room: &str) -> Result<(), RoomError> {
-        let Some(backplane) = self.backplane() else {
+        let Some(cluster) = self.cluster() else {
             self.rooms.join(conn, room, 0)?;
             return Ok(());
         };
         // Other hosts' broadcasts reach the new member only from its join
         // point in the cluster's numbering, known once the join is written.
         let new = self.rooms.join(conn, room, super::rooms::JOINING)?;
-        let since = backplane.join(&conn.plugin, room, &conn.id).await;
+        let since = cluster.join(&conn.plugin, room, &conn.id).await;
         if new {
             self.rooms.set_since(&conn.plugin, room, &conn.id, since.unwrap_or(0));
         }
@@ -59,8 +59,8 @@ impl Hub {
 
     pub async fn leave(&self, conn: &Connection, room: &str) -> Result<(), RoomError> {
         self.rooms.leave(conn, room)?;
-        if let Some(backplane) = self.backplane() {
-            backplane.leave(&conn.plugin, room, &conn.id).await;
+        if let Some(cluster) = self.cluster() {
+            cluster.leave(&conn.plugin, room, &conn.id).await;
         }
         Ok(())
     }
@@ -70,9 +70,9 @@ impl Hub {
     /// members on other hosts, to which it was published.
     pub async fn broadcast(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) -> u32 {
         let here = self.rooms.broadcast(plugin, room, message, except);
-        let Some(backplane) = self.backplane() else { return here };
+        let Some(cluster) = self.cluster() else { return here };
         let local_members = u64::from(self.rooms.count(plugin, room));
-        match backplane.broadcast(plugin, room, message, except).await {
+        match cluster.broadcast(plugin, room, message, except).await {
             Some(cluster_members) => {
                 let elsewhere = cluster_members.saturating_sub(local_members);
                 u32::try_from(u64::from(here) + elsewhere).unwrap_or(u32::MAX)
@@ -84,8 +84,8 @@ impl Hub {
     /// Members of `room` across the cluster (this host's alone while Redis
     /// is unreachable).
     pub async fn count(&self, plugin: &str, room: &str) -> u32 {
-        if let Some(backplane) = self.backplane()
-            && let Some(n) = backplane.count(plugin, room).await
+        if let Some(cluster) = self.cluster()
+            && let Some(n) = cluster.count(plugin, room).await
         {
             return n;
         }
@@ -94,8 +94,8 @@ impl Hub {
 
     pub async fn members(&self, plugin: &str, room: &str, limit: usize) -> Vec<String> {
         let limit = limit.min(super::rooms::MAX_MEMBERS_LISTED);
-        if let Some(backplane) = self.backplane()
-            && let Some(listed) = backplane.members(plugin, room, limit).await
+        if let Some(cluster) = self.cluster()
+            && let Some(listed) = cluster.members(plugin, room, limit).await
         {
             return listed;
         }

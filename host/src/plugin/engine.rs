@@ -12,7 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::{WebsocketPlugin, WebsocketPluginPre};
 use super::cache::{CompileCache, Origin};
-use super::instance::Ctx;
+use super::store::Ctx;
 
 /// One epoch tick: a plugin computing this long yields to the async
 /// runtime (and moves to the plugin lane, see `lane`), and again every tick.

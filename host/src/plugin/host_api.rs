@@ -7,8 +7,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::bindings::{HostError, Message, connections, kv, log, rooms, state, types};
-use super::log_budget::LogBudget;
 use crate::console::{Console, Kind};
+use crate::hub::LogBudget;
 use crate::hub::kv::{KvError, Store};
 use crate::hub::rooms::RoomError;
 use crate::hub::{ByteBudget, Connection, DeliveryError, Hub, Outbound};
@@ -299,11 +299,11 @@ impl From<KvError> for HostError {
     }
 }
 
-/// With a backplane the store is Redis, shared by every host; the checks
+/// In a cluster the store is the cluster's (Redis), shared by every host; the checks
 /// on keys and values stay the same.
 impl kv::Host for HostApi {
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.hub.backplane() {
+        match self.hub.cluster() {
             Some(b) => b.kv_get(&self.own.plugin, &key).await,
             None => self.store.get(&key),
         }
@@ -311,7 +311,7 @@ impl kv::Host for HostApi {
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), HostError> {
         let ttl = ttl_ms.map(std::time::Duration::from_millis);
-        match self.hub.backplane() {
+        match self.hub.cluster() {
             Some(b) => {
                 self.store.check(&key, &value)?;
                 Ok(b.kv_set(&self.own.plugin, &key, &value, ttl).await?)
@@ -321,14 +321,14 @@ impl kv::Host for HostApi {
     }
 
     async fn delete(&mut self, key: String) -> bool {
-        match self.hub.backplane() {
+        match self.hub.cluster() {
             Some(b) => b.kv_delete(&self.own.plugin, &key).await,
             None => self.store.delete(&key),
         }
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, HostError> {
-        match self.hub.backplane() {
+        match self.hub.cluster() {
             Some(b) => {
                 self.store.check(&key, &[])?;
                 Ok(b.kv_increment(&self.own.plugin, &key, delta).await?)

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{CloseFrame, Message, OpenResponse, Request, WebsocketPlugin};
 use super::engine::TICK;
@@ -15,8 +13,7 @@ use super::host_api::HostApi;
 use super::lane::{self, LongCall};
 use super::pool::Permit;
 use super::registry::Version;
-use super::stdio::LogStream;
-use super::trap::StderrTail;
+use super::store::Ctx;
 use crate::config::PluginLimits;
 use crate::metrics::FaultKind;
 
@@ -64,56 +61,6 @@ pub enum Answer {
     Done,
 }
 
-/// The data of one store: WASI with nothing granted, the limits, and the
-/// host API bound to the connection.
-pub struct Ctx {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: MemoryLimiter,
-    pub(super) host: HostApi,
-    ticks_left: u64,
-    timed_out: bool,
-    long: LongCall,
-    /// What the plugin wrote to stderr in the current call, for a trap.
-    stderr_tail: StderrTail,
-}
-
-impl WasiView for Ctx {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-/// `StoreLimits`, remembering whether the memory cap was what stopped a call.
-struct MemoryLimiter {
-    limits: StoreLimits,
-    hit: bool,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        self.hit |= !allowed;
-        Ok(allowed)
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
 /// A live instance of one plugin version. It holds one of the pool's slots
 /// for as long as it lives.
 pub struct Instance {
@@ -127,10 +74,6 @@ pub struct Instance {
     permit: Permit,
 }
 
-/// Largest WASI random request: 1 MiB takes about a millisecond to make;
-/// wasmtime-wasi's own cap (64 MiB) held a runtime thread for 200 ms.
-const MAX_RANDOM: u64 = 1 << 20;
-
 impl Instance {
     /// Instantiates `version` for the connection behind `host`, in the slot
     /// `permit`, within the plugin's deadline.
@@ -140,32 +83,9 @@ impl Instance {
         limits: PluginLimits,
         permit: Permit,
     ) -> Result<Self, Fault> {
-        let mut wasi = WasiCtx::builder();
-        let stderr_tail = StderrTail::default();
-        // Nothing is granted: no preopened directories, no environment, no
-        // network. Output goes to the host's log.
-        wasi.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .max_random_size(MAX_RANDOM)
-            .stdout(LogStream::stdout(&host))
-            .stderr(LogStream::stderr(&host, stderr_tail.clone()));
         let id = host.connection().to_string();
-        let memory = usize::try_from(limits.memory.as_u64()).unwrap_or(usize::MAX);
         let long = LongCall::default();
-        let ctx = Ctx {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limits: StoreLimitsBuilder::new().memory_size(memory).instances(64).build(),
-                hit: false,
-            },
-            host,
-            ticks_left: 0,
-            timed_out: false,
-            long: long.clone(),
-            stderr_tail,
-        };
+        let ctx = Ctx::new(host, limits.memory, long.clone());
         let mut store = Store::new(version.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.epoch_deadline_callback(|mut cx| {

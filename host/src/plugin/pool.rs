@@ -13,20 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// What the pool reports in `/metrics`.
-#[derive(Clone, Default)]
-pub struct PoolMetrics {
-    /// Instances alive now.
-    pub live: Gauge,
-    /// Idle instances given up because another connection needed a slot.
-    pub evictions: Counter,
-    /// Events that found no slot within their deadline.
-    pub exhausted: Counter,
-}
+use crate::metrics::PoolMetrics;
 
 /// Every instance slot of the host.
 pub struct InstancePool {

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use super::bindings::WebsocketPluginPre;
 use super::cache::Origin;
 use super::engine::{EpochClock, LoadError, PluginEngine};
-use super::instance::Ctx;
-use crate::config::{Config, PluginLimits, ReloadMode, is_plugin_name};
+use super::store::Ctx;
+use crate::config::{Config, InMemory, PluginLimits, ReloadMode, is_plugin_name};
 use crate::console::{Console, Kind};
 use crate::hub::ByteBudget;
 use crate::metrics::{Metrics, PluginMetrics};
@@ -192,7 +192,7 @@ impl Registry {
         let limits = self.config.limits_for(name);
         let plugin = Arc::new(Plugin {
             name: name.into(),
-            outbound: ByteBudget::new(usize::try_from(limits.outbound_bytes.as_u64()).unwrap_or(usize::MAX)),
+            outbound: ByteBudget::new(limits.outbound_bytes.in_memory()),
             limits,
             reload: self.config.reload_for(name),
             metrics: self.metrics.for_plugin(name),

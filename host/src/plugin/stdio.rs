@@ -12,9 +12,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::host_api::{HostApi, clip};
-use super::log_budget::LogBudget;
 use super::trap::StderrTail;
 use crate::console::{Console, Kind};
+use crate::hub::LogBudget;
 
 #[derive(Clone, Copy)]
 enum Which {

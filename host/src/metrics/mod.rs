@@ -1,4 +1,7 @@
-//! Prometheus metrics, served at `GET /metrics`.
+//! Prometheus metrics, served at `GET /metrics`, and the types of the
+//! series each part of the host keeps.
+
+mod latency;
 
 use std::sync::atomic::AtomicU64;
 
@@ -8,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+pub use latency::{LatencySketch, Quantiles};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabel {
@@ -135,6 +140,17 @@ pub struct InboundMetrics {
     pub in_use: Gauge<u64, AtomicU64>,
     pub over_budget: Counter,
     pub message_timeouts: Counter,
+}
+
+/// What the instance pool reports.
+#[derive(Clone, Default)]
+pub struct PoolMetrics {
+    /// Instances alive now.
+    pub live: Gauge,
+    /// Idle instances given up because another connection needed a slot.
+    pub evictions: Counter,
+    /// Events that found no slot within their deadline.
+    pub exhausted: Counter,
 }
 
 /// The size of each plugin's key-value store, set by the store as it
@@ -283,8 +299,8 @@ impl Metrics {
     }
 
     /// Registers the instance pool's series and returns handles on them.
-    pub fn register_pool(&mut self) -> crate::plugin::PoolMetrics {
-        let p = crate::plugin::PoolMetrics::default();
+    pub fn register_pool(&mut self) -> PoolMetrics {
+        let p = PoolMetrics::default();
         let r = &mut self.registry;
         r.register(
             "instances",
@@ -419,7 +435,7 @@ pub struct PluginMetrics {
     pub log_dropped_lines: Counter,
     pub log_dropped_bytes: Counter,
     /// Recent call times in fine buckets, for the console's chart.
-    pub latency: std::sync::Arc<crate::console::LatencySketch>,
+    pub latency: std::sync::Arc<LatencySketch>,
 }
 
 impl PluginMetrics {

@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use prometheus_client::metrics::counter::Counter;
 
-use super::registry::Plugin;
-use crate::hub::Connection;
-
 /// What a line costs beyond its text: about what the host adds to it
 /// (timestamp, level, target, plugin, connection and version tags).
 pub const LINE_OVERHEAD: u64 = 64;
@@ -73,17 +70,9 @@ pub struct LogBudget {
 }
 
 impl LogBudget {
-    /// The budget of `conn`, made with its first instance.
-    pub fn of(conn: &Connection, plugin: &Plugin) -> Arc<Self> {
-        let make = || {
-            let m = &plugin.metrics;
-            let (lines, bytes) = (m.log_dropped_lines.clone(), m.log_dropped_bytes.clone());
-            Self::new(plugin.limits.log_rate, conn.plugin.clone(), conn.id.clone(), lines, bytes)
-        };
-        conn.log_budget.get_or_init(make).clone()
-    }
-
-    fn new(
+    /// A full budget of `rate` bytes a second for connection `conn` of
+    /// `plugin`, counting what it drops in the two counters.
+    pub fn new(
         rate: ByteSize,
         plugin: Arc<str>,
         conn: Arc<str>,

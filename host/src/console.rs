@@ -11,15 +11,11 @@
 //! every event, so their number, not their speed, is what could cost the
 //! connections that publish.
 
-mod latency;
-
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
-
-pub use latency::{LatencySketch, Quantiles};
 
 /// Events a watcher may be behind before it is closed.
 pub const CAPACITY: usize = 512;

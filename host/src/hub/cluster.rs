@@ -1,0 +1,76 @@
+//! The hub's port to the other hosts of a cluster. The hub and the plugin
+//! runtime call it; the backplane (a layer above, which knows Redis)
+//! implements it and is attached at start-up. A host without a cluster has
+//! none, and every operation stays local.
+//!
+//! Futures are boxed so the port can be a trait object: they are made only
+//! on cluster operations, never on a single host's message path.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use super::DeliveryError;
+use super::kv::KvError;
+
+/// What the hub asks of the rest of the cluster. `None` answers mean the
+/// cluster could not be asked (its store is unreachable): callers fall
+/// back to what this host knows.
+pub trait Cluster: Send + Sync {
+    /// Records a join cluster-wide; returns the member's join point in the
+    /// room's broadcast numbering.
+    fn join<'a>(&'a self, plugin: &'a str, room: &'a str, conn: &'a str) -> BoxFuture<'a, Option<u64>>;
+
+    fn leave<'a>(&'a self, plugin: &'a str, room: &'a str, conn: &'a str) -> BoxFuture<'a, ()>;
+
+    /// A closed connection left `rooms`; recorded in the background.
+    fn left_all(&self, plugin: &str, rooms: Vec<String>, conn: &str);
+
+    /// Publishes a broadcast already delivered to this host's members;
+    /// returns the room's size across the cluster.
+    fn broadcast<'a>(
+        &'a self,
+        plugin: &'a str,
+        room: &'a str,
+        message: &'a Message,
+        except: Option<&'a str>,
+    ) -> BoxFuture<'a, Option<u64>>;
+
+    fn count<'a>(&'a self, plugin: &'a str, room: &'a str) -> BoxFuture<'a, Option<u32>>;
+
+    fn members<'a>(&'a self, plugin: &'a str, room: &'a str, limit: usize) -> BoxFuture<'a, Option<Vec<String>>>;
+
+    /// Sends to a connection of another host (`plugin` `None`: any plugin).
+    fn send<'a>(
+        &'a self,
+        plugin: Option<&'a str>,
+        to: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+
+    fn close<'a>(
+        &'a self,
+        plugin: &'a str,
+        to: &'a str,
+        frame: &'a CloseFrame,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+
+    /// The cluster's key-value store, shared by every host. `kv_get`
+    /// answers `None` both for an absent key and an unreachable store (the
+    /// WIT `get` has no error case).
+    fn kv_get<'a>(&'a self, plugin: &'a str, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>>;
+
+    fn kv_set<'a>(
+        &'a self,
+        plugin: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), KvError>>;
+
+    fn kv_delete<'a>(&'a self, plugin: &'a str, key: &'a str) -> BoxFuture<'a, bool>;
+
+    fn kv_increment<'a>(&'a self, plugin: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, KvError>>;
+}
