@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::WebSocketConfig;
-use crate::handler::{Ctx, Handler, Session};
+use crate::dispatch::{Accepted, Ctx, Dispatcher};
 use crate::hub::Connection;
 use crate::inbound::{self, InboundError};
 use crate::plugin;
@@ -28,25 +28,29 @@ use crate::writer::{WRITE_BATCH, Written};
 const SOCKET_REST: Duration = Duration::from_secs(1);
 
 /// Serves an accepted WebSocket until it closes, then tells the plugin.
-pub async fn run(session: Session, socket: Socket) {
-    let Session { conn, plugin, instance, hub, pool, settings, slot } = session;
-    let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &hub, pool: &pool, settings: &settings };
-    let mut task = Task { handler: Handler::new(ctx, instance), socket, written: Written::default(), peer_close: None };
+pub async fn run(accepted: Accepted, socket: Socket) {
+    let Accepted { parts, instance, slot } = accepted;
+    let mut task = ConnectionTask {
+        dispatcher: Dispatcher::new(parts.ctx(), instance),
+        socket,
+        written: Written::default(),
+        peer_close: None,
+    };
     // What on-open sent goes out first.
     Box::pin(task.write_replies()).await;
-    task.handler.rest();
+    task.dispatcher.rest();
     task.serve().await;
-    conn.discard_queued();
-    let Task { handler, peer_close, .. } = task;
+    parts.conn.discard_queued();
+    let ConnectionTask { dispatcher, peer_close, .. } = task;
     // Boxed, like every step an idle connection is not waiting in, so the
     // task of an idle connection stays small.
-    Box::pin(handler.finish(peer_close.as_ref())).await;
+    Box::pin(dispatcher.finish(peer_close.as_ref())).await;
     drop(slot);
 }
 
 /// The connection's task.
-struct Task<'a> {
-    handler: Handler<'a>,
+struct ConnectionTask<'a> {
+    dispatcher: Dispatcher<'a>,
     socket: Socket,
     written: Written,
     peer_close: Option<CloseFrame>,
@@ -61,11 +65,11 @@ enum Due {
     Rest,
 }
 
-impl Task<'_> {
+impl ConnectionTask<'_> {
     /// Runs until the connection ends.
     async fn serve(&mut self) {
-        let settings = self.handler.ctx.settings;
-        let hibernate_after = self.handler.hibernate_after();
+        let settings = self.dispatcher.ctx.settings;
+        let hibernate_after = self.dispatcher.hibernate_after();
         let ping_every = (!settings.keep_alive_interval.is_zero()).then_some(settings.keep_alive_interval);
         let silence_allowed = silence_allowed(settings);
         let now = Deadline::now();
@@ -81,7 +85,7 @@ impl Task<'_> {
         let mut timer = pin!(tokio::time::sleep_until(now));
         let mut armed: Option<Deadline> = None;
         loop {
-            let conn = self.handler.ctx.conn;
+            let conn = self.dispatcher.ctx.conn;
             if conn.is_closing() && close_deadline.is_none() {
                 close_deadline = Some(Deadline::now() + settings.close_timeout);
             }
@@ -95,7 +99,7 @@ impl Task<'_> {
                 }
                 rest_at = Some(Deadline::now() + SOCKET_REST);
             }
-            let holding = self.handler.holding();
+            let holding = self.dispatcher.holding();
             let due = [
                 close_deadline.map(|at| (at, Due::Close)),
                 next_ping.map(|at| (at, Due::Ping)),
@@ -111,7 +115,7 @@ impl Task<'_> {
                 timer.as_mut().reset(at);
                 armed = Some(at);
             }
-            self.handler.check_evicted();
+            self.dispatcher.check_evicted();
             let inbound = async {
                 if self.socket.is_awake() {
                     match self.socket.stream() {
@@ -145,7 +149,7 @@ impl Task<'_> {
                                 break;
                             }
                         }
-                        Some(Due::Hibernate) => self.handler.hibernate("idle"),
+                        Some(Due::Hibernate) => self.dispatcher.hibernate("idle"),
                         Some(Due::Rest) => {
                             // Tried once per quiet spell: a socket that
                             // cannot rest now waits for more traffic.
@@ -208,7 +212,7 @@ impl Task<'_> {
     /// Sends a close frame (an abort's, or one owed for bad input), unless
     /// ours is already out, waiting at most `close_timeout`.
     async fn send_close(&mut self, frame: Option<CloseFrame>) {
-        let within = self.handler.ctx.settings.close_timeout;
+        let within = self.dispatcher.ctx.settings.close_timeout;
         if let Some(stream) = self.socket.awake().await {
             let _ = tokio::time::timeout(within, self.written.close(stream, frame)).await;
         }
@@ -217,7 +221,7 @@ impl Task<'_> {
     /// Writes what other connections queued, a batch per flush. False when
     /// the socket failed or stalled past keep-alive.
     async fn write_queued(&mut self) -> bool {
-        let Ctx { settings, conn, plugin, .. } = self.handler.ctx;
+        let Ctx { settings, conn, plugin, .. } = self.dispatcher.ctx;
         let metrics = &plugin.metrics;
         let stall = silence_allowed(settings);
         while conn.has_queued() && !conn.is_aborted() {
@@ -248,10 +252,10 @@ impl Task<'_> {
     }
 
     async fn dispatch(&mut self, message: plugin::Message) {
-        let conn = self.handler.ctx.conn;
-        let close_timeout = self.handler.ctx.settings.close_timeout;
+        let conn = self.dispatcher.ctx.conn;
+        let close_timeout = self.dispatcher.ctx.settings.close_timeout;
         let answered = {
-            let mut call = pin!(self.handler.dispatch(message));
+            let mut call = pin!(self.dispatcher.dispatch(message));
             // The call, unless the host starts to stop first.
             let first = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
                 Poll::Ready(answered) => Poll::Ready(Ok(answered)),
@@ -272,15 +276,15 @@ impl Task<'_> {
         };
         if answered {
             self.write_replies().await;
-            self.handler.rest();
+            self.dispatcher.rest();
         }
     }
 
     /// Writes what the last call sent to this connection, right here: a
     /// reply costs no hand-off to another task.
     async fn write_replies(&mut self) {
-        let Some(mut replies) = self.handler.take_replies() else { return };
-        let Ctx { conn, plugin, .. } = self.handler.ctx;
+        let Some(mut replies) = self.dispatcher.take_replies() else { return };
+        let Ctx { conn, plugin, .. } = self.dispatcher.ctx;
         let Some(stream) = self.socket.awake().await else { return };
         // A client that does not read makes this wait; an abort interrupts it.
         let written = tokio::select! {

@@ -17,10 +17,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig as Tungsten
 use warp::reply::Response;
 
 use crate::config::{InMemory, WebSocketConfig};
-use crate::handler::{Ctx, Session, fault_closes};
+use crate::dispatch::{Accepted, Ctx, Parts, fault_closes};
 use crate::hub::QueueLimits;
 use crate::inbound::MeteredIo;
-use crate::metrics::Event as EventLabel;
+use crate::metrics::Call;
 use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
 use crate::socket::Socket;
 use crate::state::AppState;
@@ -72,7 +72,7 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
         return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "missing Sec-WebSocket-Key");
     };
     let request = wit_request(&req.path, &req.query, &req.headers, req.remote, offered_subprotocols(&req.headers));
-    let Opened { session, subprotocol } = match open(&state, plugin, request).await {
+    let Opened { accepted, subprotocol } = match open(&state, plugin, request).await {
         Ok(opened) => opened,
         Err(refusal) => return *refusal,
     };
@@ -86,11 +86,11 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
                 let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
                 let stream = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config))).await;
                 let socket = Socket::new(stream, socket_config, resting);
-                crate::connection::run(session, socket).await;
+                crate::connection::run(accepted, socket).await;
             }
             Err(e) => {
-                tracing::debug!(conn = &*session.conn.id, "upgrade did not complete: {e}");
-                Box::pin(session.abandon()).await;
+                tracing::debug!(conn = &*accepted.parts.conn.id, "upgrade did not complete: {e}");
+                Box::pin(accepted.abandon()).await;
             }
         }
     };
@@ -125,7 +125,7 @@ pub fn route_plugin(state: &AppState, name: Option<&str>) -> Result<Arc<Plugin>,
 /// A connection the plugin accepted in `on-open`, with the subprotocol it
 /// chose, ready for its transport.
 pub struct Opened {
-    pub session: Session,
+    pub accepted: Accepted,
     pub subprotocol: Option<String>,
 }
 
@@ -181,7 +181,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
     let started = Instant::now();
     let offered = request.subprotocols.clone();
     let (instance, decision) = instance.handle(Event::Open(request)).await;
-    plugin.metrics.observe_call(EventLabel::Open, started.elapsed());
+    plugin.metrics.observe_call(Call::Open, started.elapsed());
     let subprotocol = match decision {
         Ok(Answer::Open(OpenResponse::Accept(subprotocol))) => subprotocol,
         Ok(Answer::Done) => None,
@@ -205,8 +205,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
     {
         tracing::warn!(plugin = &*plugin.name, "on-open chose subprotocol {chosen:?}, which the client did not offer");
         // The plugin accepted: it is owed its on-close.
-        let session = session(state, conn, plugin, instance, slot);
-        state.tasks.spawn(session.abandon());
+        state.tasks.spawn(accepted(state, conn, plugin, instance, slot).abandon());
         return Err(Box::new(refuse(
             state,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -215,23 +214,19 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
         )));
     }
     plugin.metrics.connections_total.inc();
-    Ok(Opened { session: session(state, conn, plugin, instance, slot), subprotocol })
+    Ok(Opened { accepted: accepted(state, conn, plugin, instance, slot), subprotocol })
 }
 
-fn session(
+fn accepted(
     state: &AppState,
     conn: Arc<crate::hub::Connection>,
     plugin: Arc<Plugin>,
     instance: crate::plugin::Instance,
     slot: crate::hub::Slot,
-) -> Session {
-    Session {
-        conn,
-        plugin,
+) -> Accepted {
+    Accepted {
+        parts: Parts { conn, plugin, hub: state.hub.clone(), pool: state.pool.clone(), settings: state.ws.clone() },
         instance: Box::new(instance),
-        hub: state.hub.clone(),
-        pool: state.pool.clone(),
-        settings: state.ws.clone(),
         slot,
     }
 }

@@ -8,7 +8,7 @@
 //! HTTP transport) → [`connection`] (one task: events in order, its queue,
 //! pings, hibernation, the close handshake) over [`socket`] (awake or
 //! resting, its input metered by [`inbound`]) and [`writer`] (replies,
-//! batches, the close frame) → [`handler`] (the plugin side of the
+//! batches, the close frame) → [`dispatch`] (the plugin side of the
 //! connection: instances, faults) → [`plugin`] (the instance pool,
 //! wall-time deadlines, the plugin lane, the host side of the WIT imports)
 //! → [`hub`] (every open connection, reachable by id, its byte-bounded
@@ -21,9 +21,9 @@ pub mod check;
 pub mod config;
 pub mod connection;
 pub mod console;
+pub mod dispatch;
 pub mod fallback;
 pub mod fd_limit;
-pub mod handler;
 pub mod handshake;
 pub mod http2_idle;
 pub mod http_timeouts;

@@ -11,32 +11,32 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// One event of the stream.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub struct StreamEvent {
     pub id: u64,
-    pub kind: Kind,
+    pub kind: StreamKind,
     /// The `data:` field: a JSON string, base64 or a JSON object; never a
     /// line break, so it is always one line.
     pub data: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum StreamKind {
     Text,
     Binary,
     Close,
 }
 
-impl Kind {
+impl StreamKind {
     fn name(self) -> &'static str {
         match self {
-            Kind::Text => "text",
-            Kind::Binary => "binary",
-            Kind::Close => "close",
+            StreamKind::Text => "text",
+            StreamKind::Binary => "binary",
+            StreamKind::Close => "close",
         }
     }
 }
 
-impl Event {
+impl StreamEvent {
     /// The event as the stream carries it.
     pub fn to_sse(&self) -> warp::sse::Event {
         warp::sse::Event::default().id(self.id.to_string()).event(self.kind.name()).data(&self.data)
@@ -69,7 +69,7 @@ pub enum QueueError {
 
 /// The session's events, oldest first.
 pub struct Events {
-    events: VecDeque<Event>,
+    events: VecDeque<StreamEvent>,
     next_id: u64,
     /// Events with an id up to this one have been written to a stream.
     sent_upto: u64,
@@ -87,8 +87,8 @@ impl Events {
     /// Queues a message; past the send queue's bound the client is too slow.
     pub fn push_message(&mut self, message: &Message) -> Result<(), QueueError> {
         let (kind, data) = match message {
-            Message::Text(text) => (Kind::Text, serde_json::Value::from(text.as_str()).to_string()),
-            Message::Binary(bytes) => (Kind::Binary, base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Message::Text(text) => (StreamKind::Text, serde_json::Value::from(text.as_str()).to_string()),
+            Message::Binary(bytes) => (StreamKind::Binary, base64::engine::general_purpose::STANDARD.encode(bytes)),
             _ => return Ok(()),
         };
         if self.unsent_bytes + data.len() > self.max_unsent {
@@ -102,7 +102,7 @@ impl Events {
     pub fn push_close(&mut self, frame: Option<&CloseFrame>) {
         let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.as_str())).unwrap_or((1005, ""));
         let data = serde_json::json!({ "code": code, "reason": reason }).to_string();
-        self.push(Kind::Close, data);
+        self.push(StreamKind::Close, data);
     }
 
     /// Forgets what was not sent yet: an aborted session's backlog.
@@ -115,8 +115,8 @@ impl Events {
         self.next_id = self.sent_upto + 1;
     }
 
-    fn push(&mut self, kind: Kind, data: String) {
-        let event = Event { id: self.next_id, kind, data };
+    fn push(&mut self, kind: StreamKind, data: String) {
+        let event = StreamEvent { id: self.next_id, kind, data };
         self.next_id += 1;
         self.unsent_bytes += event.size();
         self.events.push_back(event);
@@ -127,7 +127,7 @@ impl Events {
     }
 
     /// The next event to write; counted as sent (and kept for replay).
-    pub fn next_unsent(&mut self) -> Option<Event> {
+    pub fn next_unsent(&mut self) -> Option<StreamEvent> {
         let first = self.events.front()?.id;
         let index = usize::try_from(self.sent_upto + 1 - first).ok()?;
         let event = self.events.get(index)?.clone();

@@ -426,15 +426,15 @@ async fn open(state: Arc<AppState>, sessions: Arc<Sessions>, req: Request) -> Re
     };
     let offered = handshake::list_header(&req.headers, PROTOCOL_HEADER);
     let request = handshake::wit_request(&req.path, &req.query, &req.headers, req.remote, offered);
-    let Opened { session, subprotocol } = match handshake::open(&state, plugin, request).await {
+    let Opened { accepted, subprotocol } = match handshake::open(&state, plugin, request).await {
         Ok(opened) => opened,
         Err(refusal) => return *refusal,
     };
     let secret = hex::encode(rand::random::<[u8; 16]>());
-    let id = format!("{}.{secret}", session.conn.id);
+    let id = format!("{}.{secret}", accepted.parts.conn.id);
     let max_waiting = state.ws.max_message_size.in_memory();
     let (inbox, posts) = inbox::Inbox::new(max_waiting);
-    let shared = Arc::new(Shared::new(session.conn.clone(), secret, inbox, state.ws.message_timeout));
+    let shared = Arc::new(Shared::new(accepted.parts.conn.clone(), secret, inbox, state.ws.message_timeout));
     sessions.insert(shared.clone());
     let settings = Settings::from(&state.config.fallback);
     let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
@@ -442,7 +442,7 @@ async fn open(state: Arc<AppState>, sessions: Arc<Sessions>, req: Request) -> Re
     let _ = tx.try_send(events::opened(&id, subprotocol.as_deref(), settings.grace.as_millis(), ping_ms));
     state.tasks.spawn(async move {
         let conn_id = shared.conn.id.clone();
-        session::run(session, shared, posts, tx, settings).await;
+        session::run(accepted, shared, posts, tx, settings).await;
         sessions.remove(&conn_id);
     });
     stream_response(&req, rx)

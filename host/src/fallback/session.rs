@@ -17,7 +17,7 @@ use super::events::{Events, QueueError};
 use super::inbox::{Inbox, Post};
 use crate::config::InMemory;
 use crate::connection::silence_allowed;
-use crate::handler::{Ctx, Handler, Session};
+use crate::dispatch::{Accepted, Dispatcher};
 use crate::hub::{Connection, Outbound};
 use crate::writer::WRITE_BATCH;
 
@@ -88,17 +88,16 @@ enum Due {
 
 /// Serves the session until it ends, then tells the plugin.
 pub async fn run(
-    session: Session,
+    accepted: Accepted,
     shared: Arc<Shared>,
     mut posts: mpsc::Receiver<Post>,
     stream: Stream,
     settings: Settings,
 ) {
-    let Session { conn, plugin, instance, hub, pool, settings: ws, slot } = session;
-    let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &hub, pool: &pool, settings: &ws };
-    let mut task = Task {
-        handler: Handler::new(ctx, instance),
-        events: Events::new(ws.queue_bytes(), settings.replay_bytes),
+    let Accepted { parts, instance, slot } = accepted;
+    let mut task = SessionTask {
+        dispatcher: Dispatcher::new(parts.ctx(), instance),
+        events: Events::new(parts.settings.queue_bytes(), settings.replay_bytes),
         stream: Some(stream),
         shared: &shared,
         settings,
@@ -107,18 +106,18 @@ pub async fn run(
     };
     // What on-open sent goes out first.
     task.queue_replies();
-    task.handler.rest();
+    task.dispatcher.rest();
     Box::pin(task.serve(&mut posts)).await;
-    conn.discard_queued();
-    let Task { handler, peer_close, stream, .. } = task;
+    parts.conn.discard_queued();
+    let SessionTask { dispatcher, peer_close, stream, .. } = task;
     // The stream's body ends now, after what was written.
     drop(stream);
-    Box::pin(handler.finish(peer_close.as_ref())).await;
+    Box::pin(dispatcher.finish(peer_close.as_ref())).await;
     drop(slot);
 }
 
-struct Task<'a> {
-    handler: Handler<'a>,
+struct SessionTask<'a> {
+    dispatcher: Dispatcher<'a>,
     events: Events,
     /// The stream of the client, when it has one.
     stream: Option<Stream>,
@@ -130,11 +129,11 @@ struct Task<'a> {
     peer_close: Option<CloseFrame>,
 }
 
-impl Task<'_> {
+impl SessionTask<'_> {
     async fn serve(&mut self, posts: &mut mpsc::Receiver<Post>) {
-        let ws = self.handler.ctx.settings;
-        let conn = self.handler.ctx.conn;
-        let hibernate_after = self.handler.hibernate_after();
+        let ws = self.dispatcher.ctx.settings;
+        let conn = self.dispatcher.ctx.conn;
+        let hibernate_after = self.dispatcher.hibernate_after();
         let ping_every = (!ws.keep_alive_interval.is_zero()).then_some(ws.keep_alive_interval);
         let stall_allowed = silence_allowed(ws);
         let now = Deadline::now();
@@ -184,8 +183,8 @@ impl Task<'_> {
             } else {
                 waiting_since = None;
             }
-            self.handler.check_evicted();
-            let holding = self.handler.holding();
+            self.dispatcher.check_evicted();
+            let holding = self.dispatcher.holding();
             let due = [
                 close_deadline.map(|at| (at, Due::Close)),
                 next_ping.filter(|_| self.stream.is_some()).map(|at| (at, Due::Ping)),
@@ -228,7 +227,7 @@ impl Task<'_> {
                                 let _ = stream.try_send(super::events::ping());
                             }
                         }
-                        Due::Hibernate => self.handler.hibernate("idle"),
+                        Due::Hibernate => self.dispatcher.hibernate("idle"),
                         Due::Stalled => {
                             // The client stopped reading: end this stream; it
                             // may resume with what it missed.
@@ -239,8 +238,8 @@ impl Task<'_> {
                 }
                 permit = writable => {
                     if let (Some(permit), Some(event)) = (permit, self.events.next_unsent()) {
-                        let metrics = &self.handler.ctx.plugin.metrics;
-                        if event.kind != super::events::Kind::Close {
+                        let metrics = &self.dispatcher.ctx.plugin.metrics;
+                        if event.kind != super::events::StreamKind::Close {
                             metrics.messages_out.inc();
                             metrics.bytes_out.inc_by(event.data.len() as u64);
                         }
@@ -251,9 +250,9 @@ impl Task<'_> {
                 _ = stream_closed => self.stream = None,
                 post = posts.recv(), if !conn.is_closing() => match post {
                     Some(Post::Message(message)) => {
-                        if self.handler.dispatch(message).await {
+                        if self.dispatcher.dispatch(message).await {
                             self.queue_replies();
-                            self.handler.rest();
+                            self.dispatcher.rest();
                         }
                         last_event = Deadline::now();
                     }
@@ -270,7 +269,7 @@ impl Task<'_> {
 
     /// Moves what other connections queued into the session's events.
     fn drain_outbox(&mut self) {
-        let conn = self.handler.ctx.conn;
+        let conn = self.dispatcher.ctx.conn;
         while conn.has_queued() && !self.close_queued {
             let (batch, bytes) = conn.take_queued(WRITE_BATCH);
             self.queue(batch);
@@ -280,14 +279,14 @@ impl Task<'_> {
 
     /// Queues what the last call sent to this session itself.
     fn queue_replies(&mut self) {
-        if let Some(mut replies) = self.handler.take_replies() {
+        if let Some(mut replies) = self.dispatcher.take_replies() {
             let items: Vec<Outbound> = replies.drain().collect();
             self.queue(items);
         }
     }
 
     fn queue(&mut self, items: impl IntoIterator<Item = Outbound>) {
-        let conn = self.handler.ctx.conn;
+        let conn = self.dispatcher.ctx.conn;
         for item in items {
             if self.close_queued {
                 return;

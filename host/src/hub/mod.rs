@@ -3,10 +3,10 @@
 //! and what connections share: rooms and each plugin's key-value store.
 
 mod cluster;
+mod cluster_wide;
 pub mod kv;
 mod log_budget;
 pub mod rooms;
-mod route;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};

@@ -19,8 +19,9 @@ pub struct PluginLabel {
     pub plugin: String,
 }
 
+/// Which plugin call a time is of (the `event` label).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Event {
+pub enum Call {
     Open,
     Message,
     Close,
@@ -29,7 +30,7 @@ pub enum Event {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub plugin: String,
-    pub event: Event,
+    pub event: Call,
 }
 
 /// How a plugin call failed.
@@ -380,9 +381,9 @@ impl Metrics {
             messages_out: self.messages_out.get_or_create_owned(&label),
             bytes_in: self.bytes_in.get_or_create_owned(&label),
             bytes_out: self.bytes_out.get_or_create_owned(&label),
-            call_open: call(Event::Open),
-            call_message: call(Event::Message),
-            call_close: call(Event::Close),
+            call_open: call(Call::Open),
+            call_message: call(Call::Message),
+            call_close: call(Call::Close),
             faults: self.faults.clone(),
             log_dropped_lines: self.log_dropped_lines.get_or_create_owned(&label),
             log_dropped_bytes: self.log_dropped_bytes.get_or_create_owned(&label),
@@ -440,16 +441,16 @@ pub struct PluginMetrics {
 
 impl PluginMetrics {
     /// Records one plugin call's time.
-    pub fn observe_call(&self, event: Event, took: std::time::Duration) {
+    pub fn observe_call(&self, event: Call, took: std::time::Duration) {
         self.call(event).observe(took.as_secs_f64());
         self.latency.observe(took);
     }
 
-    pub fn call(&self, event: Event) -> &Histogram {
+    pub fn call(&self, event: Call) -> &Histogram {
         match event {
-            Event::Open => &self.call_open,
-            Event::Message => &self.call_message,
-            Event::Close => &self.call_close,
+            Call::Open => &self.call_open,
+            Call::Message => &self.call_message,
+            Call::Close => &self.call_close,
         }
     }
 

@@ -12,7 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::{WebsocketPlugin, WebsocketPluginPre};
 use super::cache::{CompileCache, Origin};
-use super::store::Ctx;
+use super::store::StoreData;
 
 /// One epoch tick: a plugin computing this long yields to the async
 /// runtime (and moves to the plugin lane, see `lane`), and again every tick.
@@ -60,7 +60,7 @@ const SPARE_STACKS: u32 = 32;
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
-    linker: Arc<Linker<Ctx>>,
+    linker: Arc<Linker<StoreData>>,
     cache: Option<CompileCache>,
     clock: Arc<EpochClock>,
     /// Instances the pooling allocator holds: what the instance pool hands out.
@@ -117,9 +117,11 @@ impl PluginEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
 
-        let mut linker = Linker::<Ctx>::new(&engine);
+        let mut linker = Linker::<StoreData>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        WebsocketPlugin::add_to_linker::<Ctx, HasSelf<super::host_api::HostApi>>(&mut linker, |ctx| &mut ctx.host)?;
+        WebsocketPlugin::add_to_linker::<StoreData, HasSelf<super::host_api::HostApi>>(&mut linker, |ctx| {
+            &mut ctx.host
+        })?;
 
         let clock = EpochClock::start(&engine)?;
         let cache = match &settings.cache_dir {
@@ -153,7 +155,11 @@ impl PluginEngine {
 
     /// Compiles `bytes` and checks it against the world. CPU-heavy for
     /// large components: call it off the async runtime.
-    pub fn prepare(&self, content_hash: &str, bytes: &[u8]) -> Result<(WebsocketPluginPre<Ctx>, Origin), LoadError> {
+    pub fn prepare(
+        &self,
+        content_hash: &str,
+        bytes: &[u8],
+    ) -> Result<(WebsocketPluginPre<StoreData>, Origin), LoadError> {
         let compile_error = |e: wasmtime::Error| LoadError::Compile(lines(&e));
         let (component, origin) = match &self.cache {
             Some(cache) => cache.component(&self.engine, content_hash, bytes).map_err(compile_error)?,

@@ -13,7 +13,7 @@ use super::host_api::HostApi;
 use super::lane::{self, LongCall};
 use super::pool::Permit;
 use super::registry::Version;
-use super::store::Ctx;
+use super::store::StoreData;
 use crate::config::PluginLimits;
 use crate::metrics::FaultKind;
 
@@ -64,7 +64,7 @@ pub enum Answer {
 /// A live instance of one plugin version. It holds one of the pool's slots
 /// for as long as it lives.
 pub struct Instance {
-    store: Store<Ctx>,
+    store: Store<StoreData>,
     bindings: WebsocketPlugin,
     version: Arc<Version>,
     limits: PluginLimits,
@@ -85,7 +85,7 @@ impl Instance {
     ) -> Result<Self, Fault> {
         let id = host.connection().to_string();
         let long = LongCall::default();
-        let ctx = Ctx::new(host, limits.memory, long.clone());
+        let ctx = StoreData::new(host, limits.memory, long.clone());
         let mut store = Store::new(version.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.epoch_deadline_callback(|mut cx| {
@@ -165,7 +165,7 @@ impl Instance {
 }
 
 /// Gives the next call `deadline`, counted in epoch ticks.
-fn arm(store: &mut Store<Ctx>, deadline: Duration) {
+fn arm(store: &mut Store<StoreData>, deadline: Duration) {
     let ticks = deadline.as_nanos().div_ceil(TICK.as_nanos()).max(1);
     let ctx = store.data_mut();
     ctx.ticks_left = u64::try_from(ticks).unwrap_or(u64::MAX);
@@ -179,7 +179,7 @@ fn arm(store: &mut Store<Ctx>, deadline: Duration) {
 
 /// A failed instantiation is the plugin's fault when its own code trapped,
 /// looped or grew; otherwise the host ran short (pool, memory mappings).
-fn classify_instantiation(store: &Store<Ctx>, limits: &PluginLimits, error: wasmtime::Error) -> Fault {
+fn classify_instantiation(store: &Store<StoreData>, limits: &PluginLimits, error: wasmtime::Error) -> Fault {
     let ctx = store.data();
     if ctx.timed_out || ctx.limiter.hit || error.downcast_ref::<Trap>().is_some() {
         return classify(store, limits, error);
@@ -190,7 +190,7 @@ fn classify_instantiation(store: &Store<Ctx>, limits: &PluginLimits, error: wasm
     Fault::Resources(format!("{error:#}"))
 }
 
-fn classify(store: &Store<Ctx>, limits: &PluginLimits, error: wasmtime::Error) -> Fault {
+fn classify(store: &Store<StoreData>, limits: &PluginLimits, error: wasmtime::Error) -> Fault {
     let ctx = store.data();
     if ctx.timed_out || matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         Fault::Timeout(limits.deadline)

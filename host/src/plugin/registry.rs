@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::bindings::WebsocketPluginPre;
 use super::cache::Origin;
 use super::engine::{EpochClock, LoadError, PluginEngine};
-use super::store::Ctx;
+use super::store::StoreData;
 use crate::config::{Config, InMemory, PluginLimits, ReloadMode, is_plugin_name};
 use crate::console::{Console, Kind};
 use crate::hub::ByteBudget;
@@ -30,7 +30,7 @@ pub struct Version {
     /// Where it came from: a file path, or `built-in`.
     pub source: String,
     pub size: usize,
-    pub(crate) pre: WebsocketPluginPre<Ctx>,
+    pub(crate) pre: WebsocketPluginPre<StoreData>,
     /// Ticks while this version's calls run (deadlines and yields).
     pub(crate) clock: Arc<EpochClock>,
 }

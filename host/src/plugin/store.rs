@@ -20,7 +20,7 @@ const MAX_RANDOM: u64 = 1 << 20;
 
 /// The data of one store: WASI with nothing granted, the limits, and the
 /// host API bound to the connection.
-pub struct Ctx {
+pub struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
@@ -32,7 +32,7 @@ pub struct Ctx {
     pub(super) stderr_tail: StderrTail,
 }
 
-impl WasiView for Ctx {
+impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
@@ -68,7 +68,7 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-impl Ctx {
+impl StoreData {
     /// A store's data for the connection behind `host`, with `memory` at
     /// most and nothing granted: no preopened directories, no environment,
     /// no network. Output goes to the host's log.

@@ -11,31 +11,41 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::config::{Hibernate, InMemory, ReloadMode, WebSocketConfig};
 use crate::console::Kind;
 use crate::hub::{Connection, Hub, LogBudget, Slot};
-use crate::metrics::Event as EventLabel;
+use crate::metrics::Call;
 use crate::plugin::{self, Event, Fault, HostLimits, Instance, InstancePool, Plugin, Replies};
 
 /// A connection whose plugin instance has said yes in `on-open`, before
 /// its transport starts serving it.
-pub struct Session {
-    pub conn: Arc<Connection>,
-    pub plugin: Arc<Plugin>,
+pub struct Accepted {
+    pub parts: Parts,
     /// The instance that ran `on-open`; kept for the first events.
     pub instance: Box<Instance>,
-    pub hub: Arc<Hub>,
-    pub pool: Arc<InstancePool>,
-    pub settings: Arc<WebSocketConfig>,
     /// Held until the connection is gone: counts toward max_connections.
     pub slot: Slot,
 }
 
-impl Session {
+/// What a connection is served with, owned; [`Ctx`] borrows it.
+pub struct Parts {
+    pub conn: Arc<Connection>,
+    pub plugin: Arc<Plugin>,
+    pub hub: Arc<Hub>,
+    pub pool: Arc<InstancePool>,
+    pub settings: Arc<WebSocketConfig>,
+}
+
+impl Parts {
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx { conn: &self.conn, plugin: &self.plugin, hub: &self.hub, pool: &self.pool, settings: &self.settings }
+    }
+}
+
+impl Accepted {
     /// The client went away before the transport started: the plugin said
     /// yes to `on-open`, so it still gets its `on-close`.
     pub async fn abandon(self) {
-        let Session { conn, plugin, instance, hub, pool, settings, slot } = self;
-        let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &hub, pool: &pool, settings: &settings };
-        conn.discard_queued();
-        Box::pin(Handler::new(ctx, instance).finish(None)).await;
+        let Accepted { parts, instance, slot } = self;
+        parts.conn.discard_queued();
+        Box::pin(Dispatcher::new(parts.ctx(), instance).finish(None)).await;
         drop(slot);
     }
 }
@@ -59,14 +69,14 @@ enum Serving {
 }
 
 /// The plugin side of one connection.
-pub struct Handler<'a> {
+pub struct Dispatcher<'a> {
     pub ctx: Ctx<'a>,
     serving: Serving,
     /// The version of the last instance: what drain mode keeps serving.
     version: Arc<plugin::Version>,
 }
 
-impl<'a> Handler<'a> {
+impl<'a> Dispatcher<'a> {
     /// Starts with the instance that ran `on-open`.
     pub fn new(ctx: Ctx<'a>, instance: Box<Instance>) -> Self {
         Self { ctx, version: instance.version().clone(), serving: Serving::Ready(instance) }
@@ -133,7 +143,7 @@ impl<'a> Handler<'a> {
         };
         let started = Instant::now();
         let (instance, result) = instance.handle(Event::Message(message)).await;
-        self.ctx.plugin.metrics.observe_call(EventLabel::Message, started.elapsed());
+        self.ctx.plugin.metrics.observe_call(Call::Message, started.elapsed());
         if let Err(fault) = result {
             fault_closes(self.ctx.conn, self.ctx.plugin, &instance.version().short, &fault, "on-message");
             self.serving = Serving::Faulted;
@@ -201,7 +211,7 @@ impl<'a> Handler<'a> {
     /// the connection. A faulted or hibernated instance is replaced so the
     /// plugin can clean up.
     pub async fn finish(self, peer_close: Option<&CloseFrame>) {
-        let Handler { ctx, serving, version } = self;
+        let Dispatcher { ctx, serving, version } = self;
         let (conn, plugin) = (ctx.conn, ctx.plugin);
         let close =
             peer_close.map(|f| plugin::CloseFrame { code: f.code.into(), reason: f.reason.as_str().to_owned() });
@@ -216,7 +226,7 @@ impl<'a> Handler<'a> {
         if let Some(instance) = instance {
             let started = Instant::now();
             let (instance, result) = instance.handle(Event::Close(close)).await;
-            plugin.metrics.observe_call(EventLabel::Close, started.elapsed());
+            plugin.metrics.observe_call(Call::Close, started.elapsed());
             if let Err(fault) = result {
                 plugin.metrics.fault(fault.kind());
                 plugin.console.publish(Kind::Fault, Some(&conn.id), Some(fault.kind().as_str()), || {
