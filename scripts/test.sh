@@ -31,14 +31,14 @@ log "host tests (cargo test --release)"
 cargo test --release --workspace --locked
 
 log "connection churn soak (about a minute): the host's memory stays flat and its connections return to 0"
-cargo test --release --locked --test churn -- --ignored
+cargo test --release --locked --test all -- --ignored churn::
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 log "example plugins in every language, and the projects of wasmsocket new (each built by its own build.sh): build from source, then test through the host"
 examples_out="$target_dir/examples-out"
 ./scripts/build-examples.sh "$examples_out"
-WASMSOCKET_EXAMPLES_DIR="$examples_out" cargo test --release --locked --test examples --test new -- --ignored
+WASMSOCKET_EXAMPLES_DIR="$examples_out" cargo test --release --locked --test all -- --ignored examples:: new::
 
 if [ -f tests/browser/package.json ]; then
   # openssl makes the certificate of the https:// page test (tls.test.js).

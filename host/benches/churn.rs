@@ -9,7 +9,7 @@
 //! cargo bench --bench churn -- --binary OLD_BINARY   # the same against another build
 //! ```
 //!
-//! Mixes (see `tests/common/churn.rs`): `close` (handshake, `on-open`, a
+//! Mixes (see `tests/all/common/churn.rs`): `close` (handshake, `on-open`, a
 //! close frame, `on-close`), `echo` (one message first), `abrupt` (one
 //! message, then the TCP connection dropped without a close frame),
 //! `refused` (a plain GET of `/ws`: the HTTP phase alone), `mixed` (the
@@ -26,7 +26,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[path = "../tests/common/churn.rs"]
+#[path = "../tests/all/common/churn.rs"]
 mod churn;
 mod common;
 

@@ -5,7 +5,7 @@
 //! `cargo bench --bench transports [-- --seconds S --connections 1,50 --idle N]`
 
 mod common;
-#[path = "../tests/common/fallback.rs"]
+#[path = "../tests/all/common/fallback.rs"]
 mod fallback;
 
 use std::time::{Duration, Instant};

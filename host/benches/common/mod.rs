@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The tests' `redis-server` harness, shared.
-#[path = "../../tests/common/redis_server.rs"]
+#[path = "../../tests/all/common/redis_server.rs"]
 pub mod redis_server;
 use tokio::process::{Child, Command};
 

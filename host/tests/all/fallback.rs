@@ -1,10 +1,8 @@
 //! The HTTP fallback transport, through a real HTTP client: the same
 //! plugins, the same semantics and the same limits as a WebSocket.
 
-mod common;
-
-use common::fallback::{Fallback, Received};
-use common::*;
+use crate::common::fallback::{Fallback, Received};
+use crate::common::*;
 
 /// A WebSocket client that hears the `on-close` of the sessions it watches.
 async fn watcher(host: &Host) -> (Client, String) {
@@ -223,8 +221,8 @@ async fn sessions_count_toward_max_connections() {
 
 #[tokio::test]
 async fn posts_through_another_host_reach_the_session_in_order() {
-    use common::redis::cluster_host;
-    use common::redis_server::Redis;
+    use crate::common::redis::cluster_host;
+    use crate::common::redis_server::Redis;
     let redis = Redis::start().await;
     let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
     let mut client = Fallback::open(&a.http("/ws/testbed")).await.expect("open on A");

@@ -1,8 +1,6 @@
 //! The operator's surfaces: health, plugin list, metrics, start-up errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn healthz_answers() {

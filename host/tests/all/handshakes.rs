@@ -1,8 +1,6 @@
 //! What the HTTP side of a WebSocket route answers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 

@@ -1,15 +1,13 @@
 //! Scale-out: real host processes on one real `redis-server`, and the same
 //! tests on a real Redis Cluster (three masters, three replicas).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::redis::{cluster_host, cluster_host_with};
-use common::redis_server::{Redis, RedisCluster, RedisTarget};
-use common::*;
+use crate::common::redis::{cluster_host, cluster_host_with};
+use crate::common::redis_server::{Redis, RedisCluster, RedisTarget};
+use crate::common::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -7,16 +7,14 @@
 //! host. `scripts/test.sh` runs them after building the examples:
 //!
 //! ```text
-//! cargo test --release --test new -- --ignored
+//! cargo test --release --test all -- --ignored new::
 //! ```
-
-mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn wasmsocket(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_wasmsocket")).args(args).current_dir(dir).output().unwrap()
@@ -34,7 +32,7 @@ fn new_lists_its_templates_and_writes_a_self_contained_project() {
         assert!(out.status.success(), "{lang}: {}", String::from_utf8_lossy(&out.stderr));
         let project = dir.0.join(&name);
         let wit = std::fs::read_to_string(project.join("wit/plugin.wit")).unwrap();
-        assert_eq!(wit, include_str!("../../wit/plugin.wit"), "{lang}: the WIT it targets");
+        assert_eq!(wit, include_str!("../../../wit/plugin.wit"), "{lang}: the WIT it targets");
         let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
         assert!(readme.contains("./build.sh") && readme.contains("wasmsocket --plugins out"), "{readme}");
         assert!(!readme.contains("{{"), "{lang}: a placeholder left: {readme}");

@@ -2,11 +2,9 @@
 //! HTTP requests, idle keep-alive connections, floods of pending
 //! connections, and WebSocket messages sent in part and left hanging.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Host, PATIENCE, ask};
+use crate::common::{Host, PATIENCE, ask};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;

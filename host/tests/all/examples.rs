@@ -5,15 +5,13 @@
 //!
 //! ```text
 //! scripts/build-examples.sh out/examples
-//! WASMSOCKET_EXAMPLES_DIR=out/examples cargo test --release --test examples -- --ignored
+//! WASMSOCKET_EXAMPLES_DIR=out/examples cargo test --release --test all -- --ignored examples::
 //! ```
-
-mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;

@@ -1,7 +1,7 @@
 //! Test harness: the real `wasmsocket` binary on a free loopback port, and a
 //! real tokio-tungstenite client.
-#![allow(dead_code)]
 
+pub mod churn;
 pub mod fallback;
 pub mod redis;
 pub mod redis_server;

@@ -1,10 +1,8 @@
 //! `wasmsocket check FILE.wasm`: what an author runs in CI before serving.
 
-mod common;
-
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 fn check(bytes: &[u8]) -> Output {
     let dir = TempDir::new("check");

@@ -1,8 +1,6 @@
 //! A misbehaving plugin costs only its own connection.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 async fn misbehaviour_closes_only_that_connection(command: &str, kind: &str) {

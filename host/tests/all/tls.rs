@@ -1,14 +1,12 @@
 //! TLS: `https://` and `wss://` on the one listener, with certificates made
 //! in each test (rcgen) and trusted by real clients (rustls, reqwest).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Host, PATIENCE, TempDir, eventually};
+use crate::common::{Host, PATIENCE, TempDir, eventually};
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};

@@ -7,12 +7,8 @@
 //! and 500,000 mixed cycles, about 7 minutes); `cargo bench --bench churn`
 //! is the full soak with a table of RSS against cycles and a tighter bound.
 
-#[path = "common/churn.rs"]
-mod churn;
-mod common;
-
-use churn::Mix;
-use common::Host;
+use crate::common::Host;
+use crate::common::churn::Mix;
 
 /// Concurrent clients, as in issue 25.
 const CLIENTS: usize = 40;
@@ -31,8 +27,8 @@ fn cycles(default: u64) -> u64 {
 async fn soak(host: &Host, mix: Mix, cycles: u64) {
     // Warm-up: the allocator's arenas, the instance pool's first slots and
     // the hub's tables reach their working size before anything counts.
-    churn::churn(host.addr, host.pid(), mix, CLIENTS, cycles / 10, 1).await;
-    let run = churn::churn(host.addr, host.pid(), mix, CLIENTS, cycles, 20).await;
+    crate::common::churn::churn(host.addr, host.pid(), mix, CLIENTS, cycles / 10, 1).await;
+    let run = crate::common::churn::churn(host.addr, host.pid(), mix, CLIENTS, cycles, 20).await;
     let table: Vec<String> = run.samples.iter().map(|s| format!("{:>8} {:>8} KiB", s.cycles, s.rss_kib)).collect();
     let growth = run.second_half_growth_kib();
     eprintln!(
@@ -50,7 +46,7 @@ async fn soak(host: &Host, mix: Mix, cycles: u64) {
         run.cycles,
         table.join("\n")
     );
-    let left = churn::drained(host.addr, common::PATIENCE).await;
+    let left = crate::common::churn::drained(host.addr, crate::common::PATIENCE).await;
     assert_eq!(left, Some(0), "{mix:?}: connections still open after the churn");
     let instances = host.metric_or_zero("wasmsocket_instances").await;
     assert_eq!(instances, 0.0, "{mix:?}: plugin instances still alive after every connection closed");

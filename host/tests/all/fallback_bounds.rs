@@ -3,12 +3,10 @@
 //! exist. Each is bounded as a WebSocket message is, and none keeps
 //! `/healthz` or a new WebSocket client from being served.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::fallback::{Fallback, Received};
-use common::*;
+use crate::common::fallback::{Fallback, Received};
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,8 +1,6 @@
 //! The live plugin console: `GET /api/plugins/NAME/events`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -3,11 +3,9 @@
 //! loop, calls that compute cannot delay other connections' sockets, and
 //! what a plugin sends is bounded in bytes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 

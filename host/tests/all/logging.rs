@@ -2,9 +2,7 @@
 //! connection; the rest is dropped, counted and reported, and the
 //! connection carries on.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const DROPPED: &str = "wasmsocket_plugin_log_dropped_lines_total{plugin=\"testbed\"}";
 

@@ -1,8 +1,6 @@
 //! How connections end: bad input, vanished clients, slow clients, shutdown.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;

@@ -1,12 +1,10 @@
 //! Hot reload: replacing, adding and removing plugin files under live
 //! connections.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 

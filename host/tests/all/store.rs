@@ -1,9 +1,7 @@
 //! Each plugin's key-value store holds at most `store.max_bytes`, and keys
 //! stop counting toward the limits once they expire, read or not.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const BYTES: &str = "wasmsocket_store_bytes{plugin=\"testbed\"}";
 const KEYS: &str = "wasmsocket_store_keys{plugin=\"testbed\"}";
