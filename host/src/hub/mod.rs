@@ -520,3 +520,104 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(messages: usize, bytes: usize, budget: usize) -> Connection {
+        let limits = QueueLimits { messages, bytes, outbound: ByteBudget::new(budget) };
+        Connection::new("h-1".into(), "p".into(), limits)
+    }
+
+    fn frame(code: u16, reason: &str) -> CloseFrame {
+        CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() }
+    }
+
+    #[test]
+    fn queued_messages_come_out_in_order_and_their_bytes_stay_counted_until_written() {
+        let c = conn(8, 1024, 1024);
+        c.send(Message::text("one")).expect("queued");
+        c.send(Message::binary(vec![0u8; 5])).expect("queued");
+        assert!(c.has_queued());
+        let (items, bytes) = c.take_queued(usize::MAX);
+        assert_eq!(bytes, 8);
+        assert!(matches!(&items[0], Outbound::Message(m) if m.to_text().ok() == Some("one")));
+        assert!(matches!(&items[1], Outbound::Message(Message::Binary(b)) if b.len() == 5));
+        assert!(!c.has_queued());
+        // Taken is not yet written: the plugin's budget still holds them.
+        assert_eq!(c.outbound().used(), 8);
+        c.written(bytes);
+        assert_eq!(c.outbound().used(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_aborts_with_1008_and_gives_the_bytes_back() {
+        let c = conn(2, 1024, 1024);
+        c.send(Message::text("a")).expect("queued");
+        c.send(Message::text("b")).expect("queued");
+        assert_eq!(c.send(Message::text("c")), Err(DeliveryError::QueueFull));
+        assert!(c.is_closing() && c.is_aborted());
+        let abort = c.take_abort_frame().expect("abort frame");
+        assert_eq!(u16::from(abort.code), 1008);
+        assert_eq!(c.outbound().used(), 2, "the refused message is not counted");
+        // Nothing more is taken once closing.
+        assert_eq!(c.send(Message::text("d")), Err(DeliveryError::Closed));
+        // Over the byte bound, not the count, is full too.
+        let c = conn(8, 4, 1024);
+        assert_eq!(c.send(Message::text("12345")), Err(DeliveryError::QueueFull));
+    }
+
+    #[test]
+    fn the_plugins_byte_budget_refuses_without_closing() {
+        let c = conn(8, 1024, 4);
+        assert_eq!(c.send(Message::text("12345")), Err(DeliveryError::OverBudget { used: 0, limit: 4 }));
+        assert!(!c.is_closing(), "over the plugin's budget is the sender's error, not this client's");
+        c.send(Message::text("1234")).expect("fits");
+    }
+
+    #[test]
+    fn a_close_goes_after_what_was_queued_and_only_once() {
+        let c = conn(8, 1024, 1024);
+        c.send(Message::text("last words")).expect("queued");
+        c.close(frame(4000, "bye")).expect("closing");
+        assert_eq!(c.close(frame(4001, "again")), Err(DeliveryError::Closed));
+        assert!(c.is_closing() && !c.is_aborted());
+        let (items, _) = c.take_queued(usize::MAX);
+        assert_eq!(items.len(), 2);
+        assert!(matches!(&items[1], Outbound::Close(f) if u16::from(f.code) == 4000));
+    }
+
+    #[test]
+    fn a_close_that_does_not_fit_aborts_and_the_first_abort_reason_wins() {
+        let c = conn(1, 1024, 1024);
+        c.send(Message::text("x")).expect("queued");
+        c.close(frame(4000, "bye")).expect("closing");
+        assert!(c.is_aborted());
+        c.abort(frame(1011, "later"));
+        assert_eq!(u16::from(c.take_abort_frame().expect("frame").code), 4000);
+    }
+
+    #[test]
+    fn going_away_closes_and_keeps_the_frame_for_a_busy_connection() {
+        let c = conn(8, 1024, 1024);
+        assert!(c.away_frame().is_none());
+        c.go_away(frame(1001, "server shutting down"));
+        assert!(c.is_closing());
+        assert_eq!(u16::from(c.away_frame().expect("away").code), 1001);
+        // A connection already closing still hears of the stop.
+        let c = conn(8, 1024, 1024);
+        c.close(frame(4000, "bye")).expect("closing");
+        c.go_away(frame(1001, "server shutting down"));
+        assert_eq!(u16::from(c.away_frame().expect("away").code), 1001);
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_no_queue_memory() {
+        let c = conn(8, 1024, 1024);
+        c.send(Message::text("x")).expect("queued");
+        c.discard_queued();
+        assert_eq!(c.outbound().used(), 0);
+        assert_eq!(c.outbox.lock().expect("outbox").items.capacity(), 0);
+    }
+}
