@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench --bench fanout                       # 100, 1000 and 10000 members
 //! cargo bench --bench fanout -- --members 1000 --rounds 5
+//! cargo bench --bench fanout -- --before OLD_BINARY  # an older build beside this one
 //! ```
 //!
 //! Starts wasmsocket with the testbed plugin, opens N connections that join
@@ -22,6 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 fn main() {
     let mut members = vec![100, 1_000, 10_000];
     let mut rounds = 5;
+    let mut before: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -29,6 +31,7 @@ fn main() {
                 members = args.next().map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect()).unwrap_or(members)
             }
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
+            "--before" => before = args.next().map(Into::into),
             _ => {}
         }
     }
@@ -36,20 +39,25 @@ fn main() {
     rt.block_on(async {
         println!("fan-out: one 64 B text broadcast to N room members, {rounds} rounds each");
         println!(
-            "{:>8} {:>14} {:>14} {:>16} {:>18}",
-            "members", "median ms", "worst ms", "deliveries/s", "host CPU ms/round"
+            "{:>8} {:>8} {:>14} {:>14} {:>16} {:>18}",
+            "members", "server", "median ms", "worst ms", "deliveries/s", "host CPU ms/round"
         );
         for n in members {
-            run(n, rounds).await;
+            // The older build first, then this one, each on a fresh host.
+            if let Some(before) = &before {
+                run(n, rounds, Some(before)).await;
+            }
+            run(n, rounds, None).await;
         }
     });
 }
 
-async fn run(n: usize, rounds: usize) {
+/// One host (`binary`, or this build), `n` members, `rounds` broadcasts.
+async fn run(n: usize, rounds: usize, binary: Option<&std::path::Path>) {
     let dir = std::env::temp_dir().join(format!("wasmsocket-fanout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy plugin");
-    let mut cmd = common::wasmsocket();
+    let mut cmd = common::wasmsocket_build(binary);
     cmd.args(["--log", "warn", "--max-connections", "10100", "--no-compile-cache"]).arg("--plugins").arg(&dir);
     let common::Server { addr, child, .. } = common::start(cmd, false).await;
     let url = format!("ws://{addr}/ws/testbed");
@@ -89,7 +97,8 @@ async fn run(n: usize, rounds: usize) {
     let median = times[times.len() / 2];
     let worst = times[times.len() - 1];
     println!(
-        "{n:>8} {:>14.2} {:>14.2} {:>16.0} {:>18.1}",
+        "{n:>8} {:>8} {:>14.2} {:>14.2} {:>16.0} {:>18.1}",
+        if binary.is_some() { "before" } else { "this" },
         median.as_secs_f64() * 1e3,
         worst.as_secs_f64() * 1e3,
         n as f64 / median.as_secs_f64(),
