@@ -27,7 +27,7 @@ LAYERS = [
     ("hub", ["hub"]),
     ("plugin runtime", ["plugin", "console"]),
     ("cluster", ["backplane"]),
-    ("session", ["dispatch", "writer"]),
+    ("session", ["dispatch", "deadlines", "writer"]),
     ("transports", ["connection", "handshake", "fallback", "state"]),
     ("application", ["server", "api", "reload", "check", "scaffold"]),
 ]

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, Pro
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::config::WebSocketConfig;
+use crate::deadlines::{Deadlines, silence_allowed};
 use crate::dispatch::{Accepted, Ctx, Dispatcher};
 use crate::hub::Connection;
 use crate::inbound::{self, InboundError};
@@ -79,11 +79,8 @@ impl ConnectionTask<'_> {
         let mut rest_at = Some(now + SOCKET_REST);
         let mut next_ping = ping_every.map(|every| now + every);
         let mut close_deadline: Option<Deadline> = None;
-        // One timer for everything this connection waits on. Traffic only
-        // pushes deadlines later, so it is moved only when one comes
-        // earlier; firing early just re-arms it.
-        let mut timer = pin!(tokio::time::sleep_until(now));
-        let mut armed: Option<Deadline> = None;
+        let timer = pin!(tokio::time::sleep_until(now));
+        let mut deadlines = Deadlines::new(timer);
         loop {
             let conn = self.dispatcher.ctx.conn;
             if conn.is_closing() && close_deadline.is_none() {
@@ -100,21 +97,12 @@ impl ConnectionTask<'_> {
                 rest_at = Some(Deadline::now() + SOCKET_REST);
             }
             let holding = self.dispatcher.holding();
-            let due = [
+            deadlines.set([
                 close_deadline.map(|at| (at, Due::Close)),
                 next_ping.map(|at| (at, Due::Ping)),
                 hibernate_after.filter(|_| holding).map(|after| (last_event + after, Due::Hibernate)),
                 rest_at.filter(|_| self.socket.is_awake()).map(|at| (at, Due::Rest)),
-            ]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at);
-            if let Some((at, _)) = due
-                && armed.is_none_or(|armed| at < armed)
-            {
-                timer.as_mut().reset(at);
-                armed = Some(at);
-            }
+            ]);
             self.dispatcher.check_evicted();
             let inbound = async {
                 if self.socket.is_awake() {
@@ -132,12 +120,8 @@ impl ConnectionTask<'_> {
             let item = tokio::select! {
                 biased;
                 _ = conn.woken() => continue,
-                _ = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    if due.is_none_or(|(at, _)| Deadline::now() < at) {
-                        continue;
-                    }
-                    match due.map(|(_, why)| why) {
+                fired = deadlines.fired() => {
+                    match fired {
                         Some(Due::Close) => break,
                         Some(Due::Ping) => {
                             if silence_allowed.is_some_and(|allowed| last_seen.elapsed() > allowed) {
@@ -304,12 +288,6 @@ enum Inbound {
     /// A resting socket got bytes and is awake again.
     Woke,
     Ended,
-}
-
-/// How long a client may go without a sign of life (reading or writing)
-/// before it counts as gone; none while keep-alive is off.
-pub fn silence_allowed(settings: &WebSocketConfig) -> Option<Duration> {
-    (!settings.keep_alive_interval.is_zero()).then(|| settings.keep_alive_interval + settings.keep_alive_timeout)
 }
 
 /// Completes once the connection is aborted.

@@ -21,6 +21,7 @@ pub mod check;
 pub mod config;
 pub mod connection;
 pub mod console;
+pub mod deadlines;
 pub mod dispatch;
 pub mod fallback;
 pub mod fd_limit;

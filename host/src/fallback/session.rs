@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::events::{Events, QueueError};
 use super::inbox::{Inbox, Post};
 use crate::config::InMemory;
-use crate::connection::silence_allowed;
+use crate::deadlines::{Deadlines, silence_allowed};
 use crate::dispatch::{Accepted, Dispatcher};
 use crate::hub::{Connection, Outbound};
 use crate::writer::WRITE_BATCH;
@@ -143,7 +143,8 @@ impl SessionTask<'_> {
         let mut close_deadline: Option<Deadline> = None;
         // Since when the stream has had events waiting that it did not take.
         let mut waiting_since: Option<Deadline> = None;
-        let mut timer = pin!(tokio::time::sleep_until(now));
+        let timer = pin!(tokio::time::sleep_until(now));
+        let mut deadlines = Deadlines::new(timer);
         loop {
             if let Some((stream, last_seen)) = self.shared.take_attached() {
                 if !self.events.resume_after(last_seen) {
@@ -185,19 +186,13 @@ impl SessionTask<'_> {
             }
             self.dispatcher.check_evicted();
             let holding = self.dispatcher.holding();
-            let due = [
+            deadlines.set([
                 close_deadline.map(|at| (at, Due::Close)),
                 next_ping.filter(|_| self.stream.is_some()).map(|at| (at, Due::Ping)),
                 hibernate_after.filter(|_| holding).map(|after| (last_event + after, Due::Hibernate)),
                 detached_at.map(|at| (at + self.settings.grace, Due::Grace)),
                 waiting_since.zip(stall_allowed).map(|(since, allowed)| (since + allowed, Due::Stalled)),
-            ]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at);
-            if let Some((at, _)) = due {
-                timer.as_mut().reset(at);
-            }
+            ]);
             let writable = async {
                 match &self.stream {
                     Some(stream) if self.events.has_unsent() => stream.clone().reserve_owned().await.ok(),
@@ -213,11 +208,8 @@ impl SessionTask<'_> {
             tokio::select! {
                 biased;
                 _ = conn.woken() => {}
-                _ = &mut timer, if due.is_some() => {
-                    let Some((at, why)) = due else { continue };
-                    if Deadline::now() < at {
-                        continue;
-                    }
+                fired = deadlines.fired() => {
+                    let Some(why) = fired else { continue };
                     match why {
                         Due::Close | Due::Grace => break,
                         Due::Ping => {
