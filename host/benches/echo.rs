@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench --bench echo                      # everything
 //! cargo bench --bench echo -- --seconds 3 --connections 1,50 --idle 1000 --loops 2
-//! cargo bench --bench echo -- --before OLD_BINARY   # looping calls: before and after
+//! cargo bench --bench echo -- --before OLD_BINARY   # looping calls: before and after, alternating, --rounds each
 //! cargo bench --bench echo -- --against 127.0.0.1:5000 --connections 50   # load only
 //! ```
 //!
@@ -432,13 +432,26 @@ async fn run(o: Options) {
     for &loops in &o.loops {
         println!("\n50 connections echo while {loops} plugin calls loop (2 cores), {}s:", o.seconds);
         println!("{:>28} {:>12} {:>10} {:>10}", "server", "msg/s", "p50 µs", "p99 µs");
-        let mut rows: Vec<(&str, Load)> = Vec::new();
-        if let Some(before) = &o.before {
-            rows.push(("before, no loops", with_loops(Some(before), 0, o.seconds).await));
-            rows.push(("before, loops", with_loops(Some(before), loops, o.seconds).await));
+        let mut rows: Vec<(String, Load)> = Vec::new();
+        for (label, looping) in [("no loops", 0), ("loops", loops)] {
+            // With an older build: `rounds` rounds of both, alternating
+            // which goes first, as in the throughput table.
+            let (mut old, mut new) = (Load::default(), Load::default());
+            let rounds = if o.before.is_some() { o.rounds } else { 1 };
+            for round in 0..rounds {
+                for old_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
+                    match (&o.before, old_turn) {
+                        (Some(before), true) => old.merge(with_loops(Some(before), looping, o.seconds).await),
+                        (_, false) => new.merge(with_loops(None, looping, o.seconds).await),
+                        (None, true) => {}
+                    }
+                }
+            }
+            if o.before.is_some() {
+                rows.push((format!("before, {label}"), old));
+            }
+            rows.push((format!("wasmsocket, {label}"), new));
         }
-        rows.push(("wasmsocket, no loops", with_loops(None, 0, o.seconds).await));
-        rows.push(("wasmsocket, loops", with_loops(None, loops, o.seconds).await));
         for (name, l) in &rows {
             let rate = l.messages() as f64 / l.seconds;
             println!("{name:>28} {rate:>12.0} {:>10.1} {:>10.1}", l.p(0.50), l.p(0.99));
