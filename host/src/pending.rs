@@ -68,12 +68,9 @@ impl Pending {
     }
 
     /// Connections pending now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.inner.lock().map(|i| i.live.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -128,6 +125,6 @@ mod tests {
         assert!(!third.evicted.is_cancelled());
         assert_eq!(pending.len(), 2);
         drop((third, fourth));
-        assert!(pending.is_empty());
+        assert_eq!(pending.len(), 0);
     }
 }

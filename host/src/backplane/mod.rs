@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
-pub use envelope::{DecodeError, Envelope, Payload};
+pub use envelope::{Envelope, Payload};
 
 use crate::config::RedisConfig;
 use crate::hub::kv::KvError;

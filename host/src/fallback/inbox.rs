@@ -35,10 +35,6 @@ impl Post {
             Post::Close(frame) => frame.reason.len(),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// How a post ended.

@@ -82,14 +82,6 @@ impl Sessions {
         })?;
         Ok(shared.inbox.deliver(seq, post, shared.post_timeout).await?)
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The query parameters of the fallback's own requests.

@@ -14,9 +14,8 @@ mod store;
 mod trap;
 
 pub use bindings::{CloseFrame, Message, OpenResponse, Request};
-pub use cache::Origin;
 pub use engine::{EngineSettings, LoadError, PluginEngine};
 pub use host_api::{HostApi, HostLimits, Replies};
 pub use instance::{Answer, Event, Fault, Instance};
-pub use pool::{Exhausted, InstancePool, Permit};
-pub use registry::{Plugin, PluginInfo, Registry, SyncOutcome, Version};
+pub use pool::InstancePool;
+pub use registry::{Plugin, Registry, SyncOutcome, Version};
