@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::deadlines::{Deadlines, silence_allowed};
-use crate::dispatch::{Accepted, Ctx, Dispatcher};
+use crate::dispatch::{Accepted, Dispatcher, Parts};
 use crate::hub::Connection;
 use crate::inbound::{self, InboundError};
 use crate::plugin;
@@ -31,7 +31,7 @@ const SOCKET_REST: Duration = Duration::from_secs(1);
 pub async fn run(accepted: Accepted, socket: Socket) {
     let Accepted { parts, instance, slot } = accepted;
     let mut task = ConnectionTask {
-        dispatcher: Dispatcher::new(parts.ctx(), instance),
+        dispatcher: Dispatcher::new(&parts, instance),
         socket,
         written: Written::default(),
         peer_close: None,
@@ -68,7 +68,7 @@ enum Due {
 impl ConnectionTask<'_> {
     /// Runs until the connection ends.
     async fn serve(&mut self) {
-        let settings = self.dispatcher.ctx.settings;
+        let settings = &self.dispatcher.ctx.settings;
         let hibernate_after = self.dispatcher.hibernate_after();
         let ping_every = (!settings.keep_alive_interval.is_zero()).then_some(settings.keep_alive_interval);
         let silence_allowed = silence_allowed(settings);
@@ -82,7 +82,7 @@ impl ConnectionTask<'_> {
         let timer = pin!(tokio::time::sleep_until(now));
         let mut deadlines = Deadlines::new(timer);
         loop {
-            let conn = self.dispatcher.ctx.conn;
+            let conn = &self.dispatcher.ctx.conn;
             if conn.is_closing() && close_deadline.is_none() {
                 close_deadline = Some(Deadline::now() + settings.close_timeout);
             }
@@ -205,7 +205,7 @@ impl ConnectionTask<'_> {
     /// Writes what other connections queued, a batch per flush. False when
     /// the socket failed or stalled past keep-alive.
     async fn write_queued(&mut self) -> bool {
-        let Ctx { settings, conn, plugin, .. } = self.dispatcher.ctx;
+        let Parts { settings, conn, plugin, .. } = self.dispatcher.ctx;
         let metrics = &plugin.metrics;
         let stall = silence_allowed(settings);
         while conn.has_queued() && !conn.is_aborted() {
@@ -236,7 +236,7 @@ impl ConnectionTask<'_> {
     }
 
     async fn dispatch(&mut self, message: plugin::Message) {
-        let conn = self.dispatcher.ctx.conn;
+        let conn = &self.dispatcher.ctx.conn;
         let close_timeout = self.dispatcher.ctx.settings.close_timeout;
         let answered = {
             let mut call = pin!(self.dispatcher.dispatch(message));
@@ -268,7 +268,7 @@ impl ConnectionTask<'_> {
     /// reply costs no hand-off to another task.
     async fn write_replies(&mut self) {
         let Some(mut replies) = self.dispatcher.take_replies() else { return };
-        let Ctx { conn, plugin, .. } = self.dispatcher.ctx;
+        let Parts { conn, plugin, .. } = self.dispatcher.ctx;
         let Some(stream) = self.socket.awake().await else { return };
         // A client that does not read makes this wait; an abort interrupts it.
         let written = tokio::select! {

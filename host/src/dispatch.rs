@@ -24,7 +24,7 @@ pub struct Accepted {
     pub slot: Slot,
 }
 
-/// What a connection is served with, owned; [`Ctx`] borrows it.
+/// What every step of a connection needs.
 pub struct Parts {
     pub conn: Arc<Connection>,
     pub plugin: Arc<Plugin>,
@@ -33,31 +33,15 @@ pub struct Parts {
     pub settings: Arc<WebSocketConfig>,
 }
 
-impl Parts {
-    pub fn ctx(&self) -> Ctx<'_> {
-        Ctx { conn: &self.conn, plugin: &self.plugin, hub: &self.hub, pool: &self.pool, settings: &self.settings }
-    }
-}
-
 impl Accepted {
     /// The client went away before the transport started: the plugin said
     /// yes to `on-open`, so it still gets its `on-close`.
     pub async fn abandon(self) {
         let Accepted { parts, instance, slot } = self;
         parts.conn.discard_queued();
-        Box::pin(Dispatcher::new(parts.ctx(), instance).finish(None)).await;
+        Box::pin(Dispatcher::new(&parts, instance).finish(None)).await;
         drop(slot);
     }
-}
-
-/// What every step of a connection needs.
-#[derive(Clone, Copy)]
-pub struct Ctx<'a> {
-    pub conn: &'a Arc<Connection>,
-    pub plugin: &'a Arc<Plugin>,
-    pub hub: &'a Arc<Hub>,
-    pub pool: &'a Arc<InstancePool>,
-    pub settings: &'a WebSocketConfig,
 }
 
 /// The instance serving a connection: none while it hibernates. Boxed, so
@@ -70,7 +54,7 @@ enum Serving {
 
 /// The plugin side of one connection.
 pub struct Dispatcher<'a> {
-    pub ctx: Ctx<'a>,
+    pub ctx: &'a Parts,
     serving: Serving,
     /// The version of the last instance: what drain mode keeps serving.
     version: Arc<plugin::Version>,
@@ -78,7 +62,7 @@ pub struct Dispatcher<'a> {
 
 impl<'a> Dispatcher<'a> {
     /// Starts with the instance that ran `on-open`.
-    pub fn new(ctx: Ctx<'a>, instance: Box<Instance>) -> Self {
+    pub fn new(ctx: &'a Parts, instance: Box<Instance>) -> Self {
         Self { ctx, version: instance.version().clone(), serving: Serving::Ready(instance) }
     }
 
@@ -145,7 +129,7 @@ impl<'a> Dispatcher<'a> {
         let (instance, result) = instance.handle(Event::Message(message)).await;
         self.ctx.plugin.metrics.observe_call(Call::Message, started.elapsed());
         if let Err(fault) = result {
-            fault_closes(self.ctx.conn, self.ctx.plugin, &instance.version().short, &fault, "on-message");
+            fault_closes(&self.ctx.conn, &self.ctx.plugin, &instance.version().short, &fault, "on-message");
             self.serving = Serving::Faulted;
             return false;
         }
@@ -212,7 +196,7 @@ impl<'a> Dispatcher<'a> {
     /// plugin can clean up.
     pub async fn finish(self, peer_close: Option<&CloseFrame>) {
         let Dispatcher { ctx, serving, version } = self;
-        let (conn, plugin) = (ctx.conn, ctx.plugin);
+        let (conn, plugin) = (&ctx.conn, &ctx.plugin);
         let close =
             peer_close.map(|f| plugin::CloseFrame { code: f.code.into(), reason: f.reason.as_str().to_owned() });
         let instance = match serving {
@@ -246,7 +230,7 @@ impl<'a> Dispatcher<'a> {
     }
 }
 
-impl Ctx<'_> {
+impl Parts {
     /// The version a hibernated connection wakes on: the current one, or in
     /// drain mode the one it last ran (and while no version serves).
     fn version_for_wake(&self, last: &Arc<plugin::Version>) -> Arc<plugin::Version> {
@@ -259,7 +243,7 @@ impl Ctx<'_> {
     /// Instantiates `version` for the connection, waiting for a pool slot
     /// within the plugin's deadline; a failure closes the connection.
     pub async fn new_instance(&self, version: Arc<plugin::Version>) -> Result<Instance, Fault> {
-        let (conn, plugin) = (self.conn, self.plugin);
+        let (conn, plugin) = (&self.conn, &self.plugin);
         let short = version.short.clone();
         let deadline = plugin.limits.deadline;
         let give_up = tokio::time::Instant::now() + deadline;
@@ -282,7 +266,7 @@ impl Ctx<'_> {
     }
 
     async fn try_instance(&self, version: Arc<plugin::Version>, within: Duration) -> Result<Instance, Fault> {
-        let (conn, plugin) = (self.conn, self.plugin);
+        let (conn, plugin) = (&self.conn, &self.plugin);
         let weak = Arc::downgrade(conn);
         let wake = move || {
             if let Some(conn) = weak.upgrade() {

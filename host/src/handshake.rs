@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig as Tungsten
 use warp::reply::Response;
 
 use crate::config::{InMemory, WebSocketConfig};
-use crate::dispatch::{Accepted, Ctx, Parts, fault_closes};
+use crate::dispatch::{Accepted, Parts, fault_closes};
 use crate::hub::QueueLimits;
 use crate::inbound::MeteredIo;
 use crate::metrics::Call;
@@ -155,6 +155,8 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
     let queue =
         QueueLimits { messages: state.ws.send_queue, bytes: state.ws.queue_bytes(), outbound: plugin.outbound.clone() };
     let conn = state.hub.register(plugin.name.clone(), queue);
+    let parts = Parts { conn, plugin, hub: state.hub.clone(), pool: state.pool.clone(), settings: state.ws.clone() };
+    let (conn, plugin) = (&parts.conn, &parts.plugin);
     plugin.metrics.connections_open.inc();
     if plugin.console.watched() {
         let page = page_id(&request);
@@ -163,12 +165,11 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
             None => "connection opened".into(),
         });
     }
-    let ctx = Ctx { conn: &conn, plugin: &plugin, hub: &state.hub, pool: &state.pool, settings: &state.ws };
-    let instance = match ctx.new_instance(version).await {
+    let instance = match parts.new_instance(version).await {
         Ok(instance) => instance,
         Err(fault @ (Fault::Resources(_) | Fault::PoolFull(_))) => {
             // `new_instance` logged what ran out.
-            forget(state, &plugin, &conn.id);
+            forget(state, plugin, &conn.id);
             return Err(Box::new(refuse(
                 state,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -176,7 +177,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
                 format!("server busy: {fault}"),
             )));
         }
-        Err(_) => return Err(Box::new(refuse_after_open(state, &plugin, &conn.id, "instance could not start"))),
+        Err(_) => return Err(Box::new(refuse_after_open(state, plugin, &conn.id, "instance could not start"))),
     };
     let started = Instant::now();
     let offered = request.subprotocols.clone();
@@ -186,7 +187,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
         Ok(Answer::Open(OpenResponse::Accept(subprotocol))) => subprotocol,
         Ok(Answer::Done) => None,
         Ok(Answer::Open(OpenResponse::Reject(rejection))) => {
-            forget(state, &plugin, &conn.id);
+            forget(state, plugin, &conn.id);
             let status = StatusCode::from_u16(rejection.status)
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
@@ -196,8 +197,8 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
             return Err(Box::new(refuse(state, status, "plugin_rejected", body)));
         }
         Err(fault) => {
-            fault_closes(&conn, &plugin, &instance.version().short, &fault, "on-open");
-            return Err(Box::new(refuse_after_open(state, &plugin, &conn.id, "plugin failed in on-open")));
+            fault_closes(conn, plugin, &instance.version().short, &fault, "on-open");
+            return Err(Box::new(refuse_after_open(state, plugin, &conn.id, "plugin failed in on-open")));
         }
     };
     if let Some(chosen) = &subprotocol
@@ -205,7 +206,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
     {
         tracing::warn!(plugin = &*plugin.name, "on-open chose subprotocol {chosen:?}, which the client did not offer");
         // The plugin accepted: it is owed its on-close.
-        state.tasks.spawn(accepted(state, conn, plugin, instance, slot).abandon());
+        state.tasks.spawn(Accepted { parts, instance: Box::new(instance), slot }.abandon());
         return Err(Box::new(refuse(
             state,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -214,21 +215,7 @@ pub async fn open(state: &AppState, plugin: Arc<Plugin>, request: Request) -> Re
         )));
     }
     plugin.metrics.connections_total.inc();
-    Ok(Opened { accepted: accepted(state, conn, plugin, instance, slot), subprotocol })
-}
-
-fn accepted(
-    state: &AppState,
-    conn: Arc<crate::hub::Connection>,
-    plugin: Arc<Plugin>,
-    instance: crate::plugin::Instance,
-    slot: crate::hub::Slot,
-) -> Accepted {
-    Accepted {
-        parts: Parts { conn, plugin, hub: state.hub.clone(), pool: state.pool.clone(), settings: state.ws.clone() },
-        instance: Box::new(instance),
-        slot,
-    }
+    Ok(Opened { accepted: Accepted { parts, instance: Box::new(instance), slot }, subprotocol })
 }
 
 /// Undo `register` for a connection that never opened.

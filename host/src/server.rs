@@ -22,7 +22,7 @@ use crate::listener::PeerAddr;
 use crate::metrics::Metrics;
 use crate::pending::PendingSlot;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
-pub use crate::state::AppState;
+use crate::state::AppState;
 use crate::tls::{Tls, TlsError, TlsWatcher};
 use crate::{api, fd_limit, listener, reload, static_files};
 

@@ -1,6 +1,5 @@
 //! What every request of the host shares: its settings, plugins,
-//! connections, instance slots, metrics and the receive
-//! budget. The
+//! connections, instance slots, metrics and the receive budget. The
 //! transports and the API take it; the application (`server`) makes it.
 
 use std::sync::Arc;

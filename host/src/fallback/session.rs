@@ -96,7 +96,7 @@ pub async fn run(
 ) {
     let Accepted { parts, instance, slot } = accepted;
     let mut task = SessionTask {
-        dispatcher: Dispatcher::new(parts.ctx(), instance),
+        dispatcher: Dispatcher::new(&parts, instance),
         events: Events::new(parts.settings.queue_bytes(), settings.replay_bytes),
         stream: Some(stream),
         shared: &shared,
@@ -131,8 +131,8 @@ struct SessionTask<'a> {
 
 impl SessionTask<'_> {
     async fn serve(&mut self, posts: &mut mpsc::Receiver<Post>) {
-        let ws = self.dispatcher.ctx.settings;
-        let conn = self.dispatcher.ctx.conn;
+        let ws = &self.dispatcher.ctx.settings;
+        let conn = &self.dispatcher.ctx.conn;
         let hibernate_after = self.dispatcher.hibernate_after();
         let ping_every = (!ws.keep_alive_interval.is_zero()).then_some(ws.keep_alive_interval);
         let stall_allowed = silence_allowed(ws);
@@ -261,7 +261,7 @@ impl SessionTask<'_> {
 
     /// Moves what other connections queued into the session's events.
     fn drain_outbox(&mut self) {
-        let conn = self.dispatcher.ctx.conn;
+        let conn = &self.dispatcher.ctx.conn;
         while conn.has_queued() && !self.close_queued {
             let (batch, bytes) = conn.take_queued(WRITE_BATCH);
             self.queue(batch);
@@ -278,7 +278,7 @@ impl SessionTask<'_> {
     }
 
     fn queue(&mut self, items: impl IntoIterator<Item = Outbound>) {
-        let conn = self.dispatcher.ctx.conn;
+        let conn = &self.dispatcher.ctx.conn;
         for item in items {
             if self.close_queued {
                 return;

@@ -1,5 +1,5 @@
 //! Where an operation goes: this host's connections and rooms, and, when
-//! the host is part of a cluster, the other hosts through the cluster.
+//! the host is part of a cluster, the other hosts through its [`Cluster`] port.
 //! Without a cluster every call here is purely local.
 
 use std::sync::Arc;
