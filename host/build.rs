@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
-const GUESTS: &[&str] = &["echo", "testbed", "shout", "chat", "compat-0-1-0"];
+const GUESTS: &[&str] = &["echo", "testbed", "shout", "chat", "compat-0-1-0", "compat-0-1-1"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -26,7 +26,7 @@ fn main() {
 
 fn build_guests(root: &Path, out_dir: &Path) {
     let plugins = root.join("plugins");
-    for dir in ["plugins", "wit", "examples/rust-shout", "examples/rust-chat"] {
+    for dir in ["plugins", "wit", "host/wit", "examples/rust-shout", "examples/rust-chat"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out: share one guest

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use sha2::{Digest, Sha256};
 
+use crate::config::Grants;
 use crate::plugin::{EngineSettings, LoadError, PluginEngine};
 
 /// The package of the host interfaces and of `handler`.
@@ -20,6 +21,9 @@ pub struct Report {
     pub host_imports: Vec<String>,
     /// Everything else it imports (WASI).
     pub other_imports: Vec<String>,
+    /// What it asks for beyond answering: `timers`, `outbound HTTP`,
+    /// `config`.
+    pub capabilities: Vec<&'static str>,
     pub size: usize,
     pub compile_time: Duration,
 }
@@ -37,7 +41,7 @@ pub fn check(bytes: &[u8]) -> Result<Report, LoadError> {
     let started = Instant::now();
     let (pre, _) = engine.prepare(&hash, bytes)?;
     let compile_time = started.elapsed();
-    let ty = pre.instance_pre().component().component_type();
+    let ty = pre.component().component_type();
     let mut host_imports = Vec::new();
     let mut other_imports = Vec::new();
     for (name, _) in ty.imports(engine.engine()) {
@@ -49,7 +53,30 @@ pub fn check(bytes: &[u8]) -> Result<Report, LoadError> {
     let world_version = ty
         .exports(engine.engine())
         .find_map(|(name, _)| name.strip_prefix(PACKAGE)?.strip_prefix("handler@").map(str::to_string));
-    Ok(Report { world_version, host_imports, other_imports, size: bytes.len(), compile_time })
+    let imports = |prefix: &str, of: &[String]| of.iter().any(|i| i.starts_with(prefix));
+    let capabilities = [
+        ("timers", imports("timers@", &host_imports)),
+        ("outbound HTTP", imports("wasi:http/outgoing-handler@", &other_imports)),
+        ("config", imports("wasi:config/store@", &other_imports)),
+    ]
+    .into_iter()
+    .filter_map(|(name, used)| used.then_some(name))
+    .collect();
+    Ok(Report { world_version, host_imports, other_imports, capabilities, size: bytes.len(), compile_time })
+}
+
+impl Report {
+    /// What the operator should know before serving it as `plugin` with
+    /// `grants`.
+    pub fn warnings(&self, plugin: &str, grants: &Grants) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.capabilities.contains(&"outbound HTTP") && grants.outbound.is_empty() {
+            warnings.push(format!(
+                "it imports outbound HTTP, but plugins.{plugin}.allowed_outbound_hosts is empty: every request will be denied"
+            ));
+        }
+        warnings
+    }
 }
 
 impl std::fmt::Display for Report {
@@ -58,6 +85,8 @@ impl std::fmt::Display for Report {
         writeln!(f, "world:        wasmsocket:plugin@{}", self.world_version.as_deref().unwrap_or("(unversioned)"))?;
         writeln!(f, "host imports: {}", list(&self.host_imports))?;
         writeln!(f, "other imports: {}", list(&self.other_imports))?;
+        let caps: Vec<String> = self.capabilities.iter().map(|c| c.to_string()).collect();
+        writeln!(f, "capabilities: {}", list(&caps))?;
         writeln!(f, "size:         {}", ByteSize(self.size as u64).display().si())?;
         write!(f, "compile time: {:.1?}", self.compile_time)
     }

@@ -40,6 +40,10 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The file it was read from, if any: watched for changes of the
+    /// plugins' grants (variables, allowed hosts).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
     /// Address to listen on. Loopback unless told otherwise.
     pub listen: SocketAddr,
     /// Directory of `NAME.wasm` plugins, each served at `/ws/NAME`.
@@ -332,6 +336,24 @@ pub struct PluginLimits {
     /// per second, with a burst of twice that; the excess is dropped and
     /// counted.
     pub log_rate: ByteSize,
+    /// Wall-clock bound of a call from its first wait on outbound I/O (an
+    /// HTTP response, Redis): waiting is not computing, so `deadline` then
+    /// bounds only the call's own running time. One shorter than the
+    /// deadline changes nothing.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// Timers one connection may have set at once.
+    pub max_timers: usize,
+    /// Room timers this plugin may have set at once.
+    pub max_room_timers: usize,
+    /// The shortest delay or interval of a timer.
+    #[serde(with = "humantime_serde")]
+    pub min_timer_interval: Duration,
+    /// Outbound HTTP requests of this plugin in flight at once, over all
+    /// its instances; more fail at once.
+    pub http_in_flight: usize,
+    /// Largest outbound HTTP response body; a longer one fails the read.
+    pub http_response_size: ByteSize,
 }
 
 /// When an idle connection's instance is dropped.
@@ -396,12 +418,30 @@ pub struct PluginOverrides {
     pub hibernate_after: Option<Hibernate>,
     pub outbound_bytes: Option<ByteSize>,
     pub log_rate: Option<ByteSize>,
+    #[serde(with = "humantime_serde::option")]
+    pub wait_timeout: Option<Duration>,
+    pub max_timers: Option<usize>,
+    pub max_room_timers: Option<usize>,
+    #[serde(with = "humantime_serde::option")]
+    pub min_timer_interval: Option<Duration>,
+    pub http_in_flight: Option<usize>,
+    pub http_response_size: Option<ByteSize>,
+    /// Where the plugin may send HTTP requests: `scheme://host[:port]`
+    /// each. None by default.
+    pub allowed_outbound_hosts: Vec<String>,
+    /// `[plugins.NAME.variables]`: what the plugin reads through
+    /// `wasi:config/store`.
+    pub variables: BTreeMap<String, String>,
+    /// Names of `variables` whose values never appear in the API, the
+    /// console or the log.
+    pub secret_variables: Vec<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            file: None,
             plugins_dir: None,
             default_plugin: "echo".into(),
             static_dir: None,
@@ -461,6 +501,12 @@ impl Default for PluginLimits {
             hibernate_after: Hibernate::After(Duration::from_secs(10)),
             outbound_bytes: ByteSize::mib(64),
             log_rate: ByteSize::kib(64),
+            wait_timeout: Duration::from_secs(5),
+            max_timers: 16,
+            max_room_timers: 1024,
+            min_timer_interval: Duration::from_millis(10),
+            http_in_flight: 64,
+            http_response_size: ByteSize::mib(1),
         }
     }
 }
@@ -477,10 +523,12 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text).map_err(|e| match e {
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
-        })
+        })?;
+        config.file = Some(path.to_owned());
+        Ok(config)
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -500,8 +548,39 @@ impl Config {
             limits.hibernate_after = o.hibernate_after.unwrap_or(limits.hibernate_after);
             limits.outbound_bytes = o.outbound_bytes.unwrap_or(limits.outbound_bytes);
             limits.log_rate = o.log_rate.unwrap_or(limits.log_rate);
+            limits.wait_timeout = o.wait_timeout.unwrap_or(limits.wait_timeout);
+            limits.max_timers = o.max_timers.unwrap_or(limits.max_timers);
+            limits.max_room_timers = o.max_room_timers.unwrap_or(limits.max_room_timers);
+            limits.min_timer_interval = o.min_timer_interval.unwrap_or(limits.min_timer_interval);
+            limits.http_in_flight = o.http_in_flight.unwrap_or(limits.http_in_flight);
+            limits.http_response_size = o.http_response_size.unwrap_or(limits.http_response_size);
         }
         limits
+    }
+
+    /// What plugin `name` is granted: its variables, each overridden by the
+    /// environment variable `WASMSOCKET_PLUGIN_<NAME>_<VARIABLE>` (both
+    /// upper-cased, `-` written `_`) when set, and where it may send HTTP
+    /// requests. Only variables the file declares are overridden.
+    pub fn grants_for(&self, name: &str) -> Grants {
+        self.grants_with(name, |key| std::env::var(key).ok())
+    }
+
+    fn grants_with(&self, name: &str, env: impl Fn(&str) -> Option<String>) -> Grants {
+        let Some(o) = self.plugins.get(name) else { return Grants::default() };
+        let variables = o
+            .variables
+            .iter()
+            .map(|(key, value)| {
+                let value = env(&variable_env_name(name, key)).unwrap_or_else(|| value.clone());
+                (key.clone(), value)
+            })
+            .collect();
+        Grants {
+            variables,
+            secret: o.secret_variables.iter().cloned().collect(),
+            outbound: o.allowed_outbound_hosts.iter().filter_map(|h| h.parse().ok()).collect(),
+        }
     }
 
     /// The reload mode of plugin `name`.
@@ -635,8 +714,89 @@ impl Config {
                 return Err(invalid(format!("plugins.{name}"), format!("{name:?} {PLUGIN_NAME_RULE}")));
             }
             validate_limits(&format!("plugins.{name}"), &self.limits_for(name))?;
+            let o = &self.plugins[name];
+            for host in &o.allowed_outbound_hosts {
+                host.parse::<OutboundHost>()
+                    .map_err(|e| invalid(format!("plugins.{name}.allowed_outbound_hosts"), e))?;
+            }
+            for secret in &o.secret_variables {
+                if !o.variables.contains_key(secret) {
+                    return Err(invalid(
+                        format!("plugins.{name}.secret_variables"),
+                        format!("{secret:?} is not in [plugins.{name}.variables]"),
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// The environment variable that overrides variable `key` of `plugin`.
+pub fn variable_env_name(plugin: &str, key: &str) -> String {
+    format!("WASMSOCKET_PLUGIN_{}_{}", plugin, key).to_ascii_uppercase().replace('-', "_")
+}
+
+/// What a plugin may reach beyond the host API, from `[plugins.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Its variables, after the environment's overrides.
+    pub variables: BTreeMap<String, String>,
+    /// Names of the variables whose values are never shown.
+    pub secret: std::collections::BTreeSet<String>,
+    /// Where its HTTP requests may go.
+    pub outbound: Vec<OutboundHost>,
+}
+
+impl Grants {
+    /// The variables as the API and the console may show them: secret
+    /// values are masked.
+    pub fn shown_variables(&self) -> BTreeMap<String, String> {
+        self.variables
+            .iter()
+            .map(|(k, v)| (k.clone(), if self.secret.contains(k) { "(secret)".into() } else { v.clone() }))
+            .collect()
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.outbound.iter().any(|o| o.scheme == scheme && o.host.eq_ignore_ascii_case(host) && o.port == port)
+    }
+}
+
+/// One entry of `allowed_outbound_hosts`: a scheme, a host and a port
+/// (the scheme's default when left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundHost {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::str::FromStr for OutboundHost {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rule = "write scheme://host or scheme://host:port, with scheme http or https";
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| format!("{s:?}: {rule}"))?;
+        let default_port = match scheme {
+            "http" => 80,
+            "https" => 443,
+            other => return Err(format!("{s:?}: scheme {other:?} is not http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', '*']) {
+            return Err(format!("{s:?}: {rule} (no path, user or wildcard)"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && !rest.ends_with(']') => {
+                (host, port.parse::<u16>().map_err(|_| format!("{s:?}: {port:?} is not a port"))?)
+            }
+            _ => (rest, default_port),
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?}: {rule}"));
+        }
+        Ok(Self { scheme: scheme.into(), host: host.to_ascii_lowercase(), port })
     }
 }
 
@@ -659,6 +819,26 @@ fn validate_limits(table: &str, limits: &PluginLimits) -> Result<(), ConfigError
     }
     check_range(&format!("{table}.outbound_bytes"), limits.outbound_bytes.as_u64(), 1 << 16, 64 << 30)?;
     check_range(&format!("{table}.log_rate"), limits.log_rate.as_u64(), 0, 1 << 30)?;
+    if limits.wait_timeout > Duration::from_secs(600) {
+        return Err(invalid(
+            format!("{table}.wait_timeout"),
+            format!("must be at most 10m, got {}", humantime::format_duration(limits.wait_timeout)),
+        ));
+    }
+    check_count(&format!("{table}.max_timers"), limits.max_timers, 0, 10_000)?;
+    check_count(&format!("{table}.max_room_timers"), limits.max_room_timers, 0, 1_000_000)?;
+    if limits.min_timer_interval < Duration::from_millis(1) {
+        return Err(invalid(format!("{table}.min_timer_interval"), "must be at least 1ms"));
+    }
+    check_count(&format!("{table}.http_in_flight"), limits.http_in_flight, 0, 100_000)?;
+    check_range(&format!("{table}.http_response_size"), limits.http_response_size.as_u64(), 0, 1 << 30)?;
+    Ok(())
+}
+
+fn check_count(field: &str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(field, format!("must be from {min} to {max}, got {value}")));
+    }
     Ok(())
 }
 
@@ -712,6 +892,35 @@ mod tests {
         let c = Config::from_toml("[websocket]\nmax_frame_size = \"2MiB\"\nmax_message_size = \"1MiB\"\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("websocket.max_frame_size"), "{err}");
+    }
+
+    #[test]
+    fn variables_come_from_the_file_and_the_environment_overrides_them() {
+        let c = Config::from_toml(
+            "[plugins.js-fetch]\nsecret_variables = [\"api_key\"]\n[plugins.js-fetch.variables]\nbase_url = \"http://a\"\napi_key = \"k\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(variable_env_name("js-fetch", "base_url"), "WASMSOCKET_PLUGIN_JS_FETCH_BASE_URL");
+        let g = c.grants_with("js-fetch", |k| (k == "WASMSOCKET_PLUGIN_JS_FETCH_API_KEY").then(|| "env".into()));
+        assert_eq!(g.variables["base_url"], "http://a");
+        assert_eq!(g.variables["api_key"], "env");
+        assert_eq!(g.shown_variables()["api_key"], "(secret)");
+        let bad = Config::from_toml("[plugins.a]\nsecret_variables = [\"nope\"]\n").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("plugins.a.secret_variables"));
+    }
+
+    #[test]
+    fn outbound_hosts_are_scheme_host_and_port() {
+        let h: OutboundHost = "https://API.example.com".parse().unwrap();
+        assert_eq!((h.scheme.as_str(), h.host.as_str(), h.port), ("https", "api.example.com", 443));
+        let h: OutboundHost = "http://127.0.0.1:8080".parse().unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("127.0.0.1", 8080));
+        for bad in ["api.example.com", "ftp://x", "https://x/path", "https://*.x.com", "http://x:port"] {
+            assert!(bad.parse::<OutboundHost>().is_err(), "{bad}");
+        }
+        let c = Config::from_toml("[plugins.a]\nallowed_outbound_hosts = [\"x.com\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("plugins.a.allowed_outbound_hosts"));
     }
 
     #[test]

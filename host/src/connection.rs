@@ -63,6 +63,8 @@ enum Due {
     Ping,
     Hibernate,
     Rest,
+    /// One of the plugin's timers for this connection.
+    Timer,
 }
 
 impl ConnectionTask<'_> {
@@ -102,6 +104,7 @@ impl ConnectionTask<'_> {
                 next_ping.map(|at| (at, Due::Ping)),
                 hibernate_after.filter(|_| holding).map(|after| (last_event + after, Due::Hibernate)),
                 rest_at.filter(|_| self.socket.is_awake()).map(|at| (at, Due::Rest)),
+                conn.timers.next_due().filter(|_| !conn.is_closing()).map(|at| (at, Due::Timer)),
             ]);
             self.dispatcher.check_evicted();
             let inbound = async {
@@ -134,6 +137,10 @@ impl ConnectionTask<'_> {
                             }
                         }
                         Some(Due::Hibernate) => self.dispatcher.hibernate("idle"),
+                        Some(Due::Timer) => {
+                            Box::pin(self.timers_due()).await;
+                            last_event = Deadline::now();
+                        }
                         Some(Due::Rest) => {
                             // Tried once per quiet spell: a socket that
                             // cannot rest now waits for more traffic.
@@ -259,6 +266,15 @@ impl ConnectionTask<'_> {
             }
         };
         if answered {
+            self.write_replies().await;
+            self.dispatcher.rest();
+        }
+    }
+
+    /// Delivers a timer that is due, like a message: its replies are
+    /// written before the next event.
+    async fn timers_due(&mut self) {
+        if self.dispatcher.timer_due().await {
             self.write_replies().await;
             self.dispatcher.rest();
         }

@@ -46,6 +46,11 @@ pub enum Kind {
     Restored,
     /// The file is gone.
     Removed,
+    /// A timer fired, or one was refused.
+    Timer,
+    /// An outbound HTTP request: its response, or why it had none (denied,
+    /// busy, failed).
+    Outbound,
 }
 
 /// One console line.

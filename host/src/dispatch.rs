@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::{Hibernate, InMemory, ReloadMode, WebSocketConfig};
 use crate::console::Kind;
+use crate::hub::timers::TimerLimits;
 use crate::hub::{Connection, Hub, LogBudget, Slot};
 use crate::metrics::Call;
 use crate::plugin::{self, Event, Fault, HostLimits, Instance, InstancePool, Plugin, Replies};
@@ -122,14 +123,36 @@ impl<'a> Dispatcher<'a> {
         let m = &self.ctx.plugin.metrics;
         m.messages_in.inc();
         m.bytes_in.inc_by(message_len(&message) as u64);
+        self.deliver(Event::Message(message), Call::Message, "on-message").await
+    }
+
+    /// Delivers the connection's earliest timer that is due, if any (the
+    /// serve loop comes back at once for the next). False when there was
+    /// none, or the plugin faulted.
+    pub async fn timer_due(&mut self) -> bool {
+        let conn = &self.ctx.conn;
+        let timers = &self.ctx.plugin.metrics.timers;
+        let Some((name, gone)) = conn.timers.take_due(tokio::time::Instant::now()) else { return false };
+        if gone {
+            timers.connection_timers.dec();
+        }
+        if conn.is_closing() {
+            return false;
+        }
+        timers.connection_fired.inc();
+        self.ctx.plugin.console.publish(Kind::Timer, Some(&conn.id), Some("fired"), || format!("timer {name:?} fired"));
+        self.deliver(Event::Timer(name.to_string()), Call::Timer, "on-timer").await
+    }
+
+    async fn deliver(&mut self, event: Event, call: Call, during: &str) -> bool {
         let Some(instance) = self.instance_for_event().await else {
             return false;
         };
         let started = Instant::now();
-        let (instance, result) = instance.handle(Event::Message(message)).await;
-        self.ctx.plugin.metrics.observe_call(Call::Message, started.elapsed());
+        let (instance, result) = instance.handle(event).await;
+        self.ctx.plugin.metrics.observe_call(call, started.elapsed());
         if let Err(fault) = result {
-            fault_closes(&self.ctx.conn, &self.ctx.plugin, &instance.version().short, &fault, "on-message");
+            fault_closes(&self.ctx.conn, &self.ctx.plugin, &instance.version().short, &fault, during);
             self.serving = Serving::Faulted;
             return false;
         }
@@ -197,6 +220,9 @@ impl<'a> Dispatcher<'a> {
     pub async fn finish(self, peer_close: Option<&CloseFrame>) {
         let Dispatcher { ctx, serving, version } = self;
         let (conn, plugin) = (&ctx.conn, &ctx.plugin);
+        // Its timers end with it.
+        let timers = conn.timers.clear();
+        plugin.metrics.timers.connection_timers.dec_by(i64::try_from(timers).unwrap_or(0));
         let close =
             peer_close.map(|f| plugin::CloseFrame { code: f.code.into(), reason: f.reason.as_str().to_owned() });
         let instance = match serving {
@@ -278,6 +304,11 @@ impl Parts {
             max_message: self.settings.max_message_size.in_memory(),
             max_state: plugin.limits.state_size.in_memory(),
             max_replies: self.settings.send_queue,
+            timers: TimerLimits {
+                per_connection: plugin.limits.max_timers,
+                min_interval: plugin.limits.min_timer_interval,
+            },
+            max_room_timers: plugin.limits.max_room_timers,
         };
         let log_budget = conn
             .log_budget
@@ -294,6 +325,7 @@ impl Parts {
             limits,
             log_budget,
             plugin.console.clone(),
+            plugin.metrics.timers.clone(),
         );
         Instance::new(version, host, plugin.limits, permit).await
     }

@@ -48,6 +48,10 @@ enum Command {
     Check {
         /// The component, e.g. target/wasm32-wasip2/release/NAME.wasm.
         file: PathBuf,
+        /// The host's TOML config, to check the plugin's grants against it
+        /// (the plugin's name is the file's, without `.wasm`).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -231,7 +235,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve),
-        Some(Command::Check { file }) => check(&file),
+        Some(Command::Check { file, config }) => check(&file, config.as_deref()),
         Some(Command::New { list: true, .. }) => {
             for t in wasmsocket::scaffold::TEMPLATES {
                 println!("{:8} {}", t.lang, t.about);
@@ -277,7 +281,12 @@ fn serve(args: Serve) -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// Exit 1: the file would not serve; exit 2: it cannot be read.
-fn check(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+fn check(file: &std::path::Path, config: Option<&std::path::Path>) -> anyhow::Result<std::process::ExitCode> {
+    let config = match config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let bytes = match std::fs::read(file) {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -288,6 +297,9 @@ fn check(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
     match wasmsocket::check::check(&bytes) {
         Ok(report) => {
             println!("{}: ok\n{report}", file.display());
+            for warning in report.warnings(name, &config.grants_for(name)) {
+                eprintln!("warning: {warning}");
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
         Err(e) => {

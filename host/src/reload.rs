@@ -76,6 +76,52 @@ pub fn watch(dir: &Path, registry: Arc<Registry>) -> Result<Watcher, WatchError>
     Ok(Watcher { _debouncer: debouncer })
 }
 
+/// Watches the configuration file: when the plugins' grants in it change
+/// (variables, allowed hosts), those plugins reload with them. The rest of
+/// the file applies at the next start. A file that fails to read or
+/// validate is reported and changes nothing.
+pub fn watch_config(file: &Path, registry: Arc<Registry>) -> Result<Watcher, WatchError> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let name = file.file_name().map(|n| n.to_owned());
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let handler = move |result: DebounceEventResult| {
+        if let Ok(events) = result
+            && events.iter().any(|e| relevant(&e.kind) && e.paths.iter().any(|p| p.file_name() == name.as_deref()))
+        {
+            // One pending reread is enough.
+            let _ = tx.try_send(());
+        }
+    };
+    let error = |source| WatchError { dir: dir.clone(), source };
+    let mut debouncer = new_debouncer(DEBOUNCE, None, handler).map_err(error)?;
+    debouncer.watch(&dir, RecursiveMode::NonRecursive).map_err(error)?;
+    let file = file.to_owned();
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            regrant(&file, &registry).await;
+        }
+    });
+    Ok(Watcher { _debouncer: debouncer })
+}
+
+/// Rereads the configuration file and applies its plugins' grants.
+pub async fn regrant(file: &Path, registry: &Registry) {
+    let path = file.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        let config = crate::config::Config::from_file(&path)?;
+        config.validate()?;
+        Ok::<_, crate::config::ConfigError>(config)
+    })
+    .await;
+    match read {
+        Ok(Ok(config)) => {
+            registry.regrant(&config);
+        }
+        Ok(Err(e)) => tracing::error!(file = %file.display(), "configuration not reloaded: {e}"),
+        Err(e) => tracing::error!(file = %file.display(), "configuration not reloaded: {e}"),
+    }
+}
+
 /// Creates, writes, renames, removals and write-closes; not reads.
 fn relevant(kind: &EventKind) -> bool {
     match kind {

@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 
 /// The world every template targets, copied into each project.
 const WIT: &str = include_str!("../../wit/plugin.wit");
+/// The WASI packages the world includes, copied beside it under `wit/deps/`
+/// (where every bindings generator looks for them), as `(path, text)`.
+const WIT_DEPS: &[(&str, &str)] = &[
+    ("wit/deps/config/store.wit", include_str!("../../wit/deps/config/store.wit")),
+    ("wit/deps/config/world.wit", include_str!("../../wit/deps/config/world.wit")),
+];
 const README: &str = include_str!("../../templates/README.md");
 /// The toolchain installers and pinned versions, shared with the examples:
 /// copied into the projects whose build needs more than cargo.
@@ -134,6 +140,7 @@ pub fn generate(lang: &str, name: &str, dir: &Path) -> Result<PathBuf, NewError>
     let mut files: Vec<(&str, String)> = template.files.iter().map(|(path, text)| (*path, fill(text))).collect();
     files.push(("README.md", fill(README)));
     files.push(("wit/plugin.wit", WIT.to_string()));
+    files.extend(WIT_DEPS.iter().map(|(path, text)| (*path, text.to_string())));
     if template.toolchains {
         files.push(("toolchains.sh", TOOLCHAINS.to_string()));
     }

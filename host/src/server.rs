@@ -22,6 +22,7 @@ use crate::listener::PeerAddr;
 use crate::metrics::Metrics;
 use crate::pending::PendingSlot;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
+use crate::room_ticks::RoomTicks;
 use crate::state::AppState;
 use crate::tls::{Tls, TlsError, TlsWatcher};
 use crate::{api, fd_limit, listener, reload, static_files};
@@ -59,6 +60,7 @@ pub struct Server {
     tls: Option<Arc<Tls>>,
     _watcher: Option<reload::Watcher>,
     _tls_watcher: Option<TlsWatcher>,
+    _config_watcher: Option<reload::Watcher>,
 }
 
 impl Server {
@@ -105,6 +107,10 @@ impl Server {
             }
             None => None,
         };
+        let config_watcher = match &config.file {
+            Some(file) => Some(reload::watch_config(file, registry.clone()).map_err(StartError::Watch)?),
+            None => None,
+        };
         if registry.default_plugin().is_none() {
             return Err(StartError::NoDefaultPlugin(config.default_plugin.clone()));
         }
@@ -137,8 +143,15 @@ impl Server {
             config.websocket.message_timeout,
             metrics.inbound(),
         );
+        let ws = Arc::new(config.websocket.clone());
+        hub.room_timers.attach(Arc::new(RoomTicks {
+            registry: registry.clone(),
+            hub: hub.clone(),
+            pool: pool.clone(),
+            settings: ws.clone(),
+        }));
         let state = Arc::new(AppState {
-            ws: Arc::new(config.websocket.clone()),
+            ws,
             hub,
             backplane,
             pool,
@@ -149,7 +162,15 @@ impl Server {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        Ok(Self { state, fallback, listener, tls, _watcher: watcher, _tls_watcher: tls_watcher })
+        Ok(Self {
+            state,
+            fallback,
+            listener,
+            tls,
+            _watcher: watcher,
+            _tls_watcher: tls_watcher,
+            _config_watcher: config_watcher,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -163,7 +184,7 @@ impl Server {
     /// Serves until `signal` completes, then closes every WebSocket with
     /// 1001 (going away), waits for their close handshakes, and returns.
     pub async fn run(self, signal: impl Future<Output = ()> + Send + 'static) {
-        let Server { state, fallback, listener, tls, _watcher, _tls_watcher } = self;
+        let Server { state, fallback, listener, tls, .. } = self;
         spawn_reload_on_sighup(state.clone(), tls.clone());
         let stop_http = CancellationToken::new();
         let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(state.clone(), fallback)));
@@ -181,6 +202,7 @@ impl Server {
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
         state.shutdown.cancel();
         stop_http.cancel();
+        state.hub.room_timers.stop_all().await;
         state.hub.close_all(&CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() });
         state.tasks.close();
         let grace = state.ws.close_timeout + Duration::from_secs(1);
@@ -221,7 +243,8 @@ fn warn_if_too_few_memory_maps(max_instances: u32) {
 fn spawn_reload_on_sighup(state: Arc<AppState>, tls: Option<Arc<Tls>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let dir = state.config.plugins_dir.clone();
-    if dir.is_none() && tls.is_none() {
+    let file = state.config.file.clone();
+    if dir.is_none() && tls.is_none() && file.is_none() {
         return;
     }
     let mut hangups = match signal(SignalKind::hangup()) {
@@ -241,6 +264,9 @@ fn spawn_reload_on_sighup(state: Arc<AppState>, tls: Option<Arc<Tls>>) {
             }
             if let Some(tls) = &tls {
                 tls.clone().reload_off_runtime("SIGHUP").await;
+            }
+            if let Some(file) = &file {
+                reload::regrant(file, &state.registry).await;
             }
         }
     });

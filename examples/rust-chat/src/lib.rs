@@ -11,6 +11,8 @@
 wit_bindgen::generate!({
     path: "../../wit",
     world: "websocket-plugin",
+    // Also the WASI interfaces the world imports (wasi:config).
+    generate_all,
 });
 
 use exports::wasmsocket::plugin::handler::{CloseFrame, ConnectionId, Guest, Message, OpenResponse, Request};
@@ -108,6 +110,10 @@ impl Guest for Chat {
             say(&seat.room, format!("* {} left {}", seat.nick, seat.room), Some(&id));
         }
     }
+
+    fn on_timer(_id: ConnectionId, _name: String) {}
+
+    fn on_room_timer(_room: String, _name: String) {}
 }
 
 export!(Chat);

@@ -21,6 +21,8 @@
 wit_bindgen::generate!({
     path: "../../wit",
     world: "websocket-plugin",
+    // Also the WASI interfaces the world imports (wasi:config).
+    generate_all,
 });
 
 use exports::wasmsocket::plugin::handler::{CloseFrame, ConnectionId, Guest, Message, OpenResponse, Request};
@@ -53,6 +55,10 @@ impl Guest for Rpc {
     }
 
     fn on_close(_id: ConnectionId, _close: Option<CloseFrame>) {}
+
+    fn on_timer(_id: ConnectionId, _name: String) {}
+
+    fn on_room_timer(_room: String, _name: String) {}
 }
 
 fn reply(id: &str, value: &Value) {

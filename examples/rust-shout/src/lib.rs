@@ -12,6 +12,8 @@
 wit_bindgen::generate!({
     path: "../../wit",
     world: "websocket-plugin",
+    // Also the WASI interfaces the world imports (wasi:config).
+    generate_all,
 });
 
 use exports::wasmsocket::plugin::handler::{CloseFrame, ConnectionId, Guest, Message, OpenResponse, Request};
@@ -44,6 +46,10 @@ impl Guest for Shout {
     }
 
     fn on_close(_id: ConnectionId, _close: Option<CloseFrame>) {}
+
+    fn on_timer(_id: ConnectionId, _name: String) {}
+
+    fn on_room_timer(_room: String, _name: String) {}
 }
 
 /// Counts this message in the connection's host-kept state.

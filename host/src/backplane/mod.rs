@@ -24,6 +24,7 @@ mod conn;
 mod envelope;
 mod link;
 mod membership;
+mod room_timers;
 mod scripts;
 
 use std::collections::HashMap;
@@ -44,7 +45,7 @@ pub use envelope::{Envelope, Payload};
 
 use crate::config::RedisConfig;
 use crate::hub::kv::KvError;
-use crate::hub::{Cluster, DeliveryError, Hub};
+use crate::hub::{Cluster, DeliveryError, Hub, TimerTurn};
 use crate::metrics::{BackplaneMetrics, CrossHost, Incoming};
 use conn::{Mode, RedisConn, Target};
 use membership::Op;
@@ -185,6 +186,7 @@ impl Backplane {
         });
         tokio::spawn(membership::write(backplane.clone(), ops_rx));
         tokio::spawn(link::supervise(backplane.clone()));
+        tokio::spawn(room_timers::scout(backplane.clone()));
         Ok(backplane)
     }
 
@@ -265,6 +267,16 @@ impl Backplane {
     async fn query<T: FromRedisValue>(&self, cmd: &impl Query) -> Option<Result<T, RedisError>> {
         let mut conn = self.link()?;
         let result = cmd.run(&mut conn).await;
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        Some(result)
+    }
+
+    /// Runs one script; `None` when Redis is not reachable.
+    async fn script<T: FromRedisValue>(&self, script: &redis::ScriptInvocation<'_>) -> Option<Result<T, RedisError>> {
+        let mut conn = self.link()?;
+        let result = script.invoke_async(&mut conn).await;
         if let Err(e) = &result {
             self.failed(e);
         }
@@ -691,5 +703,27 @@ impl Cluster for Backplane {
 
     fn kv_increment<'a>(&'a self, plugin: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, KvError>> {
         Box::pin(Backplane::kv_increment(self, plugin, key, delta))
+    }
+
+    fn timer_define<'a>(
+        &'a self,
+        plugin: &'a str,
+        room: &'a str,
+        name: &'a str,
+        schedule: &'a str,
+    ) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(Backplane::timer_define(self, plugin, room, name, schedule))
+    }
+
+    fn timer_turn<'a>(&'a self, plugin: &'a str, room: &'a str, name: &'a str) -> BoxFuture<'a, Option<TimerTurn>> {
+        Box::pin(Backplane::timer_turn(self, plugin, room, name))
+    }
+
+    fn timer_cancel<'a>(&'a self, plugin: &'a str, room: &'a str, name: &'a str) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(Backplane::timer_cancel(self, plugin, room, name))
+    }
+
+    fn timer_release<'a>(&'a self, timers: &'a [(Arc<str>, Arc<str>, Arc<str>)]) -> BoxFuture<'a, ()> {
+        Box::pin(Backplane::timer_release(self, timers))
     }
 }

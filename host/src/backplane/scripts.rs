@@ -12,6 +12,9 @@
 //! * `P:host:HOST:rooms`: set of `PLUGIN:ROOM\nCONNID`, each membership this
 //!   host wrote, so it can be removed when the host dies.
 //! * `P:kv:PLUGIN:KEY`: the key-value store.
+//! * `P:timer:{PLUGIN:ROOM}:NAME`: a room timer, a hash of its schedule
+//!   (`s`), the host holding its lease (`o`) and until when (`u`, ms by
+//!   Redis's clock); `P:timers`: the index of them (see `room_timers`).
 //! * Channels `P:ch:{PLUGIN:ROOM}` (hosts with members in the room) and
 //!   `P:to:HOST` (one host).
 
@@ -73,6 +76,15 @@ impl Keys {
 
     pub fn kv(&self, plugin: &str, key: &str) -> String {
         format!("{}:kv:{plugin}:{key}", self.prefix)
+    }
+
+    /// A room timer, in its room's slot.
+    pub fn timer(&self, plugin: &str, room: &str, name: &str) -> String {
+        format!("{}:timer:{{{}}}:{name}", self.prefix, Self::room_id(plugin, room))
+    }
+
+    pub fn timers(&self) -> String {
+        format!("{}:timers", self.prefix)
     }
 
     pub fn host_channel(&self, host: &str) -> String {

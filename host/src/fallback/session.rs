@@ -84,6 +84,8 @@ enum Due {
     Hibernate,
     Grace,
     Stalled,
+    /// One of the plugin's timers for this session.
+    Timer,
 }
 
 /// Serves the session until it ends, then tells the plugin.
@@ -192,6 +194,7 @@ impl SessionTask<'_> {
                 hibernate_after.filter(|_| holding).map(|after| (last_event + after, Due::Hibernate)),
                 detached_at.map(|at| (at + self.settings.grace, Due::Grace)),
                 waiting_since.zip(stall_allowed).map(|(since, allowed)| (since + allowed, Due::Stalled)),
+                conn.timers.next_due().filter(|_| !conn.is_closing()).map(|at| (at, Due::Timer)),
             ]);
             let writable = async {
                 match &self.stream {
@@ -220,6 +223,13 @@ impl SessionTask<'_> {
                             }
                         }
                         Due::Hibernate => self.dispatcher.hibernate("idle"),
+                        Due::Timer => {
+                            if self.dispatcher.timer_due().await {
+                                self.queue_replies();
+                                self.dispatcher.rest();
+                            }
+                            last_event = Deadline::now();
+                        }
                         Due::Stalled => {
                             // The client stopped reading: end this stream; it
                             // may resume with what it missed.

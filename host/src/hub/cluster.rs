@@ -6,6 +6,7 @@
 //! Futures are boxed so the port can be a trait object: they are made only
 //! on cluster operations, never on a single host's message path.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -73,4 +74,40 @@ pub trait Cluster: Send + Sync {
     fn kv_delete<'a>(&'a self, plugin: &'a str, key: &'a str) -> BoxFuture<'a, bool>;
 
     fn kv_increment<'a>(&'a self, plugin: &'a str, key: &'a str, delta: i64) -> BoxFuture<'a, Result<i64, KvError>>;
+
+    /// Writes room timer `name` of `room` cluster-wide (`schedule` as
+    /// [`super::timers::Schedule::encode`] writes it) and takes its lease
+    /// unless another host runs it with that schedule: whether this host is
+    /// to run it.
+    fn timer_define<'a>(
+        &'a self,
+        plugin: &'a str,
+        room: &'a str,
+        name: &'a str,
+        schedule: &'a str,
+    ) -> BoxFuture<'a, Option<bool>>;
+
+    /// Before a tick, and to renew the lease between ticks: whether this
+    /// host runs the timer now (taking it over if its holder's lease ran
+    /// out), and its schedule.
+    fn timer_turn<'a>(&'a self, plugin: &'a str, room: &'a str, name: &'a str) -> BoxFuture<'a, Option<TimerTurn>>;
+
+    /// Removes the timer cluster-wide (its holder stops at its next turn);
+    /// whether it existed.
+    fn timer_cancel<'a>(&'a self, plugin: &'a str, room: &'a str, name: &'a str) -> BoxFuture<'a, Option<bool>>;
+
+    /// This host stops running these timers: their leases end now, so
+    /// another host takes them over at once.
+    fn timer_release<'a>(&'a self, timers: &'a [(Arc<str>, Arc<str>, Arc<str>)]) -> BoxFuture<'a, ()>;
+}
+
+/// Who runs a room timer now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerTurn {
+    /// This host, with this schedule.
+    Mine(String),
+    /// Another host holds its lease.
+    Theirs,
+    /// It was cancelled (or fired, for a one-shot).
+    Gone,
 }

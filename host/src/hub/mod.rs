@@ -6,7 +6,9 @@ mod cluster;
 mod cluster_wide;
 pub mod kv;
 mod log_budget;
+pub mod room_timers;
 pub mod rooms;
+pub mod timers;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, TimerTurn};
 pub use log_budget::LogBudget;
 
 use crate::metrics::StoreGauges;
@@ -113,6 +115,8 @@ pub struct Connection {
     /// What its plugin may still write to the log, across instances; made
     /// with the first one.
     pub log_budget: OnceLock<Arc<LogBudget>>,
+    /// Its timers, delivered by its task.
+    pub timers: timers::ConnTimers,
 }
 
 /// Wakes a connection's task, which alone waits on it: lock-free, where a
@@ -185,6 +189,7 @@ impl Connection {
             state: Mutex::new(None),
             rooms: Mutex::new(Vec::new()),
             log_budget: OnceLock::new(),
+            timers: Default::default(),
         }
     }
 
@@ -392,6 +397,7 @@ pub struct Hub {
     max_connections: usize,
     pub rooms: rooms::Rooms,
     pub kv: kv::Kv,
+    pub room_timers: Arc<room_timers::RoomTimers>,
     /// The other hosts, when scaled out.
     cluster: OnceLock<Arc<dyn Cluster>>,
 }
@@ -429,6 +435,7 @@ impl Hub {
             max_connections,
             rooms: rooms::Rooms::default(),
             kv: kv::Kv::new(kv_limits, store_gauges),
+            room_timers: Default::default(),
             cluster: OnceLock::new(),
         })
     }
@@ -445,6 +452,7 @@ impl Hub {
 
     /// Joins this hub to a cluster; once, at start-up.
     pub fn attach(&self, cluster: Arc<dyn Cluster>) {
+        self.room_timers.attach_cluster(cluster.clone());
         let _ = self.cluster.set(cluster);
     }
 
@@ -476,6 +484,12 @@ impl Hub {
             map.insert(id, conn.clone());
         }
         conn
+    }
+
+    /// A connection of `plugin` that no client holds and no id reaches: what
+    /// a call that serves no connection (a room timer's tick) runs as.
+    pub fn detached(&self, plugin: Arc<str>, label: &str, queue: QueueLimits) -> Arc<Connection> {
+        Arc::new(Connection::new(label.into(), plugin, queue))
     }
 
     /// Forgets a closed connection, and takes it out of its rooms.

@@ -66,7 +66,7 @@ impl Default for Rooms {
     }
 }
 
-fn check_name(room: &str) -> Result<(), RoomError> {
+pub fn check_name(room: &str) -> Result<(), RoomError> {
     if room.is_empty() || room.len() > MAX_ROOM_NAME {
         return Err(RoomError::BadName(room.len()));
     }

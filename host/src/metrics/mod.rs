@@ -25,6 +25,64 @@ pub enum Call {
     Open,
     Message,
     Close,
+    Timer,
+    RoomTimer,
+}
+
+/// Which kind of timer (the `kind` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum TimerKind {
+    Connection,
+    Room,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimerLabels {
+    pub plugin: String,
+    pub kind: TimerKind,
+}
+
+/// How an outbound HTTP request ended (the `outcome` label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum OutboundOutcome {
+    /// A response came (whatever its status).
+    Response,
+    /// Not in `allowed_outbound_hosts`.
+    Denied,
+    /// Past `http_in_flight`.
+    Busy,
+    /// No response: connect, TLS or protocol error, or a timeout.
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabels {
+    pub plugin: String,
+    pub outcome: OutboundOutcome,
+}
+
+/// A plugin's outbound HTTP counters.
+#[derive(Clone)]
+pub struct OutboundMetrics {
+    plugin: String,
+    requests: Family<OutboundLabels, Counter>,
+    /// Time to the response's head.
+    pub seconds: Histogram,
+}
+
+impl OutboundMetrics {
+    pub fn count(&self, outcome: OutboundOutcome) {
+        self.requests.get_or_create(&OutboundLabels { plugin: self.plugin.clone(), outcome }).inc();
+    }
+}
+
+/// A plugin's timer gauges and counters, by kind.
+#[derive(Clone)]
+pub struct TimerMetrics {
+    pub connection_timers: Gauge,
+    pub room_timers: Gauge,
+    pub connection_fired: Counter,
+    pub room_fired: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +172,8 @@ pub struct BackplaneMetrics {
     pub lost: Counter,
     /// Rooms this host is subscribed to.
     pub rooms_listened: Gauge,
+    /// Room timers this host took over from a host that stopped or died.
+    pub timers_taken_over: Counter,
 }
 
 impl BackplaneMetrics {
@@ -198,6 +258,10 @@ pub struct Metrics {
     log_dropped_bytes: Family<PluginLabel, Counter>,
     store: StoreGauges,
     sockets_resting: Gauge,
+    timers: Family<TimerLabels, Gauge>,
+    timers_fired: Family<TimerLabels, Counter>,
+    outbound_requests: Family<OutboundLabels, Counter>,
+    outbound_seconds: Family<PluginLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -229,8 +293,24 @@ impl Metrics {
             log_dropped_bytes: Family::default(),
             store: StoreGauges::default(),
             sockets_resting: Gauge::default(),
+            timers: Family::default(),
+            timers_fired: Family::default(),
+            outbound_requests: Family::default(),
+            outbound_seconds: Family::new_with_constructor(call_histogram),
             registry: Registry::default(),
         };
+        registry.register("timers", "Timers set, by kind (connection, room)", m.timers.clone());
+        registry.register("timers_fired", "Timer events delivered to plugins, by kind", m.timers_fired.clone());
+        registry.register(
+            "outbound_requests",
+            "Outbound HTTP requests of plugins, by outcome (response, denied, busy, failed)",
+            m.outbound_requests.clone(),
+        );
+        registry.register(
+            "outbound_seconds",
+            "Time from an outbound HTTP request to its response's head",
+            m.outbound_seconds.clone(),
+        );
         registry.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
         registry.register("connections", "WebSocket connections accepted", m.connections_total.clone());
         registry.register("messages_received", "Messages received from clients", m.messages_in.clone());
@@ -347,6 +427,11 @@ impl Metrics {
             "Rooms this host is subscribed to (it has members there)",
             b.rooms_listened.clone(),
         );
+        r.register(
+            "timers_taken_over",
+            "Room timers this host took over from a host that stopped or died",
+            b.timers_taken_over.clone(),
+        );
         b
     }
 
@@ -384,10 +469,26 @@ impl Metrics {
             call_open: call(Call::Open),
             call_message: call(Call::Message),
             call_close: call(Call::Close),
+            call_timer: call(Call::Timer),
+            call_room_timer: call(Call::RoomTimer),
             faults: self.faults.clone(),
             log_dropped_lines: self.log_dropped_lines.get_or_create_owned(&label),
             log_dropped_bytes: self.log_dropped_bytes.get_or_create_owned(&label),
             latency: Default::default(),
+            timers: {
+                let kind = |kind| TimerLabels { plugin: plugin.to_string(), kind };
+                TimerMetrics {
+                    connection_timers: self.timers.get_or_create_owned(&kind(TimerKind::Connection)),
+                    room_timers: self.timers.get_or_create_owned(&kind(TimerKind::Room)),
+                    connection_fired: self.timers_fired.get_or_create_owned(&kind(TimerKind::Connection)),
+                    room_fired: self.timers_fired.get_or_create_owned(&kind(TimerKind::Room)),
+                }
+            },
+            outbound: OutboundMetrics {
+                plugin: plugin.to_string(),
+                requests: self.outbound_requests.clone(),
+                seconds: self.outbound_seconds.get_or_create_owned(&label),
+            },
         }
     }
 
@@ -432,11 +533,15 @@ pub struct PluginMetrics {
     call_open: Histogram,
     call_message: Histogram,
     call_close: Histogram,
+    call_timer: Histogram,
+    call_room_timer: Histogram,
     faults: Family<FaultLabels, Counter>,
     pub log_dropped_lines: Counter,
     pub log_dropped_bytes: Counter,
     /// Recent call times in fine buckets, for the console's chart.
     pub latency: std::sync::Arc<LatencySketch>,
+    pub timers: TimerMetrics,
+    pub outbound: OutboundMetrics,
 }
 
 impl PluginMetrics {
@@ -451,6 +556,8 @@ impl PluginMetrics {
             Call::Open => &self.call_open,
             Call::Message => &self.call_message,
             Call::Close => &self.call_close,
+            Call::Timer => &self.call_timer,
+            Call::RoomTimer => &self.call_room_timer,
         }
     }
 

@@ -10,9 +10,11 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{WebsocketPlugin, WebsocketPluginPre};
+use super::bindings::{PluginCore, PluginV01};
 use super::cache::{CompileCache, Origin};
+use super::host_api::HostApi;
 use super::store::StoreData;
+use super::world::Pre;
 
 /// One epoch tick: a plugin computing this long yields to the async
 /// runtime (and moves to the plugin lane, see `lane`), and again every tick.
@@ -119,9 +121,10 @@ impl PluginEngine {
 
         let mut linker = Linker::<StoreData>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        WebsocketPlugin::add_to_linker::<StoreData, HasSelf<super::host_api::HostApi>>(&mut linker, |ctx| {
-            &mut ctx.host
-        })?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, StoreData::config)?;
+        PluginCore::add_to_linker::<StoreData, HasSelf<HostApi>>(&mut linker, |ctx| &mut ctx.host)?;
+        PluginV01::add_to_linker::<StoreData, HasSelf<HostApi>>(&mut linker, |ctx| &mut ctx.host)?;
 
         let clock = EpochClock::start(&engine)?;
         let cache = match &settings.cache_dir {
@@ -155,18 +158,14 @@ impl PluginEngine {
 
     /// Compiles `bytes` and checks it against the world. CPU-heavy for
     /// large components: call it off the async runtime.
-    pub fn prepare(
-        &self,
-        content_hash: &str,
-        bytes: &[u8],
-    ) -> Result<(WebsocketPluginPre<StoreData>, Origin), LoadError> {
+    pub fn prepare(&self, content_hash: &str, bytes: &[u8]) -> Result<(Pre, Origin), LoadError> {
         let compile_error = |e: wasmtime::Error| LoadError::Compile(lines(&e));
         let (component, origin) = match &self.cache {
             Some(cache) => cache.component(&self.engine, content_hash, bytes).map_err(compile_error)?,
             None => (Component::new(&self.engine, bytes).map_err(compile_error)?, Origin::Compiled),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::World(lines(&e)))?;
-        let pre = WebsocketPluginPre::new(pre).map_err(|e| LoadError::World(lines(&e)))?;
+        let pre = Pre::new(pre).map_err(|e| LoadError::World(lines(&e)))?;
         Ok((pre, origin))
     }
 }

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::bindings::{HostError, Message, connections, kv, log, rooms, state, types};
+use super::bindings::{HostError, Message, connections, kv, log, rooms, state, timers, types};
+use super::wait::WaitMark;
 use crate::console::{Console, Kind};
 use crate::hub::LogBudget;
 use crate::hub::kv::{KvError, Store};
 use crate::hub::rooms::RoomError;
+use crate::hub::timers::{Schedule, Set, TimerError, TimerLimits};
 use crate::hub::{ByteBudget, Connection, DeliveryError, Hub, Outbound};
+use crate::metrics::TimerMetrics;
 
 /// What an instance may reach: the hub, scoped to its own plugin.
 pub struct HostApi {
@@ -33,6 +36,11 @@ pub struct HostApi {
     log_budget: Arc<LogBudget>,
     /// The plugin's live console: `log` and stdio lines go there too.
     console: Arc<Console>,
+    timer_limits: TimerLimits,
+    max_room_timers: usize,
+    timer_metrics: TimerMetrics,
+    /// Marked when a call waits on another host (Redis): see `wait`.
+    waiting: WaitMark,
 }
 
 /// Replies of one call, in order, with their bytes taken from the plugin's
@@ -70,6 +78,8 @@ pub struct HostLimits {
     pub max_message: usize,
     pub max_state: usize,
     pub max_replies: usize,
+    pub timers: TimerLimits,
+    pub max_room_timers: usize,
 }
 
 impl HostApi {
@@ -80,6 +90,7 @@ impl HostApi {
         limits: HostLimits,
         log_budget: Arc<LogBudget>,
         console: Arc<Console>,
+        timer_metrics: TimerMetrics,
     ) -> Self {
         Self {
             store: hub.kv.store(&own.plugin),
@@ -92,7 +103,35 @@ impl HostApi {
             max_replies: limits.max_replies,
             log_budget,
             console,
+            timer_limits: limits.timers,
+            max_room_timers: limits.max_room_timers,
+            timer_metrics,
+            waiting: WaitMark::default(),
         }
+    }
+
+    /// Shares the mark of the instance's calls.
+    pub(super) fn set_wait_mark(&mut self, mark: WaitMark) {
+        self.waiting = mark;
+    }
+
+    /// The cluster, if any, with the call marked as waiting on it.
+    fn cluster(&self) -> Option<&Arc<dyn crate::hub::Cluster>> {
+        let cluster = self.hub.cluster();
+        if cluster.is_some() {
+            self.waiting.mark();
+        }
+        cluster
+    }
+
+    /// A timer was refused: the console says why.
+    fn refused(&self, name: &str, e: &TimerError) {
+        self.console.publish(Kind::Timer, Some(self.connection()), Some("refused"), || format!("timer {name:?}: {e}"));
+    }
+
+    /// Marks the call as waiting when what it asks goes to the cluster.
+    fn may_wait(&self) {
+        let _ = self.cluster();
     }
 
     pub(super) fn console(&self) -> &Arc<Console> {
@@ -187,6 +226,7 @@ impl connections::Host for HostApi {
             }
             return self.reply(Outbound::Message(message.into()));
         }
+        self.may_wait();
         Ok(self.hub.send_to(Some(&self.own.plugin), &id, message.into()).await?)
     }
 
@@ -205,7 +245,10 @@ impl connections::Host for HostApi {
         let frame = WsCloseFrame { code: CloseCode::from(code), reason: reason.into() };
         let target = match self.target(&id) {
             Ok(target) => target,
-            Err(_) => return Ok(self.hub.close_remote(&self.own.plugin, &id, &frame).await?),
+            Err(_) => {
+                self.may_wait();
+                return Ok(self.hub.close_remote(&self.own.plugin, &id, &frame).await?);
+            }
         };
         if Arc::ptr_eq(&target, &self.own) {
             if !target.begin_close() {
@@ -255,31 +298,99 @@ impl From<RoomError> for HostError {
 
 impl rooms::Host for HostApi {
     async fn join(&mut self, id: String, room: String) -> Result<(), HostError> {
+        self.may_wait();
         let conn = self.target(&id)?;
         Ok(self.hub.join(&conn, &room).await?)
     }
 
     async fn leave(&mut self, id: String, room: String) -> Result<(), HostError> {
+        self.may_wait();
         let conn = self.target(&id)?;
         Ok(self.hub.leave(&conn, &room).await?)
     }
 
     async fn broadcast(&mut self, room: String, message: Message, except: Option<String>) -> Result<u32, HostError> {
+        self.may_wait();
         self.check_size(&message)?;
         let message = message.into();
         Ok(self.hub.broadcast(&self.own.plugin, &room, &message, except.as_deref()).await)
     }
 
     async fn count(&mut self, room: String) -> u32 {
+        self.may_wait();
         self.hub.count(&self.own.plugin, &room).await
     }
 
     async fn members(&mut self, room: String, limit: u32) -> Vec<String> {
+        self.may_wait();
         self.hub.members(&self.own.plugin, &room, usize::try_from(limit).unwrap_or(usize::MAX)).await
     }
 
     async fn rooms_of(&mut self, id: String) -> Result<Vec<String>, HostError> {
         Ok(self.target(&id)?.rooms())
+    }
+}
+
+impl From<TimerError> for HostError {
+    fn from(e: TimerError) -> Self {
+        match e {
+            TimerError::BadName(_) | TimerError::TooSoon { .. } => HostError::Invalid(e.to_string()),
+            TimerError::TooMany(_) | TimerError::TooManyRoom(_) => HostError::TooLarge(e.to_string()),
+        }
+    }
+}
+
+impl From<timers::Schedule> for Schedule {
+    fn from(s: timers::Schedule) -> Self {
+        use std::time::Duration;
+        match s {
+            timers::Schedule::Once(ms) => Schedule::Once(Duration::from_millis(ms)),
+            timers::Schedule::Every(ms) => Schedule::Every(Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// A connection's timers live on it; a room's in the hub's table, whose
+/// tasks tick through the session layer.
+impl timers::Host for HostApi {
+    async fn set(&mut self, id: String, name: String, schedule: timers::Schedule) -> Result<(), HostError> {
+        let conn = self.target(&id)?;
+        if conn.is_closing() {
+            return Err(HostError::Closed);
+        }
+        let set =
+            conn.timers.set(&name, schedule.into(), &self.timer_limits).inspect_err(|e| self.refused(&name, e))?;
+        if set == Set::Added {
+            self.timer_metrics.connection_timers.inc();
+        }
+        // Its task waits for the earliest timer: it looks again.
+        conn.wake();
+        Ok(())
+    }
+
+    async fn cancel(&mut self, id: String, name: String) -> bool {
+        let Ok(conn) = self.target(&id) else { return false };
+        let cancelled = conn.timers.cancel(&name);
+        if cancelled {
+            self.timer_metrics.connection_timers.dec();
+        }
+        cancelled
+    }
+
+    async fn set_room(&mut self, room: String, name: String, schedule: timers::Schedule) -> Result<(), HostError> {
+        crate::hub::rooms::check_name(&room)?;
+        self.may_wait();
+        let timers = &self.hub.room_timers;
+        timers
+            .set(&self.own.plugin, &room, &name, schedule.into(), &self.timer_limits, self.max_room_timers)
+            .await
+            .inspect_err(|e| self.refused(&name, e))?;
+        Ok(())
+    }
+
+    async fn cancel_room(&mut self, room: String, name: String) -> bool {
+        self.may_wait();
+        self.hub.room_timers.cancel(&self.own.plugin, &room, &name).await
     }
 }
 
@@ -303,7 +414,7 @@ impl From<KvError> for HostError {
 /// on keys and values stay the same.
 impl kv::Host for HostApi {
     async fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.hub.cluster() {
+        match self.cluster() {
             Some(b) => b.kv_get(&self.own.plugin, &key).await,
             None => self.store.get(&key),
         }
@@ -311,7 +422,7 @@ impl kv::Host for HostApi {
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), HostError> {
         let ttl = ttl_ms.map(std::time::Duration::from_millis);
-        match self.hub.cluster() {
+        match self.cluster() {
             Some(b) => {
                 self.store.check(&key, &value)?;
                 Ok(b.kv_set(&self.own.plugin, &key, &value, ttl).await?)
@@ -321,14 +432,14 @@ impl kv::Host for HostApi {
     }
 
     async fn delete(&mut self, key: String) -> bool {
-        match self.hub.cluster() {
+        match self.cluster() {
             Some(b) => b.kv_delete(&self.own.plugin, &key).await,
             None => self.store.delete(&key),
         }
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, HostError> {
-        match self.hub.cluster() {
+        match self.cluster() {
             Some(b) => {
                 self.store.check(&key, &[])?;
                 Ok(b.kv_increment(&self.own.plugin, &key, delta).await?)

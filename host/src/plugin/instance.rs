@@ -7,13 +7,15 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{CloseFrame, Message, OpenResponse, Request, WebsocketPlugin};
+use super::bindings::{CloseFrame, Message, OpenResponse, Request};
 use super::engine::TICK;
 use super::host_api::HostApi;
 use super::lane::{self, LongCall};
 use super::pool::Permit;
 use super::registry::Version;
 use super::store::StoreData;
+use super::wait::{self, OutOfTime, WaitMark};
+use super::world::Handler;
 use crate::config::PluginLimits;
 use crate::metrics::FaultKind;
 
@@ -24,6 +26,8 @@ pub enum Fault {
     Trap(String),
     #[error("ran past its {} deadline", humantime::format_duration(*.0))]
     Timeout(Duration),
+    #[error("waited on outbound I/O past its {} wait_timeout", humantime::format_duration(*.0))]
+    Waited(Duration),
     #[error("exceeded its {0} memory limit")]
     Memory(ByteSize),
     /// The host, not the plugin, ran short: no instance slot came free in
@@ -41,7 +45,7 @@ impl Fault {
     pub fn kind(&self) -> FaultKind {
         match self {
             Fault::Trap(_) => FaultKind::Trap,
-            Fault::Timeout(_) => FaultKind::Timeout,
+            Fault::Timeout(_) | Fault::Waited(_) => FaultKind::Timeout,
             Fault::Memory(_) => FaultKind::Memory,
             Fault::Resources(_) | Fault::PoolFull(_) => FaultKind::Resources,
         }
@@ -53,6 +57,13 @@ pub enum Event {
     Open(Request),
     Message(Message),
     Close(Option<CloseFrame>),
+    /// A timer of the connection fired.
+    Timer(String),
+    /// A timer of a room fired; the instance serves no connection.
+    RoomTimer {
+        room: String,
+        name: String,
+    },
 }
 
 /// What the plugin answered.
@@ -65,11 +76,13 @@ pub enum Answer {
 /// for as long as it lives.
 pub struct Instance {
     store: Store<StoreData>,
-    bindings: WebsocketPlugin,
+    handler: Handler,
     version: Arc<Version>,
     limits: PluginLimits,
     /// The connection served, as the bindings want it.
     id: String,
+    /// Set when the call in progress waits on outbound I/O.
+    waited: WaitMark,
     // Last, so the store's pool slot is free before the permit is.
     permit: Permit,
 }
@@ -79,13 +92,15 @@ impl Instance {
     /// `permit`, within the plugin's deadline.
     pub async fn new(
         version: Arc<Version>,
-        host: HostApi,
+        mut host: HostApi,
         limits: PluginLimits,
         permit: Permit,
     ) -> Result<Self, Fault> {
         let id = host.connection().to_string();
         let long = LongCall::default();
-        let ctx = StoreData::new(host, limits.memory, long.clone());
+        let waited = WaitMark::default();
+        host.set_wait_mark(waited.clone());
+        let ctx = StoreData::new(host, limits.memory, long.clone(), version.caps.clone(), waited.clone());
         let mut store = Store::new(version.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.limiter);
         store.epoch_deadline_callback(|mut cx| {
@@ -104,9 +119,9 @@ impl Instance {
         let call = async move {
             let _ticking = clock.enter();
             arm(&mut store, limits.deadline);
-            let made = tokio::time::timeout(limits.deadline, version.pre.instantiate_async(&mut store)).await;
+            let made = tokio::time::timeout(limits.deadline, version.pre.instantiate(&mut store)).await;
             match made {
-                Ok(Ok(bindings)) => Ok(Self { store, bindings, version, limits, id, permit }),
+                Ok(Ok(handler)) => Ok(Self { store, handler, version, limits, id, waited, permit }),
                 Ok(Err(e)) => Err(classify_instantiation(&store, &limits, e)),
                 Err(_) => Err(Fault::Timeout(limits.deadline)),
             }
@@ -128,22 +143,27 @@ impl Instance {
         &self.permit
     }
 
-    /// Delivers `event` within the plugin's deadline, wall time: time spent
-    /// in host calls that wait (a sleep, a Redis command) counts too. The
-    /// instance comes back with the answer; after a fault it must be dropped.
+    /// Delivers `event` within the plugin's deadline in wall time (a sleep
+    /// counts), or from its first wait on outbound I/O within its
+    /// `wait_timeout`, its own running time still within the deadline
+    /// (see `wait`). The instance comes back with the answer; after a
+    /// fault it must be dropped.
     pub async fn handle(mut self, event: Event) -> (Self, Result<Answer, Fault>) {
         let long = self.store.data().long.clone();
         long.reset();
+        self.waited.reset();
         let clock = self.version.clock.clone();
-        let deadline = self.limits.deadline;
+        let (deadline, wait_timeout) = (self.limits.deadline, self.limits.wait_timeout);
         let call = async move {
             let _ticking = clock.enter();
             arm(&mut self.store, deadline);
-            let answered = tokio::time::timeout(deadline, self.dispatch(&event)).await;
+            let waited = self.waited.clone();
+            let answered = wait::bounded(self.dispatch(&event), deadline, wait_timeout, &waited).await;
             let result = match answered {
                 Ok(Ok(answer)) => Ok(answer),
                 Ok(Err(e)) => Err(classify(&self.store, &self.limits, e)),
-                Err(_) => Err(Fault::Timeout(deadline)),
+                Err(OutOfTime::Deadline) => Err(Fault::Timeout(deadline)),
+                Err(OutOfTime::Wait) => Err(Fault::Waited(wait_timeout)),
             };
             (self, result)
         };
@@ -151,15 +171,13 @@ impl Instance {
     }
 
     async fn dispatch(&mut self, event: &Event) -> wasmtime::Result<Answer> {
-        let handler = self.bindings.wasmsocket_plugin_handler();
+        let (handler, store, id) = (&self.handler, &mut self.store, &self.id);
         match event {
-            Event::Open(request) => handler.call_on_open(&mut self.store, &self.id, request).await.map(Answer::Open),
-            Event::Message(message) => {
-                handler.call_on_message(&mut self.store, &self.id, message).await.map(|()| Answer::Done)
-            }
-            Event::Close(close) => {
-                handler.call_on_close(&mut self.store, &self.id, close.as_ref()).await.map(|()| Answer::Done)
-            }
+            Event::Open(request) => handler.on_open(store, id, request).await.map(Answer::Open),
+            Event::Message(message) => handler.on_message(store, id, message).await.map(|()| Answer::Done),
+            Event::Close(close) => handler.on_close(store, id, close.as_ref()).await.map(|()| Answer::Done),
+            Event::Timer(name) => handler.on_timer(store, id, name).await.map(|()| Answer::Done),
+            Event::RoomTimer { room, name } => handler.on_room_timer(store, room, name).await.map(|()| Answer::Done),
         }
     }
 }

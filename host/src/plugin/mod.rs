@@ -3,15 +3,19 @@
 
 mod bindings;
 mod cache;
+mod compat;
 mod engine;
 mod host_api;
 mod instance;
 mod lane;
+mod outbound;
 mod pool;
 mod registry;
 mod stdio;
 mod store;
 mod trap;
+mod wait;
+mod world;
 
 pub use bindings::{CloseFrame, Message, OpenResponse, Request};
 pub use engine::{EngineSettings, LoadError, PluginEngine};

@@ -11,11 +11,12 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::bindings::WebsocketPluginPre;
 use super::cache::Origin;
 use super::engine::{EpochClock, LoadError, PluginEngine};
-use super::store::StoreData;
-use crate::config::{Config, InMemory, PluginLimits, ReloadMode, is_plugin_name};
+use super::outbound::HttpPolicy;
+use super::store::Capabilities;
+use super::world::Pre;
+use crate::config::{Config, Grants, InMemory, PluginLimits, ReloadMode, is_plugin_name};
 use crate::console::{Console, Kind};
 use crate::hub::ByteBudget;
 use crate::metrics::{Metrics, PluginMetrics};
@@ -30,7 +31,9 @@ pub struct Version {
     /// Where it came from: a file path, or `built-in`.
     pub source: String,
     pub size: usize,
-    pub(crate) pre: WebsocketPluginPre<StoreData>,
+    pub(crate) pre: Pre,
+    /// What its instances are granted: variables, outbound HTTP.
+    pub(crate) caps: Arc<Capabilities>,
     /// Ticks while this version's calls run (deadlines and yields).
     pub(crate) clock: Arc<EpochClock>,
 }
@@ -51,6 +54,10 @@ pub struct Plugin {
     pub console: Arc<Console>,
     /// Bytes it has queued for its clients (`limits.outbound_bytes`).
     pub outbound: Arc<ByteBudget>,
+    /// Its grants from the configuration, as last applied.
+    grants: Mutex<Arc<Grants>>,
+    /// Its outbound HTTP requests in flight (`limits.http_in_flight`).
+    http_in_flight: Arc<tokio::sync::Semaphore>,
     current: ArcSwapOption<Version>,
     failure: Mutex<Option<LoadFailure>>,
     /// The file is gone: the route answers 404. The entry stays so that
@@ -76,6 +83,12 @@ pub struct PluginInfo {
     pub connections: i64,
     pub default: bool,
     pub reload: ReloadMode,
+    /// The world version it was built against: `0.2.0` or `0.1`.
+    pub world: Option<&'static str>,
+    /// Its variables; secret ones show as `(secret)`.
+    pub variables: BTreeMap<String, String>,
+    /// Where it may send HTTP requests, as `scheme://host:port`.
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 impl Plugin {
@@ -88,6 +101,29 @@ impl Plugin {
     /// file leaves open connections on what they have).
     pub fn is_current(&self, version: &Arc<Version>) -> bool {
         self.current.load().as_ref().is_none_or(|c| Arc::ptr_eq(c, version))
+    }
+
+    /// The grants its versions are made with.
+    pub fn grants(&self) -> Arc<Grants> {
+        self.grants.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// What a version made now is granted.
+    fn capabilities(&self) -> Arc<Capabilities> {
+        let grants = self.grants();
+        let variables = grants.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Arc::new(Capabilities {
+            variables,
+            http: Arc::new(HttpPolicy {
+                plugin: self.name.clone(),
+                grants,
+                in_flight: self.http_in_flight.clone(),
+                max_response: self.limits.http_response_size.as_u64(),
+                timeout: self.limits.wait_timeout,
+                metrics: self.metrics.outbound.clone(),
+                console: self.console.clone(),
+            }),
+        })
     }
 
     fn install(&self, version: Arc<Version>) {
@@ -127,6 +163,14 @@ impl Plugin {
             connections: self.metrics.connections_open.get(),
             default: name == default_plugin,
             reload: self.reload,
+            world: current.as_ref().map(|v| v.pre.world()),
+            variables: self.grants().shown_variables(),
+            allowed_outbound_hosts: self
+                .grants()
+                .outbound
+                .iter()
+                .map(|o| format!("{}://{}:{}", o.scheme, o.host, o.port))
+                .collect(),
             name,
         }
     }
@@ -193,6 +237,8 @@ impl Registry {
         let plugin = Arc::new(Plugin {
             name: name.into(),
             outbound: ByteBudget::new(limits.outbound_bytes.in_memory()),
+            grants: Mutex::new(Arc::new(self.config.grants_for(name))),
+            http_in_flight: Arc::new(tokio::sync::Semaphore::new(limits.http_in_flight)),
             limits,
             reload: self.config.reload_for(name),
             metrics: self.metrics.for_plugin(name),
@@ -239,6 +285,7 @@ impl Registry {
                     source,
                     size,
                     pre,
+                    caps: plugin.capabilities(),
                     clock: self.engine.clock().clone(),
                 });
                 plugin.install(version.clone());
@@ -274,6 +321,43 @@ impl Registry {
                 Err(e)
             }
         }
+    }
+
+    /// Applies the grants of `config` (re-read from its file): every plugin
+    /// whose variables or allowed hosts changed gets a new version of the
+    /// same component made with them, as a file change would. What changed
+    /// for each, by name (values are not named: some are secret).
+    pub fn regrant(&self, config: &Config) -> Vec<(String, Vec<String>)> {
+        let plugins = self.plugins.read().map(|p| p.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let mut changed = Vec::new();
+        for plugin in plugins {
+            let fresh = config.grants_for(&plugin.name);
+            let Ok(mut grants) = plugin.grants.lock() else { continue };
+            if **grants == fresh {
+                continue;
+            }
+            let what = grant_changes(&grants, &fresh);
+            *grants = Arc::new(fresh);
+            drop(grants);
+            if let Some(current) = plugin.current() {
+                let version = Arc::new(Version {
+                    hash: current.hash.clone(),
+                    short: current.short.clone(),
+                    loaded_at: SystemTime::now(),
+                    source: current.source.clone(),
+                    size: current.size,
+                    pre: current.pre.clone(),
+                    caps: plugin.capabilities(),
+                    clock: current.clock.clone(),
+                });
+                plugin.install(version);
+            }
+            let list = what.join(", ");
+            plugin.console.publish(Kind::Reload, None, None, || format!("configuration changed ({list}): reloaded"));
+            tracing::info!(plugin = &*plugin.name, "configuration changed ({list}): reloaded");
+            changed.push((plugin.name.to_string(), what));
+        }
+        changed
     }
 
     /// Brings plugin `name` in line with `dir/NAME.wasm`: load it if its
@@ -385,4 +469,22 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// What differs between two grants, naming variables but not their values.
+fn grant_changes(old: &Grants, new: &Grants) -> Vec<String> {
+    let mut what: Vec<String> = old
+        .variables
+        .keys()
+        .chain(new.variables.keys())
+        .filter(|k| {
+            old.variables.get(*k) != new.variables.get(*k) || old.secret.contains(*k) != new.secret.contains(*k)
+        })
+        .map(|k| format!("variable {k}"))
+        .collect();
+    what.dedup();
+    if old.outbound != new.outbound {
+        what.push("allowed_outbound_hosts".into());
+    }
+    what
 }

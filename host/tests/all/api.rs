@@ -120,3 +120,16 @@ async fn plugins_built_against_an_older_world_still_load() {
     let mut ws = host.connect("/ws/old").await;
     assert_eq!(ask(&mut ws, "hi").await, "0.1.0 says hi");
 }
+
+#[tokio::test]
+async fn plugins_built_against_0_1_1_keep_their_rooms_and_store() {
+    let compat = std::fs::read(env!("WASMSOCKET_COMPAT_0_1_1_WASM")).unwrap();
+    let host = Host::start_with(plugins_dir(&[("old.wasm", &compat)]), &[]).await;
+    let entry = host.plugin("old").await.unwrap();
+    assert_eq!((&entry["state"], &entry["world"]), (&"ready".into(), &"0.1".into()));
+    let mut a = host.connect("/ws/old").await;
+    let mut b = host.connect("/ws/old").await;
+    assert_eq!(ask(&mut a, "hi").await, "0.1.1 says hi");
+    assert_eq!(ask(&mut a, "join lobby").await, "0.1.1 room lobby has 1 after 1 joins");
+    assert_eq!(ask(&mut b, "join lobby").await, "0.1.1 room lobby has 2 after 2 joins");
+}

@@ -21,16 +21,40 @@ fn a_plugin_that_fits_reports_its_world_imports_size_and_compile_time() {
     let out = check(&bytes);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("world:        wasmsocket:plugin@0.1.1"), "{stdout}");
-    for interface in ["state@0.1.1", "log@0.1.1", "rooms@0.1.1", "kv@0.1.1", "connections@0.1.1"] {
+    assert!(stdout.contains("world:        wasmsocket:plugin@0.2.0"), "{stdout}");
+    for interface in ["state@0.2.0", "log@0.2.0", "rooms@0.2.0", "kv@0.2.0", "connections@0.2.0", "timers@0.2.0"] {
         assert!(stdout.contains(interface), "{interface}: {stdout}");
     }
+    assert!(stdout.contains("capabilities: timers, outbound HTTP, config"), "{stdout}");
     assert!(stdout.contains("size:") && stdout.contains("compile time:"), "{stdout}");
+    // It fetches, and nothing allows it to: the author hears so.
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning:") && stderr.contains("plugins.plugin.allowed_outbound_hosts"), "{stderr}");
 
     // A plugin built against the first world names that version.
     let out = check(&std::fs::read(env!("WASMSOCKET_COMPAT_0_1_0_WASM")).unwrap());
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("wasmsocket:plugin@0.1.0"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("capabilities: none"), "{}", text(&out.stdout));
+    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_plugin_allowed_its_hosts_in_the_config_gets_no_warning() {
+    let dir = TempDir::new("check");
+    let file = dir.0.join("fetcher.wasm");
+    std::fs::copy(TESTBED_WASM, &file).unwrap();
+    let config = dir.0.join("wasmsocket.toml");
+    std::fs::write(&config, "[plugins.fetcher]\nallowed_outbound_hosts = [\"https://api.example.com\"]\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmsocket"))
+        .arg("check")
+        .arg(&file)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -37,6 +37,7 @@ on_single_and_cluster!(
     the_chat_example_works_across_hosts,
     a_dead_hosts_members_leave_the_counts,
     a_host_receives_a_rooms_broadcasts_only_while_it_has_members_there,
+    a_room_timer_runs_on_one_host_and_another_takes_it_over_when_it_stops,
 );
 
 async fn healthz(host: &Host) -> serde_json::Value {
@@ -508,4 +509,44 @@ async fn on_cluster_a_master_failover_during_traffic_is_followed_without_restart
     let lost = a.metric_or_zero("wasmsocket_redis_lost_total").await;
     assert!(dropped + lost > 0.0, "dropped {dropped}, lost {lost}");
     assert!(b.metric_or_zero("wasmsocket_redis_disconnects_total").await >= 1.0);
+}
+
+async fn a_room_timer_runs_on_one_host_and_another_takes_it_over_when_it_stops(redis: impl RedisTarget) {
+    let (mut a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
+    let mut on_a = joined(&a, "game").await;
+    let mut on_b = joined(&b, "game").await;
+    assert_eq!(ask(&mut on_a, "roomtimer game loop every 50").await, "ok");
+    // Asked for again from the other host with the same schedule: it keeps
+    // running where it runs.
+    assert_eq!(ask(&mut on_b, "roomtimer game loop every 50").await, "ok");
+    for _ in 0..6 {
+        assert_eq!(expect_text(&mut on_b).await, "roomtimer game loop");
+    }
+    let fired = "wasmsocket_timers_fired_total{plugin=\"testbed\",kind=\"Room\"}";
+    assert!(a.metric_or_zero(fired).await >= 6.0);
+    assert_eq!(b.metric_or_zero(fired).await, 0.0, "exactly one host runs the timer");
+
+    a.signal("TERM");
+    a.wait_exit().await;
+    // B takes it over: its member keeps getting ticks.
+    for _ in 0..3 {
+        assert_eq!(expect_text(&mut on_b).await, "roomtimer game loop");
+    }
+    assert!(b.metric_or_zero(fired).await >= 1.0);
+    assert_eq!(b.metric_or_zero("wasmsocket_redis_timers_taken_over_total").await, 1.0);
+    drop(on_a);
+
+    // Cancelled from the host that runs it, it stops everywhere.
+    assert_eq!(ask_skipping(&mut on_b, "unroomtimer game loop", "roomtimer").await, "cancelled true");
+}
+
+/// Sends `text` and returns the first reply that does not start with `skip`.
+async fn ask_skipping(ws: &mut Client, text: &str, skip: &str) -> String {
+    send_text(ws, text).await;
+    loop {
+        let got = expect_text(ws).await;
+        if !got.starts_with(skip) {
+            return got;
+        }
+    }
 }

@@ -16,6 +16,13 @@
 //!   replies `joined N ERROR` (N the joins that succeeded).
 //! - `kvset KEY VALUE`, `kvget KEY`, `kvdel KEY`, `incr KEY DELTA`: the shared store.
 //!
+//! - `timer NAME once|every MS` / `untimer NAME`: a timer of this connection; replies
+//!   `ok` or the error / `cancelled BOOL`. When it fires: `timer NAME`.
+//! - `roomtimer ROOM NAME once|every MS` / `unroomtimer ROOM NAME`: a room's timer;
+//!   when it fires, every member gets `roomtimer ROOM NAME`.
+//! - `config KEY`: replies `config KEY=VALUE` or `config KEY none` (wasi:config/store).
+//! - `fetch URL`: GET URL over wasi:http; replies `status CODE BYTES` or `error CODE`.
+//!
 //! Hostile commands, for the isolation tests (none replies unless it says so):
 //! - `sleep MS [TIMES]`: sleep MS milliseconds (WASI clock poll), TIMES times; replies `slept`.
 //! - `random BYTES`: ask WASI for BYTES random bytes; replies `random N` or traps.
@@ -35,11 +42,14 @@
 wit_bindgen::generate!({
     path: "../../wit",
     world: "websocket-plugin",
+    // Also the WASI interfaces the world imports (wasi:config).
+    generate_all,
 });
 
 use exports::wasmsocket::plugin::handler::{CloseFrame, ConnectionId, Guest, Message, OpenResponse, Request};
+use wasmsocket::plugin::timers::Schedule;
 use wasmsocket::plugin::types::Rejection;
-use wasmsocket::plugin::{connections, kv, log, rooms, state};
+use wasmsocket::plugin::{connections, kv, log, rooms, state, timers};
 
 struct Testbed;
 
@@ -84,6 +94,40 @@ impl Guest for Testbed {
         };
         let (command, rest) = text.split_once(' ').unwrap_or((text.as_str(), ""));
         match command {
+            "timer" => {
+                let mut parts = rest.splitn(3, ' ');
+                let (name, kind, ms) =
+                    (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let answer = match schedule(kind, ms) {
+                    Some(s) => outcome(timers::set(&id, name, s)),
+                    None => "usage: timer NAME once|every MS".into(),
+                };
+                reply(&id, Message::Text(answer));
+            }
+            "untimer" => reply(&id, Message::Text(format!("cancelled {}", timers::cancel(&id, rest)))),
+            "roomtimer" => {
+                let mut parts = rest.splitn(4, ' ');
+                let (room, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (kind, ms) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let answer = match schedule(kind, ms) {
+                    Some(s) => outcome(timers::set_room(room, name, s)),
+                    None => "usage: roomtimer ROOM NAME once|every MS".into(),
+                };
+                reply(&id, Message::Text(answer));
+            }
+            "unroomtimer" => {
+                let (room, name) = rest.split_once(' ').unwrap_or((rest, ""));
+                reply(&id, Message::Text(format!("cancelled {}", timers::cancel_room(room, name))));
+            }
+            "config" => {
+                let answer = match wasi::config::store::get(rest) {
+                    Ok(Some(value)) => format!("config {rest}={value}"),
+                    Ok(None) => format!("config {rest} none"),
+                    Err(e) => format!("config error {e:?}"),
+                };
+                reply(&id, Message::Text(answer));
+            }
+            "fetch" => reply(&id, Message::Text(fetch(rest))),
             "trap" => panic!("testbed asked to trap"),
             "loop" => {
                 let mut n: u64 = 0;
@@ -292,6 +336,65 @@ impl Guest for Testbed {
             let _ = connections::send(watcher, &Message::Text(format!("closed {id} {how}")));
         }
     }
+
+    fn on_timer(id: ConnectionId, name: String) {
+        let _ = connections::send(&id, &Message::Text(format!("timer {name}")));
+    }
+
+    fn on_room_timer(room: String, name: String) {
+        let _ = rooms::broadcast(&room, &Message::Text(format!("roomtimer {room} {name}")), None);
+    }
+}
+
+fn schedule(kind: &str, ms: &str) -> Option<Schedule> {
+    let ms = ms.parse().ok()?;
+    match kind {
+        "once" => Some(Schedule::Once(ms)),
+        "every" => Some(Schedule::Every(ms)),
+        _ => None,
+    }
+}
+
+/// GETs `url` (`http://host:port/path`) and reads the whole body.
+fn fetch(url: &str) -> String {
+    use wasip2::http::types::{ErrorCode, Fields, OutgoingRequest, Scheme};
+    use wasip2::io::streams::StreamError;
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("https", rest)) => (Scheme::Https, rest),
+        Some((_, rest)) => (Scheme::Http, rest),
+        None => return "error bad-url".into(),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&scheme));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(path));
+    let answer = |e: ErrorCode| format!("error {e:?}");
+    let future = match wasip2::http::outgoing_handler::handle(request, None) {
+        Ok(future) => future,
+        Err(e) => return answer(e),
+    };
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return answer(e),
+        _ => return "error no-response".into(),
+    };
+    let status = response.status();
+    let Ok(body) = response.consume() else { return "error no-body".into() };
+    let Ok(stream) = body.stream() else { return "error no-stream".into() };
+    let mut bytes = 0usize;
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => bytes += chunk.len(),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => return format!("error read {}", e.to_debug_string()),
+        }
+    }
+    format!("status {status} {bytes}")
 }
 
 /// Counts calls on this instance; a fresh instance starts from zero.

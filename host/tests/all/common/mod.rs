@@ -107,8 +107,17 @@ impl Host {
         Self::spawn_patiently(args, PATIENCE).await
     }
 
+    /// Like `spawn`, with `env` added to the host's environment.
+    pub async fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> Result<Host, String> {
+        Self::spawn_inner(args, PATIENCE, env).await
+    }
+
     /// Like `spawn`, waiting up to `patience` for the host to listen.
     pub async fn spawn_patiently(args: &[String], patience: Duration) -> Result<Host, String> {
+        Self::spawn_inner(args, patience, &[]).await
+    }
+
+    async fn spawn_inner(args: &[String], patience: Duration, env: &[(&str, &str)]) -> Result<Host, String> {
         // WASMSOCKET_HOST_BIN runs the tests against another build (an
         // earlier release, for a before-and-after figure).
         let bin = std::env::var_os("WASMSOCKET_HOST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasmsocket").into());
@@ -117,6 +126,7 @@ impl Host {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(args)
+            .envs(env.iter().copied())
             .env("WASMSOCKET_LOG", "info,plugin=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,139 @@
+//! Outbound HTTP (`wasi:http/outgoing-handler`): denied unless allowed per
+//! plugin, bounded in bytes, in flight and in time, and waiting for an
+//! answer is not computing: a 2 s answer fits a 100 ms deadline.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::common::*;
+
+/// A real HTTP/1.1 server on loopback: `/hello` answers `hello`,
+/// `/slow/MS` answers after MS milliseconds, `/big/BYTES` answers that many
+/// bytes.
+async fn http_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let body = if let Some(ms) = path.strip_prefix("/slow/") {
+                    tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+                    b"slow".to_vec()
+                } else if let Some(n) = path.strip_prefix("/big/") {
+                    vec![b'x'; n.parse().unwrap_or(0)]
+                } else {
+                    b"hello".to_vec()
+                };
+                let response =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The host with the testbed plugin and `toml` as its configuration.
+async fn host_with(toml: &str) -> Host {
+    let dir = plugins_dir(&[]);
+    let config = dir.0.join("wasmsocket.toml");
+    std::fs::write(&config, toml).unwrap();
+    let config = config.display().to_string();
+    Host::start_with(dir, &["--config", &config]).await
+}
+
+#[tokio::test]
+async fn requests_are_denied_unless_the_host_is_allowed() {
+    let server = http_server().await;
+    let host = host_with(&format!("[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\n")).await;
+    let mut ws = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, &format!("fetch http://{server}/hello")).await, "status 200 5");
+    // Another port of the same host is another origin.
+    let other = http_server().await;
+    let denied = ask(&mut ws, &format!("fetch http://{other}/hello")).await;
+    assert_eq!(denied, "error ErrorCode::HttpRequestDenied");
+    assert!(host.wait_for_log("is not in plugins.testbed.allowed_outbound_hosts").await, "{}", host.log());
+    assert!(host.log().contains(&other.to_string()), "the log names the host");
+    // The connection stays open.
+    assert_eq!(ask(&mut ws, "hi").await, "hi");
+    assert_eq!(
+        host.metric_or_zero("wasmsocket_outbound_requests_total{plugin=\"testbed\",outcome=\"Denied\"}").await,
+        1.0
+    );
+    assert_eq!(
+        host.metric_or_zero("wasmsocket_outbound_requests_total{plugin=\"testbed\",outcome=\"Response\"}").await,
+        1.0
+    );
+
+    // Nothing is allowed by default.
+    let plain = Host::start(&[]).await;
+    let mut ws = plain.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, &format!("fetch http://{server}/hello")).await, "error ErrorCode::HttpRequestDenied");
+}
+
+#[tokio::test]
+async fn a_two_second_answer_fits_a_100ms_deadline_and_delays_no_one_else() {
+    let server = http_server().await;
+    let host = host_with(&format!(
+        "[limits]\ndeadline = \"100ms\"\n[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\n"
+    ))
+    .await;
+    let mut waiting = host.connect("/ws/testbed").await;
+    let mut other = host.connect("/ws/testbed").await;
+    send_text(&mut waiting, &format!("fetch http://{server}/slow/2000")).await;
+    // Others are served while it waits (a bound far above an echo, far
+    // below the 2 s wait).
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(ask(&mut other, "hi").await, "hi");
+        assert!(started.elapsed() < Duration::from_millis(1000), "an echo waited {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(expect_text(&mut waiting).await, "status 200 4");
+    assert_eq!(ask(&mut waiting, "hi").await, "hi");
+    // Compute is still bounded by the deadline after a wait.
+    send_text(&mut waiting, "loop").await;
+    assert_eq!(expect_close(&mut waiting).await.code, 1011u16.into());
+}
+
+#[tokio::test]
+async fn waits_are_bounded_by_wait_timeout_and_requests_in_bytes_and_in_flight() {
+    let server = http_server().await;
+    let host = host_with(&format!(
+        "[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\nwait_timeout = \"500ms\"\n\
+         http_response_size = \"64KiB\"\nhttp_in_flight = 1\n"
+    ))
+    .await;
+    let mut ws = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, &format!("fetch http://{server}/big/65536")).await, "status 200 65536");
+    let cut = ask(&mut ws, &format!("fetch http://{server}/big/70000")).await;
+    assert!(cut.starts_with("error read") || cut.starts_with("error ErrorCode::HttpResponseBodySize"), "{cut}");
+
+    // One in flight: a second request while the first waits fails at once.
+    let mut first = host.connect("/ws/testbed").await;
+    send_text(&mut first, &format!("fetch http://{server}/slow/300")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let busy = ask(&mut ws, &format!("fetch http://{server}/hello")).await;
+    assert_eq!(busy, "error ErrorCode::ConnectionLimitReached");
+    assert_eq!(expect_text(&mut first).await, "status 200 4");
+    assert_eq!(ask(&mut ws, &format!("fetch http://{server}/hello")).await, "status 200 5");
+
+    // A wait past wait_timeout ends the connection like a deadline.
+    send_text(&mut ws, &format!("fetch http://{server}/slow/3000")).await;
+    assert_eq!(expect_close(&mut ws).await.code, 1011u16.into());
+    assert!(host.log().contains("wait_timeout"), "{}", host.log());
+}
