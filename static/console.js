@@ -1,7 +1,10 @@
 // The live plugin console of the test page: for the selected plugin, every
-// `log` call, stdout and stderr line, fault, reload and load error as the
-// host streams them (GET /api/plugins/NAME/events), this page's own
-// connections marked, and a chart of the host's figures each second.
+// `log` call, stdout and stderr line, fault, reload and load error, timer
+// (fired or refused) and outbound HTTP request (its response, or denied,
+// busy, failed) as the host streams them (GET /api/plugins/NAME/events),
+// this page's own connections marked, and a chart of the host's figures
+// each second. Every kind shows as a line; console.css colours them by
+// kind and level.
 import { LineChart } from "./charts.js";
 
 const LIMIT = 500; // console lines kept

@@ -125,3 +125,14 @@ void exports_wasmsocket_plugin_handler_on_close(conn_id_t *id, exports_wasmsocke
     if (maybe_close) exports_wasmsocket_plugin_handler_close_frame_free(maybe_close);
     websocket_plugin_string_free(id);
 }
+
+// No timers here; the world requires the exports. They own their arguments too.
+void exports_wasmsocket_plugin_handler_on_timer(conn_id_t *id, str_t *name) {
+    websocket_plugin_string_free(name);
+    websocket_plugin_string_free(id);
+}
+
+void exports_wasmsocket_plugin_handler_on_room_timer(str_t *room, str_t *name) {
+    websocket_plugin_string_free(name);
+    websocket_plugin_string_free(room);
+}

@@ -80,6 +80,11 @@ func OnMessage(id string, message wasmsocket_plugin_types.Message) {
 
 func OnClose(id string, close witTypes.Option[wasmsocket_plugin_types.CloseFrame]) {}
 
+// No timers here; the world requires the exports.
+func OnTimer(id string, name string) {}
+
+func OnRoomTimer(room string, name string) {}
+
 func reply(id, text string) {
 	wasmsocket_plugin_connections.Send(id, wasmsocket_plugin_types.MakeMessageText(text))
 }

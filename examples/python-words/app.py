@@ -84,3 +84,10 @@ class Handler(exports.Handler):
 
     def on_close(self, id: str, close: CloseFrame | None) -> None:
         pass
+
+    # No timers here; the world requires the exports.
+    def on_timer(self, id: str, name: str) -> None:
+        pass
+
+    def on_room_timer(self, room: str, name: str) -> None:
+        pass

@@ -85,3 +85,14 @@ void exports_wasmsocket_plugin_handler_on_close(conn_id_t *id, exports_wasmsocke
     if (maybe_close) exports_wasmsocket_plugin_handler_close_frame_free(maybe_close);
     websocket_plugin_string_free(id);
 }
+
+// Timers this plugin set with wasmsocket_plugin_timers_set(_room); it sets none.
+void exports_wasmsocket_plugin_handler_on_timer(conn_id_t *id, str_t *name) {
+    websocket_plugin_string_free(name);
+    websocket_plugin_string_free(id);
+}
+
+void exports_wasmsocket_plugin_handler_on_room_timer(str_t *room, str_t *name) {
+    websocket_plugin_string_free(name);
+    websocket_plugin_string_free(room);
+}

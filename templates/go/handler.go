@@ -4,8 +4,9 @@
 //
 // build.sh generates the bindings (`wit-bindgen go`, module wit_component)
 // and compiles this file as their export package,
-// export_wasmsocket_plugin_handler: OnOpen, OnMessage and OnClose are the
-// exports; the imports are packages such as wit_component/wasmsocket_plugin_state.
+// export_wasmsocket_plugin_handler: OnOpen, OnMessage, OnClose, OnTimer and
+// OnRoomTimer are the exports; the imports are packages such as
+// wit_component/wasmsocket_plugin_state.
 package export_wasmsocket_plugin_handler
 
 import (
@@ -38,6 +39,11 @@ func OnMessage(id string, message wasmsocket_plugin_types.Message) {
 func OnClose(id string, close witTypes.Option[wasmsocket_plugin_types.CloseFrame]) {
 	wasmsocket_plugin_log.Log(wasmsocket_plugin_log.Level_Info, id+" closed")
 }
+
+// Timers this plugin set with wasmsocket_plugin_timers.Set(Room); it sets none.
+func OnTimer(id string, name string) {}
+
+func OnRoomTimer(room string, name string) {}
 
 // count counts this message in the connection's host-kept state.
 func count(id string) uint64 {

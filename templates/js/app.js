@@ -40,4 +40,9 @@ export const handler = {
   onClose(id, _close) {
     log("info", `${id} closed`);
   },
+
+  // Timers this plugin set with the `timers` interface; it sets none.
+  onTimer(_id, _name) {},
+
+  onRoomTimer(_room, _name) {},
 };

@@ -35,3 +35,10 @@ class Handler(exports.Handler):
 
     def on_close(self, id: str, close: CloseFrame | None) -> None:
         log.log(log.Level.INFO, f"{id} closed")
+
+    # Timers this plugin set with the `timers` interface; it sets none.
+    def on_timer(self, id: str, name: str) -> None:
+        pass
+
+    def on_room_timer(self, room: str, name: str) -> None:
+        pass

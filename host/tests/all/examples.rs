@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every example `scripts/build-examples.sh` builds.
-const EXAMPLES: &[&str] = &["rust-rpc", "rust-shout", "js-counter", "python-words", "c-stats", "go-transform"];
+const EXAMPLES: &[&str] =
+    &["rust-rpc", "rust-shout", "rust-ticker", "js-counter", "js-fetch", "python-words", "c-stats", "go-transform"];
 
 fn examples_dir() -> PathBuf {
     let dir = std::env::var_os("WASMSOCKET_EXAMPLES_DIR").unwrap_or_else(|| {
@@ -68,10 +69,19 @@ async fn compile_cache() -> &'static str {
 
 /// The host serving the named examples, compiled components from the cache.
 async fn host_with(names: &[&str]) -> Host {
+    host_configured(plugins(names), names, None).await
+}
+
+/// The host serving `dir`, whose plugins are `names`, with `toml` as its
+/// configuration file when given.
+async fn host_configured(dir: TempDir, names: &[&str], toml: Option<&str>) -> Host {
     let cache = compile_cache().await;
+    let config = dir.0.join("wasmsocket.toml");
+    std::fs::write(&config, toml.unwrap_or("")).expect("write config");
+    let config = config.display().to_string();
     // A generous call deadline for a loaded CI machine; the examples need
     // well under a millisecond per call once running.
-    let host = Host::start_with(plugins(names), &["--cache-dir", cache, "--deadline", "2s"]).await;
+    let host = Host::start_with(dir, &["--cache-dir", cache, "--deadline", "2s", "--config", &config]).await;
     for name in names {
         host.wait_plugin(name, "ready", |p| p.is_some_and(|p| p["state"] == "ready")).await;
     }
@@ -232,7 +242,9 @@ async fn one_host_serves_every_example() {
     let checks: &[(&str, &str, &str)] = &[
         ("rust-rpc", r#"{"jsonrpc":"2.0","method":"add","params":[2,2],"id":1}"#, r#""result":4"#),
         ("rust-shout", "hi", "HI"),
+        ("rust-ticker", "join here", "joined here"),
         ("js-counter", "inc 3", "3"),
+        ("js-fetch", "fetch /x", "error"),
         ("python-words", "one two two", r#""total":3"#),
         ("c-stats", "abc", "cba"),
         ("go-transform", "abc", "nop"),
@@ -242,4 +254,158 @@ async fn one_host_serves_every_example() {
         let reply = ask(&mut ws, send).await;
         assert!(reply.contains(expect), "{name}: {send:?} -> {reply:?}, expected it to contain {expect:?}");
     }
+}
+
+/// The next `tick ROOM N` on `ws`, as N (other messages are skipped).
+async fn next_tick(ws: &mut Client, room: &str) -> u64 {
+    let prefix = format!("tick {room} ");
+    loop {
+        let text = expect_text(ws).await;
+        if let Some(n) = text.strip_prefix(&prefix) {
+            return n.parse().unwrap_or_else(|_| panic!("bad tick {text:?}"));
+        }
+    }
+}
+
+/// Sends `text` and returns the first reply that is not a tick.
+async fn ask_between_ticks(ws: &mut Client, text: &str) -> String {
+    send_text(ws, text).await;
+    loop {
+        let got = expect_text(ws).await;
+        if !got.starts_with("tick ") {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the examples built: scripts/build-examples.sh"]
+async fn rust_ticker_ticks_a_room_and_its_count_goes_on_after_it_empties() {
+    let host = host_configured(
+        plugins(&["rust-ticker"]),
+        &["rust-ticker"],
+        Some("[plugins.rust-ticker.variables]\ntick_ms = \"20\"\n"),
+    )
+    .await;
+    let mut a = host.connect("/ws/rust-ticker").await;
+    assert_eq!(ask(&mut a, "join arena").await, "joined arena");
+    let mut seen = vec![next_tick(&mut a, "arena").await, next_tick(&mut a, "arena").await];
+    assert_eq!(seen, [1, 2], "N counts up from 1 per room");
+    let mut b = host.connect("/ws/rust-ticker").await;
+    assert_eq!(ask_between_ticks(&mut b, "join arena").await, "joined arena");
+    // Both see one sequence.
+    let (from_a, from_b) = (next_tick(&mut a, "arena").await, next_tick(&mut b, "arena").await);
+    assert!(from_a > 2 && from_b >= from_a, "{from_a} {from_b}");
+    seen.push(from_a);
+    assert_eq!(ask_between_ticks(&mut a, "leave arena").await, "left arena");
+    assert_eq!(ask_between_ticks(&mut b, "leave arena").await, "left arena");
+    let last = next_tick_or_none(&mut b).await;
+    // Empty, it stops; a join goes on from where it stopped.
+    let mut c = host.connect("/ws/rust-ticker").await;
+    assert_eq!(ask(&mut c, "join arena").await, "joined arena");
+    let first = next_tick(&mut c, "arena").await;
+    assert!(first > from_b.max(last.unwrap_or(0)), "the count goes on: {first} after {from_b}");
+    assert_eq!(next_tick(&mut c, "arena").await, first + 1);
+    assert_eq!(ask(&mut c, "hello").await, "unknown hello");
+}
+
+/// A tick that may still come in a short quiet period, if any.
+async fn next_tick_or_none(ws: &mut Client) -> Option<u64> {
+    let got = tokio::time::timeout(Duration::from_millis(200), expect_text(ws)).await.ok()?;
+    got.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test]
+#[ignore = "needs the examples built: scripts/build-examples.sh"]
+async fn rust_ticker_members_on_two_hosts_see_one_sequence_across_a_stop() {
+    use crate::common::redis::cluster_host_with;
+    use crate::common::redis_server::Redis;
+    let redis = Redis::start().await;
+    let ticker = std::fs::read(examples_dir().join("rust-ticker.wasm")).unwrap();
+    let cache = compile_cache().await;
+    let args = ["--cache-dir", cache, "--deadline", "2s"];
+    let mut a = cluster_host_with(&redis, &[("rust-ticker.wasm", &ticker)], &args).await;
+    let b = cluster_host_with(&redis, &[("rust-ticker.wasm", &ticker)], &args).await;
+    let mut on_a = a.connect("/ws/rust-ticker").await;
+    assert_eq!(ask(&mut on_a, "join arena").await, "joined arena");
+    next_tick(&mut on_a, "arena").await;
+    let mut on_b = b.connect("/ws/rust-ticker").await;
+    assert_eq!(ask_between_ticks(&mut on_b, "join arena").await, "joined arena");
+    let mut seen = vec![next_tick(&mut on_b, "arena").await];
+    while seen.len() < 10 {
+        seen.push(next_tick(&mut on_b, "arena").await);
+    }
+    // A runs the timer (its member joined first); stop it.
+    a.signal("TERM");
+    a.wait_exit().await;
+    while seen.len() < 40 {
+        seen.push(next_tick(&mut on_b, "arena").await);
+    }
+    let expected: Vec<u64> = (seen[0]..seen[0] + 40).collect();
+    assert_eq!(seen, expected, "one sequence, no gap and no repeat, across the stop");
+    let taken = b.metric_or_zero("wasmsocket_redis_timers_taken_over_total").await;
+    assert_eq!(taken, 1.0, "B took the timer over\nA:\n{}\nB:\n{}", a.log(), b.log());
+}
+
+/// A real HTTP/1.1 server on loopback answering `/hello` with `hello`, any
+/// other path with 300 bytes of `x`.
+async fn http_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_string();
+                let body = if path == "/hello" { b"hello".to_vec() } else { vec![b'x'; 300] };
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+#[ignore = "needs the examples built: scripts/build-examples.sh"]
+async fn js_fetch_gets_allowed_hosts_and_names_denied_ones() {
+    let server = http_server().await;
+    let other = http_server().await;
+    // Allowed, but nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = plugins(&["js-fetch"]);
+    // The same component twice more: pointed at a host nobody allowed, and
+    // at an allowed port where nothing listens.
+    std::fs::copy(dir.0.join("js-fetch.wasm"), dir.0.join("js-fetch-denied.wasm")).unwrap();
+    std::fs::copy(dir.0.join("js-fetch.wasm"), dir.0.join("js-fetch-refused.wasm")).unwrap();
+    let toml = format!(
+        "[plugins.js-fetch]\nallowed_outbound_hosts = [\"http://{server}\"]\n\
+         [plugins.js-fetch.variables]\nbase_url = \"http://{server}\"\n\
+         [plugins.js-fetch-denied]\nallowed_outbound_hosts = [\"http://{server}\"]\n\
+         [plugins.js-fetch-denied.variables]\nbase_url = \"http://{other}\"\n\
+         [plugins.js-fetch-refused]\nallowed_outbound_hosts = [\"http://{closed}\"]\n\
+         [plugins.js-fetch-refused.variables]\nbase_url = \"http://{closed}\"\n"
+    );
+    let host = host_configured(dir, &["js-fetch", "js-fetch-denied", "js-fetch-refused"], Some(&toml)).await;
+    let mut ws = host.connect("/ws/js-fetch").await;
+    assert_eq!(ask(&mut ws, "fetch /hello").await, "status 200 hello");
+    assert_eq!(ask(&mut ws, "fetch /big").await, format!("status 200 {}", "x".repeat(200)), "cut to 200 bytes");
+    let mut denied = host.connect("/ws/js-fetch-denied").await;
+    assert_eq!(ask(&mut denied, "fetch /hello").await, format!("denied {other}"));
+    // Any other failure is an error; every connection stays open.
+    let mut refused = host.connect("/ws/js-fetch-refused").await;
+    let error = ask(&mut refused, "fetch /hello").await;
+    assert!(error.starts_with("error "), "{error}");
+    assert!(ask(&mut refused, "fetch /hello").await.starts_with("error "));
+    assert_eq!(ask(&mut denied, "fetch /hello").await, format!("denied {other}"));
+    assert_eq!(ask(&mut ws, "fetch /hello").await, "status 200 hello");
 }

@@ -5,6 +5,8 @@
 wit_bindgen::generate!({
     path: "wit",
     world: "websocket-plugin",
+    // Bindings for wasi:config too (wit/deps/config), not only this package.
+    generate_all,
 });
 
 use exports::wasmsocket::plugin::handler::{CloseFrame, ConnectionId, Guest, Message, OpenResponse, Request};
@@ -33,6 +35,11 @@ impl Guest for Plugin {
     fn on_close(id: ConnectionId, _close: Option<CloseFrame>) {
         log::log(log::Level::Info, &format!("{id} closed"));
     }
+
+    // Timers this plugin set with `timers::set` and `timers::set_room`; it sets none.
+    fn on_timer(_id: ConnectionId, _name: String) {}
+
+    fn on_room_timer(_room: String, _name: String) {}
 }
 
 /// Counts this message in the connection's host-kept state.
