@@ -202,7 +202,15 @@ impl Server {
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
         state.shutdown.cancel();
         stop_http.cancel();
-        state.hub.room_timers.stop_all().await;
+        // Ticks in progress finish (a call's longest is its wait_timeout)
+        // before their timers move to another host.
+        let longest_tick = state
+            .config
+            .plugins
+            .keys()
+            .map(|n| state.config.limits_for(n).wait_timeout)
+            .fold(state.config.limits.wait_timeout.max(state.config.limits.deadline), Duration::max);
+        state.hub.room_timers.stop_all(longest_tick).await;
         state.hub.close_all(&CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() });
         state.tasks.close();
         let grace = state.ws.close_timeout + Duration::from_secs(1);

@@ -85,6 +85,10 @@ pub struct RoomTimers {
     ticker: OnceLock<Arc<dyn RoomTicker>>,
     cluster: OnceLock<Arc<dyn Cluster>>,
     generation: AtomicU64,
+    /// The timers' tasks, so stopping can wait for ticks in progress.
+    tasks: tokio_util::task::TaskTracker,
+    /// The host is stopping: no timer starts here any more.
+    stopping: AtomicBool,
 }
 
 impl RoomTimers {
@@ -99,7 +103,7 @@ impl RoomTimers {
 
     /// Whether this host can run `plugin`'s ticks.
     pub fn serves(&self, plugin: &str) -> bool {
-        self.ticker.get().is_some_and(|t| t.serves(plugin))
+        !self.stopping.load(Ordering::Acquire) && self.ticker.get().is_some_and(|t| t.serves(plugin))
     }
 
     /// Sets timer `name` of `room` for `plugin`, at most `max` per plugin
@@ -116,6 +120,9 @@ impl RoomTimers {
         max: usize,
     ) -> Result<Set, TimerError> {
         check(name, schedule, limits)?;
+        if self.stopping.load(Ordering::Acquire) {
+            return Ok(Set::Unchanged);
+        }
         if let Some(cluster) = self.cluster.get()
             && cluster.timer_define(plugin, room, name, &schedule.encode()).await == Some(false)
         {
@@ -165,7 +172,7 @@ impl RoomTimers {
             }
         };
         drop(table);
-        tokio::spawn(run(Arc::downgrade(self), key, schedule, stop, generation));
+        self.tasks.spawn(run(Arc::downgrade(self), key, schedule, stop, generation));
         Ok(outcome)
     }
 
@@ -198,12 +205,14 @@ impl RoomTimers {
         self.table.lock().ok().and_then(|t| t.per_plugin.get(plugin).copied()).unwrap_or(0)
     }
 
-    /// Stops every timer (the host is stopping); ticks in progress finish.
-    /// Scaled out, their leases are given back, so other hosts take them
-    /// over at once.
-    pub async fn stop_all(&self) {
+    /// Stops every timer (the host is stopping), waiting up to `within` for
+    /// ticks in progress to finish. Scaled out, their leases are then given
+    /// back, so other hosts take them over at once, and no tick of this
+    /// host overlaps theirs.
+    pub async fn stop_all(&self, within: std::time::Duration) {
         let stopped: Vec<Key> = match self.table.lock() {
             Ok(mut table) => {
+                self.stopping.store(true, Ordering::Release);
                 table.per_plugin.clear();
                 table
                     .running
@@ -216,6 +225,10 @@ impl RoomTimers {
             }
             Err(_) => Vec::new(),
         };
+        self.tasks.close();
+        if tokio::time::timeout(within, self.tasks.wait()).await.is_err() {
+            tracing::warn!("room timer ticks still running after {within:?}; stopping anyway");
+        }
         if let Some(cluster) = self.cluster.get()
             && !stopped.is_empty()
         {
