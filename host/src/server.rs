@@ -202,19 +202,24 @@ impl Server {
         tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
         state.shutdown.cancel();
         stop_http.cancel();
-        // Ticks in progress finish (a call's longest is its wait_timeout)
-        // before their timers move to another host.
-        let longest_tick = state
-            .config
-            .plugins
-            .keys()
-            .map(|n| state.config.limits_for(n).wait_timeout)
-            .fold(state.config.limits.wait_timeout.max(state.config.limits.deadline), Duration::max);
-        state.hub.room_timers.stop_all(longest_tick).await;
         state.hub.close_all(&CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() });
         state.tasks.close();
         let grace = state.ws.close_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+        // Meanwhile room timers stop: ticks in progress finish (a call's
+        // longest is its deadline or wait_timeout) before other hosts may
+        // take their timers over.
+        let config = &state.config;
+        let longest_tick = config
+            .plugins
+            .keys()
+            .map(|n| config.limits_for(n))
+            .chain([config.limits])
+            .map(|l| l.deadline.max(l.wait_timeout))
+            .max()
+            .unwrap_or_default();
+        let (closed, ()) =
+            tokio::join!(tokio::time::timeout(grace, state.tasks.wait()), state.hub.room_timers.stop_all(longest_tick));
+        if closed.is_err() {
             tracing::warn!("some connections did not close within {grace:?}; exiting anyway");
         }
         if let Some(backplane) = &state.backplane {

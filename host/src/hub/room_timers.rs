@@ -59,6 +59,8 @@ struct Running {
 struct Stop {
     stopped: AtomicBool,
     notify: Notify,
+    /// Set while the cluster was unreachable: not yet written there.
+    unwritten: AtomicBool,
 }
 
 impl Stop {
@@ -123,17 +125,21 @@ impl RoomTimers {
         if self.stopping.load(Ordering::Acquire) {
             return Ok(Set::Unchanged);
         }
-        if let Some(cluster) = self.cluster.get()
-            && cluster.timer_define(plugin, room, name, &schedule.encode()).await == Some(false)
-        {
-            return Ok(Set::Unchanged);
+        let mut unwritten = false;
+        if let Some(cluster) = self.cluster.get() {
+            match cluster.timer_define(plugin, room, name, &schedule.encode()).await {
+                Some(false) => return Ok(Set::Unchanged),
+                Some(true) => {}
+                // Runs here, and is written once the cluster answers.
+                None => unwritten = true,
+            }
         }
-        self.start(plugin, room, name, schedule, max)
+        self.start(plugin, room, name, schedule, max, unwritten)
     }
 
     /// Runs a timer whose lease this host has just taken over.
     pub fn adopt(self: &Arc<Self>, plugin: &str, room: &str, name: &str, schedule: Schedule) {
-        let _ = self.start(plugin, room, name, schedule, usize::MAX);
+        let _ = self.start(plugin, room, name, schedule, usize::MAX, false);
     }
 
     /// Whether this host runs the timer.
@@ -149,11 +155,12 @@ impl RoomTimers {
         name: &str,
         schedule: Schedule,
         max: usize,
+        unwritten: bool,
     ) -> Result<Set, TimerError> {
         let Ok(mut table) = self.table.lock() else { return Err(TimerError::TooMany(0)) };
         let key: Key = (plugin.into(), room.into(), name.into());
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let stop = Arc::new(Stop::default());
+        let stop = Arc::new(Stop { unwritten: AtomicBool::new(unwritten), ..Stop::default() });
         let outcome = match table.running.get_mut(&key) {
             Some(running) if running.schedule == schedule => return Ok(Set::Unchanged),
             Some(running) => {
@@ -181,7 +188,13 @@ impl RoomTimers {
         let key: Key = (plugin.into(), room.into(), name.into());
         let here = self.forget(&key, None);
         match self.cluster.get() {
-            Some(cluster) => cluster.timer_cancel(plugin, room, name).await.unwrap_or(false) || here,
+            Some(cluster) => match cluster.timer_cancel(plugin, room, name).await {
+                Some(there) => there || here,
+                None => {
+                    remove_later(cluster.clone(), key);
+                    here
+                }
+            },
             None => here,
         }
     }
@@ -276,8 +289,20 @@ async fn run(timers: Weak<RoomTimers>, key: Key, schedule: Schedule, stop: Arc<S
             // Before a tick, or to renew the lease: still ours? An
             // unreachable cluster leaves it running here.
             match cluster.timer_turn(plugin, room, name).await {
+                // Set while the cluster was unreachable: written now.
+                Some(TimerTurn::Gone) if stop.unwritten.load(Ordering::Acquire) => {
+                    if cluster.timer_define(plugin, room, name, &schedule.encode()).await == Some(false) {
+                        return ends(&timers);
+                    }
+                    stop.unwritten.store(false, Ordering::Release);
+                    renew = Instant::now() + RENEW;
+                }
                 Some(TimerTurn::Theirs | TimerTurn::Gone) => return ends(&timers),
-                Some(TimerTurn::Mine(_)) | None => renew = Instant::now() + RENEW,
+                Some(TimerTurn::Mine(_)) => {
+                    stop.unwritten.store(false, Ordering::Release);
+                    renew = Instant::now() + RENEW;
+                }
+                None => renew = Instant::now() + RENEW,
             }
             if Instant::now() < due {
                 continue;
@@ -300,8 +325,10 @@ async fn run(timers: Weak<RoomTimers>, key: Key, schedule: Schedule, stop: Arc<S
         }
         match schedule {
             Schedule::Once(_) => {
-                if let Some(cluster) = &cluster {
-                    cluster.timer_cancel(plugin, room, name).await;
+                if let Some(cluster) = &cluster
+                    && cluster.timer_cancel(plugin, room, name).await.is_none()
+                {
+                    remove_later(cluster.clone(), key.clone());
                 }
                 return ends(&timers);
             }
@@ -315,4 +342,18 @@ async fn run(timers: Weak<RoomTimers>, key: Key, schedule: Schedule, stop: Arc<S
             }
         }
     }
+}
+
+/// A timer cancelled (or a one-shot fired) while the cluster could not be
+/// told: tell it once it answers, for up to two minutes, so the timer does
+/// not come back on another host.
+fn remove_later(cluster: Arc<dyn Cluster>, key: Key) {
+    tokio::spawn(async move {
+        for _ in 0..120 {
+            tokio::time::sleep(RENEW).await;
+            if cluster.timer_cancel(&key.0, &key.1, &key.2).await.is_some() {
+                return;
+            }
+        }
+    });
 }

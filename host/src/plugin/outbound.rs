@@ -27,7 +27,8 @@ pub struct HttpPolicy {
     /// Requests in flight, shared by the plugin's versions.
     pub in_flight: Arc<Semaphore>,
     pub max_response: u64,
-    /// A request's whole time, connect to last byte.
+    /// Bounds connecting, the response's head and each gap in its body
+    /// (the call that waits is bounded by `wait_timeout` as a whole).
     pub timeout: Duration,
     pub metrics: OutboundMetrics,
     pub console: Arc<Console>,

@@ -473,16 +473,14 @@ impl Registry {
 
 /// What differs between two grants, naming variables but not their values.
 fn grant_changes(old: &Grants, new: &Grants) -> Vec<String> {
-    let mut what: Vec<String> = old
-        .variables
-        .keys()
-        .chain(new.variables.keys())
+    let keys: std::collections::BTreeSet<&String> = old.variables.keys().chain(new.variables.keys()).collect();
+    let mut what: Vec<String> = keys
+        .into_iter()
         .filter(|k| {
             old.variables.get(*k) != new.variables.get(*k) || old.secret.contains(*k) != new.secret.contains(*k)
         })
         .map(|k| format!("variable {k}"))
         .collect();
-    what.dedup();
     if old.outbound != new.outbound {
         what.push("allowed_outbound_hosts".into());
     }

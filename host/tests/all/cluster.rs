@@ -428,8 +428,8 @@ async fn on_cluster_a_master_failover_during_traffic_is_followed_without_restart
     let a1_id = ask(&mut a1, "whoami").await;
 
     // B broadcasts to r without pause; a1 counts what it gets. A broadcast
-    // caught waiting on the dead master can outlast the plugin's deadline,
-    // which closes that client (1011): the sender then connects again.
+    // caught waiting on the dead master can outlast wait_timeout, which
+    // closes that client (1011): the sender then connects again.
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
         let stop = stop.clone();

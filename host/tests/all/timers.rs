@@ -158,3 +158,13 @@ async fn a_room_timer_ticks_every_member_until_cancelled() {
     let bad = ask(&mut a, "roomtimer lobby fast every 1").await;
     assert!(bad.starts_with("error HostError::Invalid"), "{bad}");
 }
+
+#[tokio::test]
+async fn timers_fire_over_the_http_fallback_too() {
+    use crate::common::fallback::Fallback;
+    let host = Host::start(&[]).await;
+    let mut client = Fallback::open(&host.http("/ws/testbed")).await.expect("open");
+    assert_eq!(client.send_text("timer soon once 30").await, 204);
+    assert_eq!(client.expect_text().await, "ok");
+    assert_eq!(client.expect_text().await, "timer soon");
+}
