@@ -6,6 +6,7 @@
 //! cargo bench --bench echo                      # everything
 //! cargo bench --bench echo -- --seconds 3 --connections 1,50 --idle 1000 --loops 2
 //! cargo bench --bench echo -- --before OLD_BINARY   # looping calls: before and after, alternating, --rounds each
+//!                                                    # (OLD_BINARY in its target dir: its own testbed is used)
 //! cargo bench --bench echo -- --against 127.0.0.1:5000 --connections 50   # load only
 //! ```
 //!
@@ -173,7 +174,7 @@ async fn start_wasmsocket() -> Server {
 /// wasmsocket (or `binary`, an older build) with the testbed plugin, whose
 /// `loop` computes until its 60 s deadline.
 async fn start_with_testbed(binary: Option<&std::path::Path>) -> (Server, std::path::PathBuf) {
-    let dir = common::testbed_dir("echo-bench", "[plugins.testbed]\ndeadline = \"60s\"\n");
+    let dir = common::testbed_dir_for("echo-bench", "[plugins.testbed]\ndeadline = \"60s\"\n", binary);
     let mut cmd = common::wasmsocket_build(binary);
     cmd.args(["--log", "warn", "--plugins"]).arg(&dir).arg("--config").arg(dir.join("host.toml"));
     (start(if binary.is_some() { "before" } else { "wasmsocket" }, cmd).await, dir)

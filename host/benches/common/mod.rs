@@ -37,9 +37,20 @@ pub fn wasmsocket_build(binary: Option<&std::path::Path>) -> Command {
 /// A scratch plugins directory holding the testbed plugin and a config
 /// file `host.toml` with `config`; the caller removes it.
 pub fn testbed_dir(tag: &str, config: &str) -> std::path::PathBuf {
+    testbed_dir_for(tag, config, None)
+}
+
+/// Like `testbed_dir`, for `binary` (an older build): with the testbed
+/// plugin built beside it (`TARGET/guests/...` of `TARGET/release/wasmsocket`)
+/// when there is one, as a newer testbed may need a newer world.
+pub fn testbed_dir_for(tag: &str, config: &str, binary: Option<&std::path::Path>) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("wasmsocket-{tag}-{}-{}", std::process::id(), rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy testbed");
+    let beside = binary
+        .and_then(|b| b.parent()?.parent().map(|target| target.join("guests/wasm32-wasip2/release/testbed.wasm")))
+        .filter(|t| t.is_file());
+    let testbed = beside.unwrap_or_else(|| env!("WASMSOCKET_TESTBED_WASM").into());
+    std::fs::copy(testbed, dir.join("testbed.wasm")).expect("copy testbed");
     std::fs::write(dir.join("host.toml"), config).expect("config");
     dir
 }
