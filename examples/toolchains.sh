@@ -32,3 +32,16 @@ build_rust_example() {
     cargo build --quiet --release --locked --target wasm32-wasip2 --target-dir "$target_dir" -p "$package")
   cp "$target_dir/wasm32-wasip2/release/${package//-/_}.wasm" "$out/$name.wasm"
 }
+
+# npm_ci_here DIR: the example's own npm packages (componentize-js, pinned
+# by its package-lock.json), installed again only when the lock changed.
+npm_ci_here() {
+  local dir=$1
+  command -v npm >/dev/null || ensure_apt nodejs npm
+  if [ ! -x "$dir/node_modules/.bin/componentize-js" ] ||
+    ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
+    say "npm ci (componentize-js)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"
+  fi
+}

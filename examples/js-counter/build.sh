@@ -7,13 +7,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/../toolchains.sh"
 OUT="$(out_dir "${1:-./out}")"
 
-command -v npm >/dev/null || ensure_apt nodejs npm
-if [ ! -x "$HERE/node_modules/.bin/componentize-js" ] ||
-  ! cmp -s "$HERE/package-lock.json" "$HERE/node_modules/.installed-lock.json"; then
-  say "npm ci (componentize-js)"
-  (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
-  cp "$HERE/package-lock.json" "$HERE/node_modules/.installed-lock.json"
-fi
+npm_ci_here "$HERE"
 
 # componentize-js resolves imports by their full versioned name
 # ("wasmsocket:plugin/state@0.2.0"). Build with the version of the WIT in

@@ -21,13 +21,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::redis_server::{Redis, RedisTarget};
 use common::{Ws, ask, connect_testbed, cpu_ms, linked, start, testbed_dir, text, wasmsocket};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 struct Options {
@@ -145,29 +143,6 @@ async fn timers(o: &Options) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A real HTTP/1.1 server on loopback answering every request after `delay`.
-async fn slow_server(delay: Duration) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                tokio::time::sleep(delay).await;
-                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
-            });
-        }
-    });
-    addr
-}
-
 /// Echo round trips of `echoers` until `until`, in ms.
 async fn echo_until(echoers: &mut [Ws], until: Instant) -> Vec<f64> {
     let mut rtts = Vec::new();
@@ -184,7 +159,7 @@ async fn echo_until(echoers: &mut [Ws], until: Instant) -> Vec<f64> {
 }
 
 async fn outbound(o: &Options) {
-    let api = slow_server(Duration::from_millis(50)).await;
+    let api = common::http_server::serve(|_| (Duration::from_millis(50), b"ok".to_vec())).await;
     let config = format!(
         "max_instances = {}\n[plugins.testbed]\nallowed_outbound_hosts = [\"http://{api}\"]\nhttp_in_flight = {}\n",
         o.calls + 512,

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// The tests' HTTP server, the far end of outbound requests.
+#[path = "../../tests/all/common/http_server.rs"]
+pub mod http_server;
 /// The tests' `redis-server` harness, shared.
 #[path = "../../tests/all/common/redis_server.rs"]
 pub mod redis_server;

@@ -347,32 +347,12 @@ async fn rust_ticker_members_on_two_hosts_see_one_sequence_across_a_stop() {
     assert_eq!(taken, 1.0, "B took the timer over\nA:\n{}\nB:\n{}", a.log(), b.log());
 }
 
-/// A real HTTP/1.1 server on loopback answering `/hello` with `hello`, any
-/// other path with 300 bytes of `x`.
+/// The far end: `/hello` answers `hello`, any other path 300 bytes of `x`.
 async fn http_server() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_string();
-                let body = if path == "/hello" { b"hello".to_vec() } else { vec![b'x'; 300] };
-                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
-            });
-        }
-    });
-    addr
+    crate::common::http_server::serve(|path| {
+        (Duration::ZERO, if path == "/hello" { b"hello".to_vec() } else { vec![b'x'; 300] })
+    })
+    .await
 }
 
 #[tokio::test]

@@ -5,46 +5,21 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
 use crate::common::*;
 
-/// A real HTTP/1.1 server on loopback: `/hello` answers `hello`,
-/// `/slow/MS` answers after MS milliseconds, `/big/BYTES` answers that many
-/// bytes.
+/// The far end: `/hello` answers `hello`, `/slow/MS` answers after MS
+/// milliseconds, `/big/BYTES` answers that many bytes.
 async fn http_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let body = if let Some(ms) = path.strip_prefix("/slow/") {
-                    tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
-                    b"slow".to_vec()
-                } else if let Some(n) = path.strip_prefix("/big/") {
-                    vec![b'x'; n.parse().unwrap_or(0)]
-                } else {
-                    b"hello".to_vec()
-                };
-                let response =
-                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
-            });
+    crate::common::http_server::serve(|path| {
+        if let Some(ms) = path.strip_prefix("/slow/") {
+            (Duration::from_millis(ms.parse().unwrap_or(0)), b"slow".to_vec())
+        } else if let Some(n) = path.strip_prefix("/big/") {
+            (Duration::ZERO, vec![b'x'; n.parse().unwrap_or(0)])
+        } else {
+            (Duration::ZERO, b"hello".to_vec())
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// The host with the testbed plugin and `toml` as its configuration.

@@ -3,6 +3,7 @@
 
 pub mod churn;
 pub mod fallback;
+pub mod http_server;
 pub mod redis;
 pub mod redis_server;
 
