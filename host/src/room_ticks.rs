@@ -40,7 +40,7 @@ impl RoomTicker for RoomTicks {
         plugin.metrics.timers.room_timers.inc();
         let parts =
             Parts { conn, plugin, hub: self.hub.clone(), pool: self.pool.clone(), settings: self.settings.clone() };
-        Some(Box::new(Runner { parts, instance: None, room: room.clone(), name: name.clone() }))
+        Some(Box::new(Runner { parts, instance: None, room: room.clone(), name: name.clone(), faults: 0 }))
     }
 }
 
@@ -49,7 +49,14 @@ struct Runner {
     instance: Option<Instance>,
     room: Arc<str>,
     name: Arc<str>,
+    /// Ticks in a row whose call failed.
+    faults: u32,
 }
+
+/// Ticks in a row that may fail before their timer is cancelled: a handler
+/// that always traps would otherwise cost an instance and a log line per
+/// tick for ever.
+const MAX_FAULTS: u32 = 3;
 
 impl Drop for Runner {
     fn drop(&mut self) {
@@ -58,21 +65,23 @@ impl Drop for Runner {
 }
 
 impl RoomTick for Runner {
-    fn tick(&mut self) -> BoxFuture<'_, ()> {
+    fn tick(&mut self) -> BoxFuture<'_, bool> {
         Box::pin(self.run_tick())
     }
 }
 
 impl Runner {
-    async fn run_tick(&mut self) {
+    /// Runs one tick; false once `MAX_FAULTS` ticks in a row failed.
+    async fn run_tick(&mut self) -> bool {
         let plugin = self.parts.plugin.clone();
-        let Some(current) = plugin.current() else { return };
+        // A removed plugin's timers wait for it to come back.
+        let Some(current) = plugin.current() else { return true };
         let instance = match self.instance.take() {
             Some(held) if held.permit().resume() && plugin.is_current(held.version()) => held,
             _ => match self.parts.new_instance(current).await {
                 Ok(fresh) => fresh,
                 // Reported by `new_instance`; the next tick tries again.
-                Err(_) => return,
+                Err(_) => return true,
             },
         };
         plugin.metrics.timers.room_fired.inc();
@@ -88,8 +97,11 @@ impl Runner {
             Ok(_) => {
                 instance.permit().idle();
                 self.instance = Some(instance);
+                self.faults = 0;
+                true
             }
             Err(fault) => {
+                self.faults += 1;
                 plugin.metrics.fault(fault.kind());
                 plugin.console.publish(Kind::Fault, None, Some(fault.kind().as_str()), || {
                     format!("plugin {fault} in on-room-timer of room {room}, timer {name}")
@@ -100,6 +112,19 @@ impl Runner {
                     timer = &**name,
                     "plugin {fault} in on-room-timer"
                 );
+                if self.faults < MAX_FAULTS {
+                    return true;
+                }
+                plugin.console.publish(Kind::Timer, None, Some("refused"), || {
+                    format!("timer {name:?} of room {room:?} cancelled: its last {MAX_FAULTS} ticks failed")
+                });
+                tracing::warn!(
+                    plugin = &*plugin.name,
+                    room = &**room,
+                    timer = &**name,
+                    "room timer cancelled: its last {MAX_FAULTS} ticks failed"
+                );
+                false
             }
         }
     }

@@ -42,7 +42,9 @@ pub trait RoomTicker: Send + Sync {
 
 /// The ticks of one room timer, one at a time.
 pub trait RoomTick: Send {
-    fn tick(&mut self) -> BoxFuture<'_, ()>;
+    /// Runs one tick; false when the timer must end (its handler keeps
+    /// failing).
+    fn tick(&mut self) -> BoxFuture<'_, bool>;
 }
 
 /// Plugin, room, timer name.
@@ -308,11 +310,11 @@ async fn run(timers: Weak<RoomTimers>, key: Key, schedule: Schedule, stop: Arc<S
                 continue;
             }
         }
-        {
+        let keep = {
             let mut tick = runner.tick();
             loop {
                 tokio::select! {
-                    _ = &mut tick => break,
+                    keep = &mut tick => break keep,
                     _ = tokio::time::sleep_until(renew), if cluster.is_some() => {
                         // A long tick (waiting on I/O) keeps its lease.
                         if let Some(cluster) = &cluster {
@@ -322,6 +324,14 @@ async fn run(timers: Weak<RoomTimers>, key: Key, schedule: Schedule, stop: Arc<S
                     }
                 }
             }
+        };
+        if !keep {
+            if let Some(cluster) = &cluster
+                && cluster.timer_cancel(plugin, room, name).await.is_none()
+            {
+                remove_later(cluster.clone(), key.clone());
+            }
+            return ends(&timers);
         }
         match schedule {
             Schedule::Once(_) => {

@@ -168,3 +168,22 @@ async fn timers_fire_over_the_http_fallback_too() {
     assert_eq!(client.expect_text().await, "ok");
     assert_eq!(client.expect_text().await, "timer soon");
 }
+
+#[tokio::test]
+async fn a_room_timer_whose_handler_keeps_failing_is_cancelled() {
+    let host = Host::start(&[]).await;
+    let mut ws = host.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut ws, "roomtimer lobby trap every 20").await, "ok");
+    eventually(
+        "the failing room timer cancelled",
+        async || host.metric_or_zero("wasmsocket_timers{plugin=\"testbed\",kind=\"Room\"}").await,
+        |v| *v == 0.0,
+    )
+    .await;
+    assert!(host.wait_for_log("room timer cancelled: its last 3 ticks failed").await, "{}", host.log());
+    let fired = host.metric_or_zero("wasmsocket_timers_fired_total{plugin=\"testbed\",kind=\"Room\"}").await;
+    assert_eq!(fired, 3.0);
+    // The connection that set it is untouched, and may set it again.
+    assert_eq!(ask(&mut ws, "hi").await, "hi");
+    assert_eq!(ask(&mut ws, "unroomtimer lobby trap").await, "cancelled false");
+}

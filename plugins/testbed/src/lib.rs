@@ -19,7 +19,7 @@
 //! - `timer NAME once|every MS` / `untimer NAME`: a timer of this connection; replies
 //!   `ok` or the error / `cancelled BOOL`. When it fires: `timer NAME`.
 //! - `roomtimer ROOM NAME once|every MS` / `unroomtimer ROOM NAME`: a room's timer;
-//!   when it fires, every member gets `roomtimer ROOM NAME`.
+//!   when it fires, every member gets `roomtimer ROOM NAME` (a timer named `trap` traps).
 //! - `config KEY`: replies `config KEY=VALUE` or `config KEY none` (wasi:config/store).
 //! - `fetch URL`: GET URL over wasi:http; replies `status CODE BYTES` or `error CODE`.
 //!
@@ -342,6 +342,9 @@ impl Guest for Testbed {
     }
 
     fn on_room_timer(room: String, name: String) {
+        if name == "trap" {
+            panic!("testbed's room timer `trap` traps");
+        }
         let _ = rooms::broadcast(&room, &Message::Text(format!("roomtimer {room} {name}")), None);
     }
 }
