@@ -91,3 +91,15 @@ test("restoring a good plugin file clears the error shown in the page", { timeou
   await eventually(async () => !/Load error/.test(await page.textContent("#plugin-info")), { message: "error cleared" });
   assert.match(await page.locator('#plugin option[value="testbed"]').textContent(), / · ready/);
 });
+
+test("timer events and denied outbound requests show in the console", { timeout: 60000 }, async (t) => {
+  const { page } = await watchTestbed(t);
+  await connectAndSend(page, "timer soon once 50", "fetch http://127.0.0.1:9/x");
+  const fired = line(page, "timer", 'timer "soon" fired');
+  await fired.waitFor();
+  assert.equal(await fired.getAttribute("data-level"), "fired");
+  const denied = line(page, "outbound", "denied");
+  await denied.waitFor();
+  assert.equal(await denied.getAttribute("data-level"), "denied");
+  assert.match(await denied.locator(".data").innerText(), /127\.0\.0\.1:9 is not in plugins\.testbed\.allowed_outbound_hosts/);
+});
