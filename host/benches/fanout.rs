@@ -54,9 +54,8 @@ fn main() {
 
 /// One host (`binary`, or this build), `n` members, `rounds` broadcasts.
 async fn run(n: usize, rounds: usize, binary: Option<&std::path::Path>) {
-    let dir = std::env::temp_dir().join(format!("wasmsocket-fanout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::copy(env!("WASMSOCKET_TESTBED_WASM"), dir.join("testbed.wasm")).expect("copy plugin");
+    // An older build gets the testbed built beside it.
+    let dir = common::testbed_dir_for("fanout", "", binary);
     let mut cmd = common::wasmsocket_build(binary);
     cmd.args(["--log", "warn", "--max-connections", "10100", "--no-compile-cache"]).arg("--plugins").arg(&dir);
     let common::Server { addr, child, .. } = common::start(cmd, false).await;
