@@ -221,7 +221,7 @@ impl<'a> Dispatcher<'a> {
         let Dispatcher { ctx, serving, version } = self;
         let (conn, plugin) = (&ctx.conn, &ctx.plugin);
         // Its timers end with it.
-        let timers = conn.timers.clear();
+        let timers = conn.timers.end();
         plugin.metrics.timers.connection_timers.dec_by(i64::try_from(timers).unwrap_or(0));
         let close =
             peer_close.map(|f| plugin::CloseFrame { code: f.code.into(), reason: f.reason.as_str().to_owned() });

@@ -64,6 +64,8 @@ pub enum TimerError {
     TooMany(usize),
     #[error("a plugin may have at most limits.max_room_timers ({0}) room timers set")]
     TooManyRoom(usize),
+    #[error("the connection has ended")]
+    Ended,
 }
 
 /// Checks a name and a schedule against `limits`.
@@ -84,9 +86,15 @@ struct Timer {
 }
 
 /// The timers of one connection. Empty, it is one empty `Vec`.
-#[derive(Default)]
 pub struct ConnTimers {
-    set: Mutex<Vec<Timer>>,
+    /// `None` once the connection ended: no timer may be set any more.
+    set: Mutex<Option<Vec<Timer>>>,
+}
+
+impl Default for ConnTimers {
+    fn default() -> Self {
+        Self { set: Mutex::new(Some(Vec::new())) }
+    }
 }
 
 /// What `set` did.
@@ -104,7 +112,8 @@ impl ConnTimers {
     /// Sets timer `name`, checked against `limits`.
     pub fn set(&self, name: &str, schedule: Schedule, limits: &TimerLimits) -> Result<Set, TimerError> {
         check(name, schedule, limits)?;
-        let Ok(mut set) = self.set.lock() else { return Err(TimerError::TooMany(0)) };
+        let Ok(mut set) = self.set.lock() else { return Err(TimerError::Ended) };
+        let Some(set) = set.as_mut() else { return Err(TimerError::Ended) };
         let due = Instant::now() + schedule.delay();
         if let Some(timer) = set.iter_mut().find(|t| &*t.name == name) {
             if timer.schedule == schedule {
@@ -124,6 +133,7 @@ impl ConnTimers {
     /// Cancels timer `name`; true if it was set.
     pub fn cancel(&self, name: &str) -> bool {
         let Ok(mut set) = self.set.lock() else { return false };
+        let Some(set) = set.as_mut() else { return false };
         let before = set.len();
         set.retain(|t| &*t.name != name);
         let removed = set.len() < before;
@@ -135,7 +145,7 @@ impl ConnTimers {
 
     /// When the earliest timer is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.set.lock().ok()?.iter().map(|t| t.due).min()
+        self.set.lock().ok()?.as_ref()?.iter().map(|t| t.due).min()
     }
 
     /// The earliest timer due by `now`, if any: a one-shot is removed (one
@@ -144,6 +154,7 @@ impl ConnTimers {
     /// not queued).
     pub fn take_due(&self, now: Instant) -> Option<(Arc<str>, bool)> {
         let mut set = self.set.lock().ok()?;
+        let set = set.as_mut()?;
         let (i, _) = set.iter().enumerate().filter(|(_, t)| t.due <= now).min_by_key(|(_, t)| t.due)?;
         match set[i].schedule {
             Schedule::Once(_) => {
@@ -165,9 +176,10 @@ impl ConnTimers {
         }
     }
 
-    /// Drops every timer (the connection ended); how many there were.
-    pub fn clear(&self) -> usize {
-        self.set.lock().map(|mut set| std::mem::take(&mut *set).len()).unwrap_or(0)
+    /// Drops every timer and refuses new ones (the connection ended); how
+    /// many there were.
+    pub fn end(&self) -> usize {
+        self.set.lock().ok().and_then(|mut set| set.take()).map_or(0, |set| set.len())
     }
 }
 
@@ -207,6 +219,7 @@ mod tests {
         assert_eq!(t.set("c", Schedule::Once(10 * MS), &LIMITS), Err(TimerError::TooMany(2)));
         assert!(t.cancel("a"));
         assert!(!t.cancel("a"));
-        assert_eq!(t.clear(), 1);
+        assert_eq!(t.end(), 1);
+        assert_eq!(t.set("late", Schedule::Once(10 * MS), &LIMITS), Err(TimerError::Ended));
     }
 }

@@ -336,6 +336,7 @@ impl From<TimerError> for HostError {
         match e {
             TimerError::BadName(_) | TimerError::TooSoon { .. } => HostError::Invalid(e.to_string()),
             TimerError::TooMany(_) | TimerError::TooManyRoom(_) => HostError::TooLarge(e.to_string()),
+            TimerError::Ended => HostError::Closed,
         }
     }
 }
