@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::cluster::{Cluster, TimerTurn};
-use super::timers::{Schedule, Set, TimerError, TimerLimits, check};
+use super::timers::{Schedule, Set, TimerError, TimerLimits, check, next_tick};
 
 /// How long a host's hold on a room timer lasts without renewal: what a
 /// host that dies delays its timers by, at most (plus the scout's round).
@@ -190,13 +190,7 @@ impl RoomTimers {
         let key: Key = (plugin.into(), room.into(), name.into());
         let here = self.forget(&key, None);
         match self.cluster.get() {
-            Some(cluster) => match cluster.timer_cancel(plugin, room, name).await {
-                Some(there) => there || here,
-                None => {
-                    remove_later(cluster.clone(), key);
-                    here
-                }
-            },
+            Some(cluster) => remove_from_cluster(cluster, &key).await.unwrap_or(false) || here,
             None => here,
         }
     }
@@ -325,33 +319,28 @@ async fn run(timers: Weak<RoomTimers>, key: Key, schedule: Schedule, stop: Arc<S
                 }
             }
         };
-        if !keep {
-            if let Some(cluster) = &cluster
-                && cluster.timer_cancel(plugin, room, name).await.is_none()
-            {
-                remove_later(cluster.clone(), key.clone());
-            }
-            return ends(&timers);
-        }
         match schedule {
-            Schedule::Once(_) => {
-                if let Some(cluster) = &cluster
-                    && cluster.timer_cancel(plugin, room, name).await.is_none()
-                {
-                    remove_later(cluster.clone(), key.clone());
+            // A one-shot that fired, or a timer whose handler keeps failing,
+            // ends everywhere.
+            Schedule::Every(every) if keep => due = next_tick(due, every, Instant::now()),
+            Schedule::Once(_) | Schedule::Every(_) => {
+                if let Some(cluster) = &cluster {
+                    remove_from_cluster(cluster, &key).await;
                 }
                 return ends(&timers);
             }
-            Schedule::Every(every) => {
-                due += every;
-                let now = Instant::now();
-                if due <= now {
-                    let behind = (now - due).as_nanos() / every.as_nanos().max(1) + 1;
-                    due += every * u32::try_from(behind).unwrap_or(u32::MAX);
-                }
-            }
         }
     }
+}
+
+/// Removes a timer from the cluster: whether it was there, or `None` when
+/// the cluster could not be told, and is told later.
+async fn remove_from_cluster(cluster: &Arc<dyn Cluster>, key: &Key) -> Option<bool> {
+    let removed = cluster.timer_cancel(&key.0, &key.1, &key.2).await;
+    if removed.is_none() {
+        remove_later(cluster.clone(), key.clone());
+    }
+    removed
 }
 
 /// A timer cancelled (or a one-shot fired) while the cluster could not be

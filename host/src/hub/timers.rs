@@ -51,6 +51,18 @@ pub struct TimerLimits {
     pub min_interval: Duration,
 }
 
+/// The next time of a repeating timer that was due at `due`: one interval
+/// later, or the first after `now` when it fell behind (missed ticks are
+/// skipped, not queued).
+pub fn next_tick(due: Instant, every: Duration, now: Instant) -> Instant {
+    let next = due + every;
+    if next > now {
+        return next;
+    }
+    let behind = (now - next).as_nanos() / every.as_nanos().max(1) + 1;
+    next + every * u32::try_from(behind).unwrap_or(u32::MAX)
+}
+
 /// Longest timer name, in bytes.
 pub const MAX_NAME: usize = 64;
 
@@ -166,11 +178,7 @@ impl ConnTimers {
             }
             Schedule::Every(every) => {
                 let timer = &mut set[i];
-                timer.due += every;
-                if timer.due <= now {
-                    let behind = (now - timer.due).as_nanos() / every.as_nanos().max(1) + 1;
-                    timer.due += every * u32::try_from(behind).unwrap_or(u32::MAX);
-                }
+                timer.due = next_tick(timer.due, every, now);
                 Some((timer.name.clone(), false))
             }
         }

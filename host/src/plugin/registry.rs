@@ -22,6 +22,7 @@ use crate::hub::ByteBudget;
 use crate::metrics::{Metrics, PluginMetrics};
 
 /// One compiled version of a plugin, ready to instantiate.
+#[derive(Clone)]
 pub struct Version {
     /// SHA-256 of the component file, hex.
     pub hash: String,
@@ -340,17 +341,10 @@ impl Registry {
             *grants = Arc::new(fresh);
             drop(grants);
             if let Some(current) = plugin.current() {
-                let version = Arc::new(Version {
-                    hash: current.hash.clone(),
-                    short: current.short.clone(),
-                    loaded_at: SystemTime::now(),
-                    source: current.source.clone(),
-                    size: current.size,
-                    pre: current.pre.clone(),
-                    caps: plugin.capabilities(),
-                    clock: current.clock.clone(),
-                });
-                plugin.install(version);
+                // The same component, made with the new grants.
+                let version =
+                    Version { loaded_at: SystemTime::now(), caps: plugin.capabilities(), ..Version::clone(&current) };
+                plugin.install(Arc::new(version));
             }
             let list = what.join(", ");
             plugin.console.publish(Kind::Reload, None, None, || format!("configuration changed ({list}): reloaded"));
