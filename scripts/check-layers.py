@@ -27,7 +27,7 @@ LAYERS = [
     ("hub", ["hub"]),
     ("plugin runtime", ["plugin", "console"]),
     ("cluster", ["backplane"]),
-    ("session", ["dispatch", "deadlines", "writer", "room_ticks"]),
+    ("session", ["dispatch", "deadlines", "writer", "room_ticks", "resume"]),
     ("transports", ["connection", "handshake", "fallback", "state"]),
     ("application", ["server", "api", "reload", "check", "scaffold"]),
 ]

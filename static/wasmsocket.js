@@ -15,6 +15,8 @@
  * ws.addEventListener("statechange", (e) => console.log(e.state, e.transport)); // "websocket" | "http"
  * ws.addEventListener("reconnecting", (e) => console.log(`retry ${e.attempt} in ${e.delay} ms`));
  * ws.connect();
+ * // With `resume: true` a reconnect continues the session: the messages sent
+ * // meanwhile arrive, once each, and the server kept rooms and state.
  * // later: ws.close(1000, "bye"); // a user close never reconnects
  *
  * @module wasmsocket
@@ -55,6 +57,19 @@
  * @property {number} [fallbackAfter=3000] How long, in ms, a transport may
  *   take to open before the next one is tried (a transport that fails sooner
  *   is given up at once). The last transport has no such limit.
+ * @property {boolean | ResumeOptions} [resume=false] Ask a wasmsocket host
+ *   for a resumable session (docs/delivery.md): a reconnect within the
+ *   plugin's grace continues it, with every message sent meanwhile, once
+ *   each and in order; messages sent while reconnecting wait and go out
+ *   after it. `true` uses the defaults. Over the HTTP fallback the stream
+ *   resumes by itself, with or without this option.
+ */
+
+/**
+ * @typedef {object} ResumeOptions
+ * @property {number} [bufferBytes=1048576] Bytes of sent messages kept until
+ *   the server has them (sent again after a resume); past it the oldest are
+ *   forgotten and `send` while reconnecting throws.
  */
 
 /**
@@ -77,6 +92,12 @@ export const RECONNECT_DEFAULTS = Object.freeze({
   maxAttempts: Infinity,
   shouldReconnect: () => true,
 });
+
+/** Defaults of {@link ResumeOptions}. */
+export const RESUME_DEFAULTS = Object.freeze({ bufferBytes: 1 << 20 });
+
+/** How long a server asked for a session may take to name it, ms. */
+const HELLO_TIMEOUT = 3000;
 
 /** Every transport, in the default order. */
 export const TRANSPORTS = Object.freeze(["websocket", "http"]);
@@ -114,7 +135,14 @@ function event(type, fields = {}) {
  *
  * Events (all plain `Event`s with extra fields):
  * - `open`: connected; `protocol` is the negotiated subprotocol, `transport`
- *   the transport that opened.
+ *   the transport that opened, `resumed` whether the session continued (see
+ *   `resume`), `session` whether there is one to continue.
+ * - `resumefailed`: a resume was refused and a fresh session began (the
+ *   `open` event follows): `reason` is `"unknown"` (the grace ran out, or
+ *   the server does not know it), `"overflow"` (more was sent while away
+ *   than the server keeps), `"gap"`, `"closed"` (the server ended it while
+ *   away) or `"transport"` (the reconnect opened over HTTP); `unsent` is the
+ *   number of sent messages the old session may not have received.
  * - `message`: `data` is a string or, for binary messages, an `ArrayBuffer`
  *   (or `Blob` with `binaryType: "blob"`), on either transport.
  * - `close`: `code`, `reason`, `wasClean`, and `willReconnect` (whether a
@@ -149,6 +177,17 @@ export class WasmSocket extends EventTarget {
   #userClosed = false;
   /** @type {"arraybuffer" | "blob"} */
   #binaryType;
+  /** @type {ResumeOptions | null} */
+  #resume = null;
+  /** The session to continue (`ID.SECRET`), when there is one. */
+  #session = null;
+  /** Messages received in the session. */
+  #received = 0;
+  /** Messages sent in the session before `#unacked[0]`. */
+  #sentBase = 0;
+  /** Sent messages the server may not have yet: `{ data, size }`. */
+  #unacked = [];
+  #unackedBytes = 0;
 
   /**
    * @param {string | URL} url A `ws:` or `wss:` URL (the HTTP fallback uses
@@ -177,6 +216,13 @@ export class WasmSocket extends EventTarget {
      * @type {ReconnectOptions | null}
      */
     this.reconnect = r ? { ...RECONNECT_DEFAULTS, ...(r === true ? {} : r) } : null;
+    const resume = options.resume;
+    this.#resume = resume ? { ...RESUME_DEFAULTS, ...(resume === true ? {} : resume) } : null;
+  }
+
+  /** @returns {boolean} Whether a session can be continued by a reconnect. */
+  get resumable() {
+    return this.#session !== null;
   }
 
   /** @returns {"arraybuffer" | "blob"} Type of received binary data; may be changed at any time. */
@@ -248,7 +294,8 @@ export class WasmSocket extends EventTarget {
     const hasNext = i + 1 < order.length;
     let socket;
     try {
-      socket = transport === "http" ? new HttpSocket(this.url, this.protocols) : new WebSocket(this.url, this.protocols);
+      socket =
+        transport === "http" ? new HttpSocket(this.url, this.protocols) : new WebSocket(this.#socketUrl(), this.protocols);
     } catch (err) {
       if (i === 0) throw err; // connect() reports a bad URL at once
       // A URL one transport takes and the other refuses: the attempt fails.
@@ -275,17 +322,42 @@ export class WasmSocket extends EventTarget {
     const timer = hasNext
       ? setTimeout(() => stillTrying() && giveUp("timeout"), Math.max(0, this.fallbackAfter))
       : null;
-    socket.addEventListener("open", () => {
-      if (socket !== this.#ws) return;
+    // A session asked for: the server's first message names it, and the
+    // connection counts as open once it has.
+    let hello = this.#resume && transport === "websocket";
+    let helloTimer = null;
+    const becameOpen = (session) => {
+      clearTimeout(helloTimer);
+      hello = false;
       opened = true;
       clearTimeout(timer);
       this.#preferred = transport;
       this.#attempt = 0; // a successful open resets the backoff
+      const resumed = session?.resumed === true;
+      if (resumed) this.#resent(session.received);
+      else this.#fresh(session, transport);
       this.#setState("open");
-      this.dispatchEvent(event("open", { protocol: socket.protocol, transport }));
+      this.dispatchEvent(event("open", { protocol: socket.protocol, transport, resumed, session: this.#session !== null }));
+      if (resumed) this.#flush();
+    };
+    socket.addEventListener("open", () => {
+      if (socket !== this.#ws) return;
+      if (hello) {
+        // A server that does not know sessions sends none: open without.
+        helloTimer = setTimeout(() => socket === this.#ws && hello && becameOpen(null), HELLO_TIMEOUT);
+        return;
+      }
+      becameOpen(null);
     });
     socket.addEventListener("message", (e) => {
-      if (socket === this.#ws) this.dispatchEvent(event("message", { data: e.data }));
+      if (socket !== this.#ws) return;
+      if (hello) {
+        const session = parseHello(e.data);
+        becameOpen(session);
+        if (session) return;
+      }
+      if (this.#session !== null) this.#received += 1;
+      this.dispatchEvent(event("message", { data: e.data }));
     });
     socket.addEventListener("error", () => {
       // The error of a transport given up for the next is no error of ours.
@@ -293,12 +365,16 @@ export class WasmSocket extends EventTarget {
     });
     socket.addEventListener("close", (e) => {
       if (socket !== this.#ws) return;
+      clearTimeout(helloTimer);
       if (stillTrying()) {
         giveUp("failed");
         return;
       }
       clearTimeout(timer);
       this.#ws = null;
+      // A close frame ends the session; a socket that dropped, or a server
+      // restarting (1012), leaves it to resume.
+      if (e.wasClean && e.code !== 1012) this.#forget();
       this.#closed(e);
     });
     this.#setState("connecting");
@@ -312,10 +388,74 @@ export class WasmSocket extends EventTarget {
    * @throws {Error} If the connection is not open.
    */
   send(data) {
-    if (this.#state !== "open" || !this.#ws) {
+    const open = this.#state === "open" && this.#ws;
+    if (this.#session !== null && !this.#userClosed) {
+      // Kept until the server has it; while reconnecting it waits.
+      this.#keep(data);
+      if (open) this.#ws.send(data);
+      return;
+    }
+    if (!open) {
       throw new Error(`WasmSocket is not open (state: ${this.#state})`);
     }
     this.#ws.send(data);
+  }
+
+  /** The WebSocket URL of the next attempt: it asks for, or continues, a session. */
+  #socketUrl() {
+    if (!this.#resume) return this.url;
+    const u = new URL(this.url, globalThis.location?.href);
+    if (this.#session === null) u.searchParams.set("resume", "new");
+    else {
+      u.searchParams.set("resume", this.#session);
+      u.searchParams.set("last", String(this.#received));
+    }
+    return u.href;
+  }
+
+  #keep(data) {
+    const size = typeof data === "string" ? data.length * 3 : (data.byteLength ?? data.size ?? 0);
+    const limit = this.#resume?.bufferBytes ?? RESUME_DEFAULTS.bufferBytes;
+    if (this.#state !== "open" && this.#unackedBytes + size > limit) {
+      throw new Error(`WasmSocket is reconnecting and holds ${this.#unackedBytes} bytes already (resume.bufferBytes)`);
+    }
+    this.#unacked.push({ data, size });
+    this.#unackedBytes += size;
+    while (this.#unackedBytes > limit && this.#unacked.length > 1) this.#dropFirst();
+  }
+
+  #dropFirst() {
+    const first = this.#unacked.shift();
+    this.#unackedBytes -= first.size;
+    this.#sentBase += 1;
+  }
+
+  /** The server continued the session with `received` of our messages: the rest go again. */
+  #resent(received) {
+    while (this.#unacked.length && this.#sentBase < received) this.#dropFirst();
+  }
+
+  /** Sends what the server does not have yet, after a resume. */
+  #flush() {
+    for (const { data } of this.#unacked) this.#ws?.send(data);
+  }
+
+  /** A fresh session (or none): reports a refused resume, then starts counting again. */
+  #fresh(hello, transport) {
+    if (this.#session !== null) {
+      const reason = transport === "websocket" ? (hello?.refused ?? "unknown") : "transport";
+      this.dispatchEvent(event("resumefailed", { reason, unsent: this.#unacked.length }));
+    }
+    this.#forget();
+    this.#session = hello?.session ?? null;
+  }
+
+  #forget() {
+    this.#session = null;
+    this.#received = 0;
+    this.#sentBase = 0;
+    this.#unacked = [];
+    this.#unackedBytes = 0;
   }
 
   /**
@@ -328,6 +468,7 @@ export class WasmSocket extends EventTarget {
    * @throws {DOMException} If the code or reason is invalid (nothing changes then).
    */
   close(code, reason) {
+    this.#forget();
     const ws = this.#ws;
     if (ws && ws.readyState !== WebSocket.CLOSED) {
       if (ws.readyState !== WebSocket.CLOSING) {
@@ -379,6 +520,17 @@ export class WasmSocket extends EventTarget {
     if (this.#state === state) return;
     this.#state = state;
     this.dispatchEvent(event("statechange", { state, transport: this.#transport }));
+  }
+}
+
+/** The host's session message, if `data` is one. */
+function parseHello(data) {
+  if (typeof data !== "string" || !data.startsWith('{"wasmsocket":"session"')) return null;
+  try {
+    const hello = JSON.parse(data);
+    return hello.wasmsocket === "session" ? hello : null;
+  } catch {
+    return null;
   }
 }
 

@@ -124,6 +124,10 @@ pub struct WebSocketConfig {
     /// How long to wait for the client's reply to a close frame.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+    /// Bytes kept for resumable sessions across the host: messages sent but
+    /// not yet acknowledged, and those sent while a session was away
+    /// (`limits.resume_buffer` bounds each one).
+    pub resume_budget: ByteSize,
 }
 
 /// The HTTP side of the listener: what a connection may cost before it
@@ -354,6 +358,15 @@ pub struct PluginLimits {
     pub http_in_flight: usize,
     /// Largest outbound HTTP response body; a longer one fails the read.
     pub http_response_size: ByteSize,
+    /// How long a resumable session whose transport dropped waits for its
+    /// client to come back, keeping its id, rooms, state, timers and the
+    /// messages sent to it; `"0s"` turns resumption off.
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
+    /// Bytes one resumable session keeps: messages its client has not
+    /// acknowledged, and those sent while it is away. One away that
+    /// overflows it ends with `on-close`.
+    pub resume_buffer: ByteSize,
 }
 
 /// When an idle connection's instance is dropped.
@@ -426,6 +439,9 @@ pub struct PluginOverrides {
     pub min_timer_interval: Option<Duration>,
     pub http_in_flight: Option<usize>,
     pub http_response_size: Option<ByteSize>,
+    #[serde(with = "humantime_serde::option")]
+    pub resume_grace: Option<Duration>,
+    pub resume_buffer: Option<ByteSize>,
     /// Where the plugin may send HTTP requests: `scheme://host[:port]`
     /// each. None by default.
     pub allowed_outbound_hosts: Vec<String>,
@@ -488,6 +504,7 @@ impl Default for WebSocketConfig {
             message_timeout: Duration::from_secs(30),
             receive_budget: ByteSize::mib(256),
             close_timeout: Duration::from_secs(5),
+            resume_budget: ByteSize::mib(64),
         }
     }
 }
@@ -507,6 +524,8 @@ impl Default for PluginLimits {
             min_timer_interval: Duration::from_millis(10),
             http_in_flight: 64,
             http_response_size: ByteSize::mib(1),
+            resume_grace: Duration::from_secs(30),
+            resume_buffer: ByteSize::kib(256),
         }
     }
 }
@@ -554,6 +573,8 @@ impl Config {
             limits.min_timer_interval = o.min_timer_interval.unwrap_or(limits.min_timer_interval);
             limits.http_in_flight = o.http_in_flight.unwrap_or(limits.http_in_flight);
             limits.http_response_size = o.http_response_size.unwrap_or(limits.http_response_size);
+            limits.resume_grace = o.resume_grace.unwrap_or(limits.resume_grace);
+            limits.resume_buffer = o.resume_buffer.unwrap_or(limits.resume_buffer);
         }
         limits
     }
@@ -637,6 +658,7 @@ impl Config {
         }
         check_range("websocket.send_queue_bytes", ws.send_queue_bytes.as_u64(), 1 << 10, MAX_MESSAGE)?;
         check_range("websocket.receive_budget", ws.receive_budget.as_u64(), 1 << 20, 64 << 30)?;
+        check_range("websocket.resume_budget", ws.resume_budget.as_u64(), 0, 64 << 30)?;
         if ws.message_timeout < Duration::from_millis(100) || ws.message_timeout > Duration::from_secs(3600) {
             return Err(invalid(
                 "websocket.message_timeout",
@@ -832,6 +854,13 @@ fn validate_limits(table: &str, limits: &PluginLimits) -> Result<(), ConfigError
     }
     check_count(&format!("{table}.http_in_flight"), limits.http_in_flight, 0, 100_000)?;
     check_range(&format!("{table}.http_response_size"), limits.http_response_size.as_u64(), 0, 1 << 30)?;
+    if limits.resume_grace > Duration::from_secs(3600) {
+        return Err(invalid(
+            format!("{table}.resume_grace"),
+            format!("must be at most 1h, got {}", humantime::format_duration(limits.resume_grace)),
+        ));
+    }
+    check_range(&format!("{table}.resume_buffer"), limits.resume_buffer.as_u64(), 1 << 10, 1 << 30)?;
     Ok(())
 }
 

@@ -2,13 +2,16 @@
 //! whole message to the plugin in order and writes the replies, writes what
 //! other connections queued for it, pings, and carries out the close
 //! handshake. Idle, it holds no plugin instance (`limits.hibernate_after`)
-//! and its socket rests without buffers (see `socket`).
+//! and its socket rests without buffers (see `socket`). A resumable
+//! session (see `resume`) outlives its socket: the task waits for the
+//! client to come back, and carries on with the new socket.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant as Deadline;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -18,8 +21,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::deadlines::{Deadlines, silence_allowed};
 use crate::dispatch::{Accepted, Dispatcher, Parts};
 use crate::hub::Connection;
+use crate::hub::Outbound;
 use crate::inbound::{self, InboundError};
 use crate::plugin;
+use crate::resume::{self, Refused, Session, Sessions};
 use crate::socket::{Arrival, Socket};
 use crate::writer::{WRITE_BATCH, Written};
 
@@ -27,21 +32,70 @@ use crate::writer::{WRITE_BATCH, Written};
 /// sends again; waking it costs one small allocation and one read.
 const SOCKET_REST: Duration = Duration::from_secs(1);
 
+/// A resumable session's part of a connection (see `resume`).
+pub struct Resumable {
+    pub session: Arc<Session>,
+    pub sessions: Arc<Sessions>,
+    /// Messages taken from the client in this session: a resume tells it,
+    /// so it sends the rest again.
+    received: u64,
+    /// The mark of the ping whose pong is awaited.
+    ack_in_flight: Option<u64>,
+}
+
+impl Resumable {
+    pub fn new(session: Arc<Session>, sessions: Arc<Sessions>) -> Box<Self> {
+        Box::new(Self { session, sessions, received: 0, ack_in_flight: None })
+    }
+}
+
+/// How a socket's service ended.
+enum End {
+    /// The connection is over.
+    Closed,
+    /// The transport dropped without a close: a resumable session waits.
+    Lost,
+    /// The client resumed on a new socket while this one seemed alive.
+    Resumed((Socket, u64)),
+}
+
 /// Serves an accepted WebSocket until it closes, then tells the plugin.
-pub async fn run(accepted: Accepted, socket: Socket) {
+/// `hello` goes out first (a client that opted in to resumption gets it);
+/// `resume` is the session when it is resumable.
+pub async fn run(accepted: Accepted, socket: Socket, hello: Option<Message>, resume: Option<Box<Resumable>>) {
     let Accepted { parts, instance, slot } = accepted;
     let mut task = ConnectionTask {
         dispatcher: Dispatcher::new(&parts, instance),
         socket,
         written: Written::default(),
         peer_close: None,
+        resume,
     };
+    if let Some(hello) = hello {
+        Box::pin(task.send_hello(hello)).await;
+    }
     // What on-open sent goes out first.
     Box::pin(task.write_replies()).await;
     task.dispatcher.rest();
-    task.serve().await;
+    let ended = loop {
+        let resumed = match task.serve().await {
+            End::Closed => break None,
+            End::Resumed(resumed) => resumed,
+            End::Lost => match Box::pin(task.away()).await {
+                Ok(resumed) => resumed,
+                Err(why) => break why,
+            },
+        };
+        if !Box::pin(task.attach(resumed)).await {
+            break Some(Refused::Gap);
+        }
+    };
     parts.conn.discard_queued();
-    let ConnectionTask { dispatcher, peer_close, .. } = task;
+    let ConnectionTask { dispatcher, peer_close, resume, .. } = task;
+    if let Some(r) = resume {
+        r.session.handoff.close();
+        r.sessions.end(&r.session, ended);
+    }
     // Boxed, like every step an idle connection is not waiting in, so the
     // task of an idle connection stays small.
     Box::pin(dispatcher.finish(peer_close.as_ref())).await;
@@ -54,6 +108,7 @@ struct ConnectionTask<'a> {
     socket: Socket,
     written: Written,
     peer_close: Option<CloseFrame>,
+    resume: Option<Box<Resumable>>,
 }
 
 /// Why the next timer is set.
@@ -68,8 +123,9 @@ enum Due {
 }
 
 impl ConnectionTask<'_> {
-    /// Runs until the connection ends.
-    async fn serve(&mut self) {
+    /// Runs until the connection ends or, for a resumable session, its
+    /// socket does.
+    async fn serve(&mut self) -> End {
         let settings = &self.dispatcher.ctx.settings;
         let hibernate_after = self.dispatcher.hibernate_after();
         let ping_every = (!settings.keep_alive_interval.is_zero()).then_some(settings.keep_alive_interval);
@@ -85,6 +141,11 @@ impl ConnectionTask<'_> {
         let mut deadlines = Deadlines::new(timer);
         loop {
             let conn = &self.dispatcher.ctx.conn;
+            if let Some(r) = &self.resume
+                && let Some(resumed) = r.session.handoff.take()
+            {
+                return End::Resumed(resumed);
+            }
             if conn.is_closing() && close_deadline.is_none() {
                 close_deadline = Some(Deadline::now() + settings.close_timeout);
             }
@@ -94,7 +155,7 @@ impl ConnectionTask<'_> {
             }
             if !conn.is_aborted() && conn.has_queued() {
                 if !Box::pin(self.write_queued()).await {
-                    break;
+                    return self.ended();
                 }
                 rest_at = Some(Deadline::now() + SOCKET_REST);
             }
@@ -125,15 +186,15 @@ impl ConnectionTask<'_> {
                 _ = conn.woken() => continue,
                 fired = deadlines.fired() => {
                     match fired {
-                        Some(Due::Close) => break,
+                        Some(Due::Close) => return End::Closed,
                         Some(Due::Ping) => {
                             if silence_allowed.is_some_and(|allowed| last_seen.elapsed() > allowed) {
                                 tracing::debug!(conn = &*conn.id, "no answer to keep-alive pings; dropping the connection");
-                                break;
+                                return self.ended();
                             }
                             next_ping = ping_every.map(|every| Deadline::now() + every);
-                            if !self.written.close_sent && !Box::pin(self.socket.ping()).await {
-                                break;
+                            if !self.written.close_sent && !Box::pin(self.ping()).await {
+                                return self.ended();
                             }
                         }
                         Some(Due::Hibernate) => self.dispatcher.hibernate("idle"),
@@ -161,7 +222,7 @@ impl ConnectionTask<'_> {
                     rest_at = Some(last_seen + SOCKET_REST);
                     continue;
                 }
-                Inbound::Ended | Inbound::Frame(None) => break,
+                Inbound::Ended | Inbound::Frame(None) => return self.ended(),
                 Inbound::Frame(Some(Ok(message))) => message,
                 Inbound::Frame(Some(Err(e))) => {
                     if let Some(frame) = close_for_error(&e) {
@@ -169,7 +230,7 @@ impl ConnectionTask<'_> {
                         conn.abort(frame.clone());
                         Box::pin(self.send_close(conn.take_abort_frame())).await;
                     }
-                    break;
+                    return self.ended();
                 }
             };
             last_seen = Deadline::now();
@@ -190,10 +251,19 @@ impl ConnectionTask<'_> {
                     conn.begin_close();
                     continue;
                 }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Pong(payload) => {
+                    if let Ok(mark) = <[u8; 8]>::try_from(&payload[..]) {
+                        Box::pin(self.acknowledged(u64::from_be_bytes(mark))).await;
+                    }
+                    continue;
+                }
+                Message::Ping(_) | Message::Frame(_) => continue,
             };
             if conn.is_closing() {
                 continue;
+            }
+            if let Some(r) = &mut self.resume {
+                r.received += 1;
             }
             Box::pin(self.dispatch(message)).await;
             last_event = Deadline::now();
@@ -212,6 +282,9 @@ impl ConnectionTask<'_> {
     /// Writes what other connections queued, a batch per flush. False when
     /// the socket failed or stalled past keep-alive.
     async fn write_queued(&mut self) -> bool {
+        if self.resume.is_some() {
+            return self.write_queued_resumable().await;
+        }
         let Parts { settings, conn, plugin, .. } = self.dispatcher.ctx;
         let metrics = &plugin.metrics;
         let stall = silence_allowed(settings);
@@ -285,6 +358,17 @@ impl ConnectionTask<'_> {
     async fn write_replies(&mut self) {
         let Some(mut replies) = self.dispatcher.take_replies() else { return };
         let Parts { conn, plugin, .. } = self.dispatcher.ctx;
+        if self.resume.is_some() {
+            // Kept first, so a socket that fails now loses none of them.
+            if self.keep(replies.drain()) {
+                tokio::select! {
+                    biased;
+                    _ = aborted(conn) => {}
+                    _ = self.flush_replay() => {}
+                }
+            }
+            return;
+        }
         let Some(stream) = self.socket.awake().await else { return };
         // A client that does not read makes this wait; an abort interrupts it.
         let written = tokio::select! {
@@ -295,6 +379,236 @@ impl ConnectionTask<'_> {
         if !written {
             conn.abort(CloseFrame { code: CloseCode::Away, reason: "write failed".into() });
         }
+    }
+
+    /// How a socket that ended leaves the connection: a resumable session
+    /// that was not closing waits for its client.
+    fn ended(&self) -> End {
+        if self.resume.is_some() && !self.dispatcher.ctx.conn.is_closing() { End::Lost } else { End::Closed }
+    }
+
+    async fn send_hello(&mut self, hello: Message) {
+        if let Some(stream) = self.socket.awake().await {
+            let _ = stream.send(hello).await;
+        }
+    }
+
+    /// A keep-alive ping; a resumable session's carries the number of the
+    /// last message written, which the pong acknowledges.
+    async fn ping(&mut self) -> bool {
+        let mark = match &mut self.resume {
+            Some(r) => {
+                let mark = r.session.replay.lock().map(|replay| replay.written()).unwrap_or(0);
+                r.ack_in_flight = Some(mark);
+                mark.to_be_bytes().to_vec()
+            }
+            None => Vec::new(),
+        };
+        self.socket.ping(&mark).await
+    }
+
+    /// The client received every message up to `mark`; if more were
+    /// written since, the next ping asks about them.
+    async fn acknowledged(&mut self, mark: u64) {
+        let Some(r) = &mut self.resume else { return };
+        if let Ok(mut replay) = r.session.replay.lock() {
+            replay.ack(mark);
+        }
+        if r.ack_in_flight.is_some_and(|m| m <= mark) {
+            r.ack_in_flight = None;
+        }
+        self.ask_ack().await;
+    }
+
+    /// Asks the client to acknowledge what was written, unless a ping is
+    /// already out: one ping per round trip, however much is written.
+    async fn ask_ack(&mut self) -> bool {
+        let Some(r) = &mut self.resume else { return true };
+        if r.ack_in_flight.is_some() || self.written.close_sent {
+            return true;
+        }
+        let mark = match r.session.replay.lock() {
+            Ok(replay) if replay.unacknowledged() => replay.written(),
+            _ => return true,
+        };
+        r.ack_in_flight = Some(mark);
+        self.socket.ping(&mark.to_be_bytes()).await
+    }
+
+    /// Numbers and keeps what goes to a resumable session's client. False
+    /// when its buffer overflowed, which ends the connection (1008): a
+    /// client this far behind cannot be caught up.
+    fn keep(&mut self, items: impl IntoIterator<Item = Outbound>) -> bool {
+        let Some(r) = &self.resume else { return true };
+        let Ok(mut replay) = r.session.replay.lock() else { return false };
+        for item in items {
+            match item {
+                Outbound::Message(message) => {
+                    if replay.push(message).is_err() {
+                        self.dispatcher.ctx.conn.abort(CloseFrame {
+                            code: CloseCode::Policy,
+                            reason: "resume buffer full: client too slow".into(),
+                        });
+                        return false;
+                    }
+                }
+                Outbound::Close(frame) => replay.close(frame),
+            }
+        }
+        true
+    }
+
+    /// Writes what a resumable session kept and has not written, then the
+    /// close the plugin asked for, if any. False when the socket failed.
+    async fn flush_replay(&mut self) -> bool {
+        let Some(r) = &self.resume else { return true };
+        let metrics = &self.dispatcher.ctx.plugin.metrics;
+        let session = r.session.clone();
+        loop {
+            let (batch, close) = match session.replay.lock() {
+                Ok(mut replay) => {
+                    let batch = replay.take_unsent(WRITE_BATCH);
+                    let close = if batch.is_empty() { replay.take_close() } else { None };
+                    (batch, close)
+                }
+                Err(_) => return false,
+            };
+            if batch.is_empty() && close.is_none() {
+                break;
+            }
+            let Some(stream) = self.socket.awake().await else { return false };
+            let items = batch.into_iter().map(Outbound::Message).chain(close.map(Outbound::Close));
+            if !self.written.write(stream, items, metrics).await {
+                return false;
+            }
+        }
+        self.ask_ack().await
+    }
+
+    /// [`Self::write_queued`] for a resumable session: what was queued is
+    /// kept, then written.
+    async fn write_queued_resumable(&mut self) -> bool {
+        let Parts { settings, conn, .. } = self.dispatcher.ctx;
+        while conn.has_queued() && !conn.is_aborted() {
+            let (batch, bytes) = conn.take_queued(usize::MAX);
+            // Counted against the resume budget from here on.
+            conn.written(bytes);
+            if !self.keep(batch) {
+                return true;
+            }
+        }
+        let stall = silence_allowed(settings);
+        tokio::select! {
+            biased;
+            _ = aborted(conn) => true,
+            ok = async {
+                match stall {
+                    Some(stall) => tokio::time::timeout(stall, self.flush_replay()).await.unwrap_or(false),
+                    None => self.flush_replay().await,
+                }
+            } => ok,
+        }
+    }
+
+    /// A resumable session whose socket dropped: it keeps everything sent
+    /// to it, and its timers, until its client resumes (the new socket and
+    /// the client's count of messages received) or the grace runs out. The
+    /// error says why it ended, if its client may be told.
+    async fn away(&mut self) -> Result<(Socket, u64), Option<Refused>> {
+        let Some(r) = &self.resume else { return Err(None) };
+        let session = r.session.clone();
+        let metrics = r.sessions.metrics.clone();
+        let conn = &self.dispatcher.ctx.conn;
+        self.socket.drop_transport();
+        // Nothing to serve until a timer or the client: an away session
+        // holds no instance, as one asleep.
+        self.dispatcher.hibernate("away");
+        tracing::debug!(conn = &*conn.id, "session away; waiting for its client to resume");
+        metrics.away.inc();
+        let ended = Box::pin(self.wait_away(&session)).await;
+        metrics.away.dec();
+        if let Err(why) = &ended {
+            metrics.lost(why.map_or("grace", Refused::as_str));
+        }
+        ended
+    }
+
+    async fn wait_away(&mut self, session: &Session) -> Result<(Socket, u64), Option<Refused>> {
+        let Parts { conn, .. } = self.dispatcher.ctx;
+        let hibernate_after = self.dispatcher.hibernate_after();
+        let now = Deadline::now();
+        let grace_ends = now + session.grace;
+        let mut last_event = now;
+        let timer = pin!(tokio::time::sleep_until(now));
+        let mut deadlines = Deadlines::new(timer);
+        loop {
+            if let Some(resumed) = session.handoff.take() {
+                return Ok(resumed);
+            }
+            if conn.is_aborted() || conn.away_frame().is_some() {
+                return Err(Some(Refused::Closed));
+            }
+            while conn.has_queued() {
+                let (batch, bytes) = conn.take_queued(usize::MAX);
+                conn.written(bytes);
+                if !self.keep(batch) {
+                    return Err(Some(Refused::Overflow));
+                }
+            }
+            self.dispatcher.check_evicted();
+            let holding = self.dispatcher.holding();
+            deadlines.set([
+                Some((grace_ends, Due::Close)),
+                hibernate_after.filter(|_| holding).map(|after| (last_event + after, Due::Hibernate)),
+                conn.timers.next_due().filter(|_| !conn.is_closing()).map(|at| (at, Due::Timer)),
+            ]);
+            tokio::select! {
+                biased;
+                _ = conn.woken() => {}
+                fired = deadlines.fired() => match fired {
+                    Some(Due::Close) => return Err(None),
+                    Some(Due::Hibernate) => self.dispatcher.hibernate("idle"),
+                    Some(Due::Timer) => {
+                        if Box::pin(self.dispatcher.timer_due()).await {
+                            if let Some(mut replies) = self.dispatcher.take_replies()
+                                && !self.keep(replies.drain())
+                            {
+                                return Err(Some(Refused::Overflow));
+                            }
+                            self.dispatcher.rest();
+                        }
+                        last_event = Deadline::now();
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Carries on over a resumed socket: the client hears the session
+    /// continues, then gets every message after its `last`. False when
+    /// those are no longer kept (the session then ends).
+    async fn attach(&mut self, (socket, last): (Socket, u64)) -> bool {
+        self.socket = socket;
+        self.written = Written::default();
+        let Some(r) = &mut self.resume else { return false };
+        r.ack_in_flight = None;
+        let conn = &self.dispatcher.ctx.conn;
+        let resumed = r.session.replay.lock().is_ok_and(|mut replay| replay.resume_from(last));
+        if !resumed {
+            // Checked at the handshake; what was kept since moved on. The
+            // client reconnects and learns why.
+            tracing::debug!(conn = &*conn.id, last, "resume from a message no longer kept");
+            let frame = CloseFrame { code: CloseCode::Restart, reason: "resume failed: reconnect".into() };
+            Box::pin(self.send_close(Some(frame))).await;
+            return false;
+        }
+        r.sessions.metrics.resumed.inc();
+        tracing::debug!(conn = &*conn.id, last, "session resumed");
+        let hello = resume::hello(Some(&r.session), true, None, r.received);
+        Box::pin(self.send_hello(hello)).await;
+        Box::pin(self.flush_replay()).await;
+        true
     }
 }
 

@@ -17,11 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig as Tungsten
 use warp::reply::Response;
 
 use crate::config::{InMemory, WebSocketConfig};
+use crate::connection::Resumable;
 use crate::dispatch::{Accepted, Parts, fault_closes};
 use crate::hub::QueueLimits;
 use crate::inbound::MeteredIo;
 use crate::metrics::Call;
 use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
+use crate::resume::{self, Ask, Found, Refused, Session};
 use crate::socket::Socket;
 use crate::state::AppState;
 
@@ -71,11 +73,41 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
     let Some(accept_key) = key else {
         return refuse(&state, StatusCode::BAD_REQUEST, "not_websocket", "missing Sec-WebSocket-Key");
     };
-    let request = wit_request(&req.path, &req.query, &req.headers, req.remote, offered_subprotocols(&req.headers));
+    let offered = offered_subprotocols(&req.headers);
+    let (ask, query) = resume::ask_of(&req.query);
+    let opts_in = ask != Ask::Plain;
+    let refused = match ask {
+        Ask::Plain | Ask::New => None,
+        Ask::Resume { session, last } => match state.sessions.find(&plugin.name, &session, last) {
+            Found::Live(session) if state.shutdown.is_cancelled() => {
+                drop(session);
+                return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "server is shutting down");
+            }
+            Found::Live(session) if session.subprotocol.as_ref().is_none_or(|p| offered.contains(p)) => {
+                return resume_session(&state, session, last, on_upgrade, &accept_key);
+            }
+            Found::Live(_) => Some(Refused::Unknown),
+            Found::Refused(why) => Some(why),
+        },
+    };
+    if let Some(why) = refused {
+        state.sessions.metrics.refused(why.as_str());
+    }
+    let request = wit_request(&req.path, &query, &req.headers, req.remote, offered);
     let Opened { accepted, subprotocol } = match open(&state, plugin, request).await {
         Ok(opened) => opened,
         Err(refusal) => return *refusal,
     };
+    // A client that opted in hears first whether it has a session (none
+    // when the plugin turned resumption off).
+    let limits = accepted.parts.plugin.limits;
+    let resumable = (opts_in && !limits.resume_grace.is_zero()).then(|| {
+        let buffer = limits.resume_buffer.max(state.ws.max_message_size).in_memory();
+        let session =
+            state.sessions.open(accepted.parts.conn.clone(), subprotocol.clone(), limits.resume_grace, buffer);
+        Resumable::new(session, state.sessions.clone())
+    });
+    let hello = opts_in.then(|| resume::hello(resumable.as_ref().map(|r| &*r.session), false, refused, 0));
 
     let socket_config = socket_config(&state.ws);
     let receive_budget = state.receive_budget.clone();
@@ -86,28 +118,59 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
                 let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
                 let stream = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config))).await;
                 let socket = Socket::new(stream, socket_config, resting);
-                crate::connection::run(accepted, socket).await;
+                crate::connection::run(accepted, socket, hello, resumable).await;
             }
             Err(e) => {
                 tracing::debug!(conn = &*accepted.parts.conn.id, "upgrade did not complete: {e}");
+                if let Some(r) = resumable {
+                    r.sessions.end(&r.session, None);
+                }
                 Box::pin(accepted.abandon()).await;
             }
         }
     };
     state.tasks.spawn(task);
+    switching_protocols(&accept_key, subprotocol.as_deref())
+}
 
+/// The 101 answer that accepts a WebSocket.
+fn switching_protocols(accept_key: &str, subprotocol: Option<&str>) -> Response {
     let mut response = Response::default();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+    if let Ok(value) = HeaderValue::from_str(accept_key) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
-    if let Some(value) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+    if let Some(value) = subprotocol.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     response
+}
+
+/// Accepts the socket of a client that resumes `session`, and hands it to
+/// the session's task. A session that ended meanwhile drops it: the client
+/// reconnects and learns why.
+fn resume_session(
+    state: &AppState,
+    session: Arc<Session>,
+    last: u64,
+    on_upgrade: OnUpgrade,
+    accept_key: &str,
+) -> Response {
+    let socket_config = socket_config(&state.ws);
+    let receive_budget = state.receive_budget.clone();
+    let resting = state.metrics.sockets_resting();
+    let subprotocol = session.subprotocol.clone();
+    state.tasks.spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
+        let stream = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config))).await;
+        let socket = Socket::new(stream, socket_config, resting);
+        let _ = session.handoff.give(&session.conn, (socket, last));
+    });
+    switching_protocols(accept_key, subprotocol.as_deref())
 }
 
 /// The plugin a route serves: `None` is `/ws`, the default plugin.

@@ -40,6 +40,7 @@ mod pending;
 mod plugin;
 mod reload;
 mod reply;
+mod resume;
 mod room_ticks;
 pub mod scaffold;
 mod server;

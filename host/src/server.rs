@@ -25,7 +25,7 @@ use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Regis
 use crate::room_ticks::RoomTicks;
 use crate::state::AppState;
 use crate::tls::{Tls, TlsError, TlsWatcher};
-use crate::{api, fd_limit, listener, reload, static_files};
+use crate::{api, fd_limit, listener, reload, resume, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
 pub const BUILTIN_ECHO: &[u8] = include_bytes!(env!("WASMSOCKET_ECHO_WASM"));
@@ -74,6 +74,7 @@ impl Server {
         let mut metrics = Metrics::new();
         let backplane_metrics = config.redis.enabled().then(|| metrics.register_backplane());
         let pool_metrics = metrics.register_pool();
+        let resume_metrics = metrics.register_resume();
         let metrics = Arc::new(metrics);
         let open_files = fd_limit::raise_open_file_limit();
         if let Some(limit) = open_files {
@@ -151,6 +152,7 @@ impl Server {
             settings: ws.clone(),
         }));
         let state = Arc::new(AppState {
+            sessions: Arc::new(resume::Sessions::new(ws.resume_budget.in_memory(), resume_metrics)),
             ws,
             hub,
             backplane,

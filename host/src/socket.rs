@@ -22,9 +22,9 @@ pub type Io = MeteredIo<TokioIo<Upgraded>>;
 /// The connection as tungstenite speaks it.
 pub type Stream = WebSocketStream<Io>;
 
-/// An empty ping, as a server sends it (unmasked): written straight to a
-/// resting socket, without waking it.
-const PING: [u8; 2] = [0x89, 0x00];
+/// The first byte of a ping frame (FIN, opcode 9): a ping is written
+/// straight to a resting socket, without waking it.
+const PING: [u8; 1] = [0x89];
 
 /// The socket of one connection.
 pub struct Socket {
@@ -137,11 +137,27 @@ impl Socket {
         Arrival::Woke
     }
 
-    /// Sends a keep-alive ping, waking nothing.
-    pub async fn ping(&mut self) -> bool {
+    /// Lets the transport go, with its buffers and its file descriptor: a
+    /// resumable session waits for its client without them.
+    pub fn drop_transport(&mut self) {
+        if let State::Resting(_) = std::mem::replace(&mut self.state, State::Gone) {
+            self.resting.dec();
+        }
+    }
+
+    /// Sends a ping carrying `payload` (at most 8 bytes: a resumable
+    /// session's acknowledgement mark), waking nothing.
+    pub async fn ping(&mut self, payload: &[u8]) -> bool {
+        let payload = &payload[..payload.len().min(8)];
         match &mut self.state {
-            State::Awake(stream) => stream.send(Message::Ping(Default::default())).await.is_ok(),
-            State::Resting(io) => io.write_all(&PING).await.is_ok(),
+            State::Awake(stream) => stream.send(Message::Ping(payload.to_vec().into())).await.is_ok(),
+            State::Resting(io) => {
+                // A server's frame is not masked: opcode, length, payload.
+                let mut frame = Vec::with_capacity(2 + payload.len());
+                frame.extend_from_slice(&[PING[0], payload.len() as u8]);
+                frame.extend_from_slice(payload);
+                io.write_all(&frame).await.is_ok()
+            }
             State::Gone => false,
         }
     }

@@ -13,6 +13,7 @@ use crate::hub::Hub;
 use crate::inbound::ReceiveBudget;
 use crate::metrics::Metrics;
 use crate::plugin::{InstancePool, Registry};
+use crate::resume::Sessions;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -26,6 +27,8 @@ pub struct AppState {
     /// Slots for live plugin instances (`max_instances`).
     pub pool: Arc<InstancePool>,
     pub metrics: Arc<Metrics>,
+    /// Resumable WebSocket sessions.
+    pub sessions: Arc<Sessions>,
     /// Bytes of partly received messages, across every connection.
     pub receive_budget: Arc<ReceiveBudget>,
     /// Cancelled when shutdown begins: new upgrades are refused.

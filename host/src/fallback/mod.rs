@@ -8,8 +8,7 @@ mod events;
 mod inbox;
 mod session;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -32,6 +31,7 @@ use crate::handshake::{self, Opened, RouteRequest as Request};
 use crate::hub::Hub;
 use crate::inbound::{BodyHold, InboundError};
 use crate::plugin;
+use crate::resume::{self, Registry};
 use crate::state::AppState;
 use session::Shared;
 
@@ -42,37 +42,15 @@ pub const PROTOCOL_HEADER: &str = "x-websocket-protocol";
 /// This host's open fallback sessions, by connection id.
 #[derive(Default)]
 pub struct Sessions {
-    by_id: Mutex<HashMap<Arc<str>, Arc<Shared>>>,
+    registry: Registry<Shared>,
 }
 
 impl Sessions {
-    fn insert(&self, shared: Arc<Shared>) {
-        if let Ok(mut map) = self.by_id.lock() {
-            map.insert(shared.conn.id.clone(), shared);
-        }
-    }
-
-    fn remove(&self, id: &str) {
-        if let Ok(mut map) = self.by_id.lock() {
-            map.remove(id);
-        }
-    }
-
-    /// The session a client-held id names, if the secret matches.
-    fn find(&self, session: &str) -> Option<Arc<Shared>> {
-        let (id, secret) = session.split_once('.')?;
-        let shared = self.by_id.lock().ok()?.get(id)?.clone();
-        (shared.secret.as_bytes() == secret.as_bytes()).then_some(shared)
-    }
-
     /// Delivers a post to a session of this host, after checking it as a
     /// WebSocket frame is checked: a post that breaks a rule closes the
     /// session with the code a WebSocket would get.
     pub async fn deliver(&self, plugin: &str, session: &str, raw: RawPost) -> Result<Taken, Refused> {
-        let shared = self.find(session).ok_or(Refused::Unknown)?;
-        if *shared.conn.plugin != *plugin {
-            return Err(Refused::Unknown);
-        }
+        let shared = self.registry.find(plugin, session).ok_or(Refused::Unknown)?;
         if shared.conn.is_closing() {
             return Err(PostError::Gone.into());
         }
@@ -182,12 +160,10 @@ async fn post(
     // checked by its owner, and its body is bounded here all the same.
     let local = match forwarded_to(state, session) {
         Some(_) => None,
-        None => match sessions.find(session) {
-            Some(shared) if *shared.conn.plugin == *plugin && !shared.conn.is_closing() => Some(shared),
-            Some(shared) if *shared.conn.plugin == *plugin => {
-                return error(StatusCode::NOT_FOUND, PostError::Gone.to_string());
-            }
-            _ => return error(StatusCode::NOT_FOUND, "no such session"),
+        None => match sessions.registry.find(plugin, session) {
+            Some(shared) if !shared.conn.is_closing() => Some(shared),
+            Some(_) => return error(StatusCode::NOT_FOUND, PostError::Gone.to_string()),
+            None => return error(StatusCode::NOT_FOUND, "no such session"),
         },
     };
     let max = state.ws.max_message_size.in_memory();
@@ -422,12 +398,12 @@ async fn open(state: Arc<AppState>, sessions: Arc<Sessions>, req: Request) -> Re
         Ok(opened) => opened,
         Err(refusal) => return *refusal,
     };
-    let secret = hex::encode(rand::random::<[u8; 16]>());
+    let secret = resume::new_secret();
     let id = format!("{}.{secret}", accepted.parts.conn.id);
     let max_waiting = state.ws.max_message_size.in_memory();
     let (inbox, posts) = inbox::Inbox::new(max_waiting);
     let shared = Arc::new(Shared::new(accepted.parts.conn.clone(), secret, inbox, state.ws.message_timeout));
-    sessions.insert(shared.clone());
+    sessions.registry.insert(shared.clone());
     let settings = Settings::from(&state.config.fallback);
     let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
     let ping_ms = state.ws.keep_alive_interval.as_millis();
@@ -435,19 +411,16 @@ async fn open(state: Arc<AppState>, sessions: Arc<Sessions>, req: Request) -> Re
     state.tasks.spawn(async move {
         let conn_id = shared.conn.id.clone();
         session::run(accepted, shared, posts, tx, settings).await;
-        sessions.remove(&conn_id);
+        sessions.registry.remove(&conn_id);
     });
     stream_response(&req, rx)
 }
 
 fn resume(state: &AppState, sessions: &Sessions, req: Request, session: &str, last: u64) -> Response {
-    let Some(shared) = sessions.find(session) else {
+    let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
+    let Some(shared) = sessions.registry.find(plugin, session) else {
         return error(StatusCode::NOT_FOUND, "no such session");
     };
-    let plugin = req.plugin.as_deref().unwrap_or(&state.config.default_plugin);
-    if *shared.conn.plugin != *plugin {
-        return error(StatusCode::NOT_FOUND, "no such session");
-    }
     let (tx, rx) = mpsc::channel(session::STREAM_BUFFER);
     shared.attach(tx, last);
     stream_response(&req, rx)

@@ -5,7 +5,7 @@
 //! detaches the session for `fallback.grace`; a resume attaches a new one.
 
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,6 +19,7 @@ use crate::config::InMemory;
 use crate::deadlines::{Deadlines, silence_allowed};
 use crate::dispatch::{Accepted, Dispatcher};
 use crate::hub::{Connection, Outbound};
+use crate::resume::{Handoff, Keyed};
 use crate::writer::WRITE_BATCH;
 
 /// Events a stream's HTTP body may hold before the session waits for the
@@ -33,31 +34,39 @@ pub type Stream = mpsc::Sender<warp::sse::Event>;
 pub struct Shared {
     pub conn: Arc<Connection>,
     /// The part of the session id only its client knows.
-    pub secret: String,
+    secret: String,
     pub inbox: Inbox,
     /// How long a post may wait for the ones before it
     /// (`websocket.message_timeout`).
     pub post_timeout: Duration,
     /// A stream that resumed, for the task to take: and the last event id
     /// its client saw.
-    attach: Mutex<Option<(Stream, u64)>>,
+    attach: Handoff<(Stream, u64)>,
 }
 
 impl Shared {
     pub fn new(conn: Arc<Connection>, secret: String, inbox: Inbox, post_timeout: Duration) -> Self {
-        Self { conn, secret, inbox, post_timeout, attach: Mutex::new(None) }
+        Self { conn, secret, inbox, post_timeout, attach: Handoff::default() }
     }
 
     /// Hands the session a new stream; an older one still attached ends.
     pub fn attach(&self, stream: Stream, last_seen: u64) {
-        if let Ok(mut slot) = self.attach.lock() {
-            *slot = Some((stream, last_seen));
-        }
-        self.conn.wake();
+        // A session that ended drops the stream, which ends its response.
+        let _ = self.attach.give(&self.conn, (stream, last_seen));
     }
 
     fn take_attached(&self) -> Option<(Stream, u64)> {
-        self.attach.lock().ok()?.take()
+        self.attach.take()
+    }
+}
+
+impl Keyed for Shared {
+    fn conn(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    fn secret(&self) -> &str {
+        &self.secret
     }
 }
 

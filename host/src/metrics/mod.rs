@@ -203,6 +203,32 @@ pub struct InboundMetrics {
     pub message_timeouts: Counter,
 }
 
+/// What resumable sessions report ([`Metrics::register_resume`]).
+#[derive(Clone, Default)]
+pub struct ResumeMetrics {
+    /// Sessions whose transport dropped, waiting for their client.
+    pub away: Gauge,
+    /// Bytes resumable sessions keep (`websocket.resume_budget`).
+    pub buffered: Gauge,
+    /// Sessions a client resumed.
+    pub resumed: Counter,
+    /// Resumes refused (a fresh session began instead), by reason.
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Sessions that ended while away, by reason: `grace`, `overflow`,
+    /// `closed`.
+    pub lost: Family<ReasonLabel, Counter>,
+}
+
+impl ResumeMetrics {
+    pub fn refused(&self, reason: &str) {
+        self.refused.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    pub fn lost(&self, reason: &str) {
+        self.lost.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+}
+
 /// What the instance pool reports.
 #[derive(Clone, Default)]
 pub struct PoolMetrics {
@@ -395,6 +421,22 @@ impl Metrics {
             p.exhausted.clone(),
         );
         p
+    }
+
+    /// Registers the series of resumable sessions and returns handles on them.
+    pub fn register_resume(&mut self) -> ResumeMetrics {
+        let m = ResumeMetrics::default();
+        let r = self.registry.sub_registry_with_prefix("sessions");
+        r.register("away", "Resumable sessions whose transport dropped, waiting for their client", m.away.clone());
+        r.register(
+            "buffered_bytes",
+            "Bytes resumable sessions keep: unacknowledged messages and those sent while away",
+            m.buffered.clone(),
+        );
+        r.register("resumed", "Sessions a client resumed", m.resumed.clone());
+        r.register("resume_refused", "Resumes refused (a fresh session began instead), by reason", m.refused.clone());
+        r.register("lost", "Resumable sessions that ended while away, by reason", m.lost.clone());
+        m
     }
 
     /// Registers the backplane's series and returns handles on them.

@@ -25,6 +25,7 @@ mod logging;
 mod new;
 mod outbound;
 mod reload;
+mod resume;
 mod rooms;
 mod store;
 mod timers;
