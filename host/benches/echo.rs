@@ -8,6 +8,8 @@
 //! cargo bench --bench echo -- --before OLD_BINARY   # looping calls: before and after, alternating, --rounds each
 //!                                                    # (OLD_BINARY in its target dir: its own testbed is used)
 //! cargo bench --bench echo -- --against 127.0.0.1:5000 --connections 50   # load only
+//! cargo bench --bench echo -- --resume --loops "" --idle "" --accepts 0   # plain against resumable clients
+//! cargo bench --bench echo -- --away 1000,10000 --connections "" --loops "" --idle "" --accepts 0
 //! ```
 //!
 //! - Throughput: every connection sends a 1 KiB text message, waits for its
@@ -23,6 +25,11 @@
 //!   read buffer. Each count gets a fresh server.
 //! - Accepts: connections opened per second (handshake, instantiation and
 //!   `on-open` for wasmsocket), 64 at a time.
+//! - With `--resume`, the throughput table has a third row: the same load
+//!   from clients that asked for resumable sessions (each message numbered
+//!   and kept until acknowledged by a ping's pong).
+//! - Away sessions (`--away N`): N resumable sessions whose sockets dropped,
+//!   waiting for their clients; the host's resident memory per session.
 
 mod common;
 
@@ -52,6 +59,10 @@ struct Options {
     idle: Vec<usize>,
     /// Only drive load against a server already running (for profiling).
     against: Option<SocketAddr>,
+    /// A row of resumable clients in the throughput table.
+    resume: bool,
+    /// Counts of away sessions to measure the memory of.
+    away: Vec<usize>,
 }
 
 fn options() -> Options {
@@ -65,6 +76,8 @@ fn options() -> Options {
         connections: vec![1, 50, 200],
         idle: vec![1000, 10_000, 18_000],
         against: None,
+        resume: false,
+        away: Vec::new(),
     };
     let list = |v: Option<String>| -> Option<Vec<usize>> {
         v.map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
@@ -80,6 +93,8 @@ fn options() -> Options {
             "--loops" => o.loops = list(args.next()).unwrap_or(o.loops),
             "--before" => o.before = args.next().map(Into::into),
             "--hold" => o.hold = args.next().and_then(|v| v.parse().ok()),
+            "--resume" => o.resume = true,
+            "--away" => o.away = list(args.next()).unwrap_or(o.away),
             "--accepts" => o.accepts = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.accepts),
             _ => {} // cargo passes --bench; ignore what we do not know
         }
@@ -205,12 +220,18 @@ impl Load {
     }
 }
 
-/// `connections` clients, each with one message in flight, for `seconds`.
-async fn drive(addr: SocketAddr, connections: usize, seconds: f64) -> Load {
-    let url = format!("ws://{addr}/ws");
+/// `connections` clients, each with one message in flight, for `seconds`;
+/// with `resume`, clients that asked for resumable sessions.
+async fn drive(addr: SocketAddr, connections: usize, seconds: f64, resume: bool) -> Load {
+    let url = format!("ws://{addr}/ws{}", if resume { "?resume=new" } else { "" });
     let mut sockets = Vec::with_capacity(connections);
     for _ in 0..connections {
-        sockets.push(tokio_tungstenite::connect_async(&url).await.expect("connect").0);
+        let mut ws = tokio_tungstenite::connect_async(&url).await.expect("connect").0;
+        if resume {
+            let hello = ws.next().await.expect("open").expect("hello");
+            assert!(hello.to_text().is_ok_and(|t| t.contains("\"session\":\"")), "no session: {hello:?}");
+        }
+        sockets.push(ws);
     }
     let warmup = Duration::from_millis(500);
     let start = Instant::now() + warmup;
@@ -294,6 +315,46 @@ async fn idle_memory(server: &Server, n: usize) -> f64 {
     (after.saturating_sub(before)) as f64 / n as f64
 }
 
+/// Resident memory each away session costs the host, in KiB: `n` clients
+/// ask for sessions, echo once and drop their sockets without a close.
+async fn away_memory(server: &Server, n: usize) -> f64 {
+    let pid = server.child.id().expect("running");
+    let url = format!("ws://{}/ws?resume=new", server.addr);
+    let mut first = tokio_tungstenite::connect_async(&url).await.expect("connect").0;
+    first.send(Message::text("warm")).await.expect("send");
+    let _ = first.next().await;
+    let _ = first.next().await;
+    settle(server, 1).await;
+    let before = rss_kib(pid);
+    let mut open = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut ws = match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => ws,
+            Err(e) => panic!("connection {i} of {n}: {e}"),
+        };
+        let _ = ws.next().await; // the hello
+        ws.send(Message::text("hello")).await.expect("send");
+        let _ = ws.next().await;
+        open.push(ws);
+    }
+    drop(open);
+    let metrics = format!("http://{}/metrics", server.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let text = reqwest::get(&metrics).await.expect("metrics").text().await.unwrap_or_default();
+        let value =
+            |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+        if value("wasmsocket_sessions_away") == Some(n as f64) && value("wasmsocket_instances") == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    drop(first);
+    (after.saturating_sub(before)) as f64 / n as f64
+}
+
 /// Waits until an idle server is at rest: wasmsocket's instances
 /// hibernated and its sockets rested (at most 20 s); others, half a second.
 async fn settle(server: &Server, connections: usize) {
@@ -360,7 +421,7 @@ async fn with_loops(binary: Option<&std::path::Path>, loops: usize, seconds: f64
         loopers.push(ws);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let load = drive(server.addr, 50, seconds).await;
+    let load = drive(server.addr, 50, seconds, false).await;
     drop(loopers);
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
@@ -385,7 +446,7 @@ async fn run(o: Options) {
             return;
         }
         for &c in &o.connections {
-            let l = drive(addr, c, o.seconds).await;
+            let l = drive(addr, c, o.seconds, false).await;
             let rate = l.messages() as f64 / l.seconds;
             println!("{c:>6} conns against {addr}: {rate:.0} msg/s, p50 {:.1} µs, p99 {:.1} µs", l.p(0.5), l.p(0.99));
         }
@@ -404,31 +465,33 @@ async fn run(o: Options) {
         "conns", "server", "msg/s", "p50 µs", "p99 µs", "msg/s ×", "p50 ×", "p99 ×"
     );
     for &c in &o.connections {
-        let (mut n, mut w) = (Load::default(), Load::default());
+        let (mut n, mut w, mut r) = (Load::default(), Load::default(), Load::default());
         for round in 0..o.rounds {
             // Fresh servers each round, one at a time, alternating order.
-            for native_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
-                if native_turn {
-                    let server = start_native().await;
-                    n.merge(drive(server.addr, c, o.seconds).await);
-                } else {
-                    let server = start_wasmsocket().await;
-                    w.merge(drive(server.addr, c, o.seconds).await);
+            let order = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            for turn in order {
+                match turn {
+                    0 => n.merge(drive(start_native().await.addr, c, o.seconds, false).await),
+                    1 => w.merge(drive(start_wasmsocket().await.addr, c, o.seconds, false).await),
+                    _ if o.resume => r.merge(drive(start_wasmsocket().await.addr, c, o.seconds, true).await),
+                    _ => {}
                 }
             }
         }
         let rate = |l: &Load| l.messages() as f64 / l.seconds;
         println!("{c:>6} {:>12} {:>12.0} {:>10.1} {:>10.1}", "native warp", rate(&n), n.p(0.50), n.p(0.99));
-        println!(
-            "{c:>6} {:>12} {:>12.0} {:>10.1} {:>10.1}   {:>10.2} {:>10.2} {:>10.2}",
-            "wasmsocket",
-            rate(&w),
-            w.p(0.50),
-            w.p(0.99),
-            rate(&w) / rate(&n),
-            w.p(0.50) / n.p(0.50),
-            w.p(0.99) / n.p(0.99)
-        );
+        let rows = [("wasmsocket", &w), ("resumable", &r)];
+        for (name, l) in rows.into_iter().filter(|(_, l)| l.messages() > 0) {
+            println!(
+                "{c:>6} {name:>12} {:>12.0} {:>10.1} {:>10.1}   {:>10.2} {:>10.2} {:>10.2}",
+                rate(l),
+                l.p(0.50),
+                l.p(0.99),
+                rate(l) / rate(&n),
+                l.p(0.50) / n.p(0.50),
+                l.p(0.99) / n.p(0.99)
+            );
+        }
     }
     for &loops in &o.loops {
         println!("\n50 connections echo while {loops} plugin calls loop (2 cores), {}s:", o.seconds);
@@ -467,6 +530,17 @@ async fn run(o: Options) {
                 row.push(idle_memory(&server, n).await);
             }
             println!("{n:>8} {:>14.1} {:>24.1} {:>12.1}", row[0], row[1], row[2]);
+        }
+    }
+    if !o.away.is_empty() {
+        println!(
+            "\nresumable sessions away (socket dropped, waiting for the client), resident memory per session, KiB"
+        );
+        println!("{:>8} {:>12} {:>12}", "sessions", "idle plain", "away");
+        for &n in &o.away {
+            let plain = idle_memory(&start_wasmsocket().await, n).await;
+            let away = away_memory(&start_wasmsocket().await, n).await;
+            println!("{n:>8} {plain:>12.1} {away:>12.1}");
         }
     }
     if o.accepts > 0 {

@@ -4,6 +4,7 @@
 //! cargo bench --bench fanout                       # 100, 1000 and 10000 members
 //! cargo bench --bench fanout -- --members 1000 --rounds 5
 //! cargo bench --bench fanout -- --before OLD_BINARY  # an older build beside this one
+//! cargo bench --bench fanout -- --resume             # and members with resumable sessions
 //! ```
 //!
 //! Starts wasmsocket with the testbed plugin, opens N connections that join
@@ -24,6 +25,7 @@ fn main() {
     let mut members = vec![100, 1_000, 10_000];
     let mut rounds = 5;
     let mut before: Option<std::path::PathBuf> = None;
+    let mut resume = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -32,6 +34,7 @@ fn main() {
             }
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
             "--before" => before = args.next().map(Into::into),
+            "--resume" => resume = true,
             _ => {}
         }
     }
@@ -45,25 +48,33 @@ fn main() {
         for n in members {
             // The older build first, then this one, each on a fresh host.
             if let Some(before) = &before {
-                run(n, rounds, Some(before)).await;
+                run(n, rounds, Some(before), false).await;
             }
-            run(n, rounds, None).await;
+            run(n, rounds, None, false).await;
+            if resume {
+                run(n, rounds, None, true).await;
+            }
         }
     });
 }
 
-/// One host (`binary`, or this build), `n` members, `rounds` broadcasts.
-async fn run(n: usize, rounds: usize, binary: Option<&std::path::Path>) {
+/// One host (`binary`, or this build), `n` members (with resumable
+/// sessions if `resume`), `rounds` broadcasts.
+async fn run(n: usize, rounds: usize, binary: Option<&std::path::Path>, resume: bool) {
     // An older build gets the testbed built beside it.
     let dir = common::testbed_dir_for("fanout", "", binary);
     let mut cmd = common::wasmsocket_build(binary);
     cmd.args(["--log", "warn", "--max-connections", "10100", "--no-compile-cache"]).arg("--plugins").arg(&dir);
     let common::Server { addr, child, .. } = common::start(cmd, false).await;
     let url = format!("ws://{addr}/ws/testbed");
+    let member_url = if resume { format!("{url}?resume=new") } else { url.clone() };
 
     let mut readers = Vec::with_capacity(n);
     for _ in 0..n {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&member_url).await.expect("connect");
+        if resume {
+            let _ = ws.next().await; // the session's hello
+        }
         ws.send(Message::text("join room")).await.expect("join");
         let _ = ws.next().await; // "ok"
         readers.push(ws);
@@ -97,7 +108,11 @@ async fn run(n: usize, rounds: usize, binary: Option<&std::path::Path>) {
     let worst = times[times.len() - 1];
     println!(
         "{n:>8} {:>8} {:>14.2} {:>14.2} {:>16.0} {:>18.1}",
-        if binary.is_some() { "before" } else { "this" },
+        match (binary, resume) {
+            (Some(_), _) => "before",
+            (None, false) => "this",
+            (None, true) => "resume",
+        },
         median.as_secs_f64() * 1e3,
         worst.as_secs_f64() * 1e3,
         n as f64 / median.as_secs_f64(),

@@ -133,7 +133,7 @@ impl Server {
             Some(backplane_metrics) => {
                 let backplane = Backplane::start(&config.redis, &hub, backplane_metrics)?;
                 backplane.take_posts(fallback.clone());
-                backplane.ready(config.redis.timeout * 2).await;
+                backplane.ready(config.redis.timeout * 2).await?;
                 hub.attach(backplane.clone());
                 Some(backplane)
             }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Backplane;
 use super::conn::{Mode, RedisConn};
 use super::membership::{self, Op};
-use super::scripts::HEARTBEAT;
+use super::scripts::{HEARTBEAT, LAYOUT, LAYOUT_CHECK};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -46,6 +46,10 @@ pub(super) async fn supervise(backplane: Arc<Backplane>) {
         if went_down(&backplane, &error, attempts_failed) {
             down_since = Some(Instant::now());
         }
+        if backplane.incompatible.get().is_some() {
+            tracing::error!("{error}; this host stays off the cluster");
+            return;
+        }
         let pause = jitter(backoff);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -67,6 +71,7 @@ fn jitter(backoff: Duration) -> Duration {
 async fn connect(backplane: &Arc<Backplane>, session: &CancellationToken) -> Result<(), String> {
     let t = backplane.timeout;
     let mut conn = within(t, backplane.target.connect()).await.map_err(|e| format!("cannot connect: {e}"))?;
+    check_layout(backplane, &mut conn).await?;
     within(t, conn.subscribe(&backplane.host_channel)).await?;
     heartbeat(backplane, &mut conn).await?;
     backplane.conn.store(Some(Arc::new(conn)));
@@ -79,6 +84,23 @@ async fn connect(backplane: &Arc<Backplane>, session: &CancellationToken) -> Res
         return Err(backplane.last_error());
     }
     Ok(())
+}
+
+/// Marks an empty Redis with this release's layout, and refuses one that
+/// holds another.
+async fn check_layout(backplane: &Backplane, conn: &mut RedisConn) -> Result<(), String> {
+    let key = backplane.keys.layout();
+    let found: String = within(backplane.timeout, LAYOUT_CHECK.key(&key).arg(LAYOUT).invoke_async(conn)).await?;
+    if found == LAYOUT.to_string() {
+        return Ok(());
+    }
+    let why = format!(
+        "the Redis holds the key layout of backplane version {found} (key {key}); this release reads and writes \
+         version {LAYOUT}. Hosts of releases with different layouts cannot share one Redis under one prefix: \
+         upgrade them all at once, or give the new release its own redis.prefix"
+    );
+    let _ = backplane.incompatible.set(why.clone());
+    Err(why)
 }
 
 async fn within<T>(t: Duration, future: impl Future<Output = Result<T, redis::RedisError>>) -> Result<T, String> {

@@ -85,8 +85,13 @@ pub trait ForwardedPosts: Send + Sync {
 
 /// Why the backplane could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("redis.url / redis.cluster_nodes: {0}")]
-pub struct BackplaneError(#[from] RedisError);
+pub enum BackplaneError {
+    #[error("redis.url / redis.cluster_nodes: {0}")]
+    Target(#[from] RedisError),
+    /// The Redis holds another release's key layout.
+    #[error("{0}")]
+    Layout(String),
+}
 
 /// The link to Redis, as `/healthz` reports it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -143,6 +148,9 @@ pub struct Backplane {
     next_ticket: AtomicU64,
     /// Where posts forwarded to this host go.
     forwarded: OnceLock<Arc<dyn ForwardedPosts>>,
+    /// Why this host cannot use the Redis it reached: another release's
+    /// key layout is there. The link stops trying.
+    incompatible: OnceLock<String>,
 }
 
 impl Backplane {
@@ -183,6 +191,7 @@ impl Backplane {
             posts: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(1),
             forwarded: OnceLock::new(),
+            incompatible: OnceLock::new(),
         });
         tokio::spawn(membership::write(backplane.clone(), ops_rx));
         tokio::spawn(link::supervise(backplane.clone()));
@@ -199,12 +208,15 @@ impl Backplane {
     /// Waits up to `wait` for the first connection, so a host whose Redis
     /// is there starts as part of the cluster; one whose Redis is not
     /// starts anyway, degraded.
-    pub async fn ready(&self, wait: Duration) -> bool {
+    pub async fn ready(&self, wait: Duration) -> Result<bool, BackplaneError> {
         let deadline = tokio::time::Instant::now() + wait;
         while !self.is_up() && tokio::time::Instant::now() < deadline {
+            if let Some(why) = self.incompatible.get() {
+                return Err(BackplaneError::Layout(why.clone()));
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.is_up()
+        Ok(self.is_up())
     }
 
     pub fn host_id(&self) -> &str {

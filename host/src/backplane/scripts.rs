@@ -4,7 +4,10 @@
 //! tag `{PLUGIN:ROOM}`; every other script has one key. Redis's own clock
 //! decides who is dead (host clocks may disagree).
 //!
-//! Layout under the prefix `P` (which cannot contain braces):
+//! Layout under the prefix `P` (which cannot contain braces), version
+//! [`LAYOUT`]:
+//! * `P:layout`: the layout's version, written by the first host; a host
+//!   of another layout refuses to start on it.
 //! * `P:hosts`: sorted set of live host ids, scored by when each expires.
 //! * `P:room:{PLUGIN:ROOM}`: set of the connection ids in a room.
 //! * `P:seq:{PLUGIN:ROOM}`: the room's broadcast counter; gone while the
@@ -22,6 +25,22 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// The version of this layout and of the messages between hosts. A
+/// release that changes either bumps it: hosts of different versions then
+/// refuse to share one Redis (under one prefix) instead of misreading each
+/// other.
+pub(super) const LAYOUT: u32 = 1;
+
+/// Writes the layout version unless one is there; returns the one there.
+pub(super) static LAYOUT_CHECK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('SET', KEYS[1], ARGV[1], 'NX')
+        return redis.call('GET', KEYS[1])
+        ",
+    )
+});
+
 /// Redis names of everything the backplane stores.
 pub(super) struct Keys {
     prefix: String,
@@ -30,6 +49,10 @@ pub(super) struct Keys {
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self { prefix: prefix.to_string() }
+    }
+
+    pub fn layout(&self) -> String {
+        format!("{}:layout", self.prefix)
     }
 
     pub fn hosts(&self) -> String {

@@ -550,3 +550,22 @@ async fn ask_skipping(ws: &mut Client, text: &str, skip: &str) -> String {
         }
     }
 }
+
+#[tokio::test]
+async fn a_redis_with_another_releases_key_layout_is_refused_at_start_saying_why() {
+    let server = Redis::start().await;
+    let client = ::redis::Client::open(server.url()).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+    // A later release marked this Redis with its own layout.
+    let () = ::redis::cmd("SET").arg("wasmsocket:layout").arg("2").query_async(&mut conn).await.expect("set");
+    let dir = plugins_dir(&[]);
+    let config = crate::common::redis::cluster_config(&server, &dir.0);
+    let err = Host::spawn(&["--config".into(), config]).await.err().expect("must not start");
+    assert!(err.contains("backplane version 2") && err.contains("version 1") && err.contains("redis.prefix"), "{err}");
+    // A Redis no release marked yet gets this release's mark.
+    let _: i64 = ::redis::cmd("DEL").arg("wasmsocket:layout").query_async(&mut conn).await.expect("del");
+    let host = cluster_host(&server, &[]).await;
+    let mark: String = ::redis::cmd("GET").arg("wasmsocket:layout").query_async(&mut conn).await.expect("get");
+    assert_eq!(mark, "1");
+    drop(host);
+}
