@@ -41,13 +41,23 @@ pub struct Resumable {
     received: u64,
     /// The mark of the ping whose pong is awaited.
     ack_in_flight: Option<u64>,
+    /// When to ask for an acknowledgement of what was written since.
+    ack_at: Option<Deadline>,
 }
 
 impl Resumable {
     pub fn new(session: Arc<Session>, sessions: Arc<Sessions>) -> Box<Self> {
-        Box::new(Self { session, sessions, received: 0, ack_in_flight: None })
+        Box::new(Self { session, sessions, received: 0, ack_in_flight: None, ack_at: None })
     }
 }
+
+/// How long written messages may wait for a ping that asks the client to
+/// acknowledge them, unless they press on the buffers (see
+/// `Replay::pressing`) or a keep-alive ping asks first. Each ask costs a
+/// ping and a pong that wakes a resting socket, so a busy session is asked
+/// once per this much time, not per message; what waits is memory only,
+/// bounded by the buffers.
+const ACK_DELAY: Duration = Duration::from_secs(5);
 
 /// How a socket's service ended.
 enum End {
@@ -120,6 +130,8 @@ enum Due {
     Rest,
     /// One of the plugin's timers for this connection.
     Timer,
+    /// A resumable session asks its client to acknowledge what it wrote.
+    Ack,
 }
 
 impl ConnectionTask<'_> {
@@ -166,6 +178,7 @@ impl ConnectionTask<'_> {
                 hibernate_after.filter(|_| holding).map(|after| (last_event + after, Due::Hibernate)),
                 rest_at.filter(|_| self.socket.is_awake()).map(|at| (at, Due::Rest)),
                 conn.timers.next_due().filter(|_| !conn.is_closing()).map(|at| (at, Due::Timer)),
+                self.resume.as_ref().and_then(|r| r.ack_at).map(|at| (at, Due::Ack)),
             ]);
             self.dispatcher.check_evicted();
             let inbound = async {
@@ -198,6 +211,11 @@ impl ConnectionTask<'_> {
                             }
                         }
                         Some(Due::Hibernate) => self.dispatcher.hibernate("idle"),
+                        Some(Due::Ack) => {
+                            if !Box::pin(self.ask_ack(true)).await {
+                                return self.ended();
+                            }
+                        }
                         Some(Due::Timer) => {
                             Box::pin(self.timers_due()).await;
                             last_event = Deadline::now();
@@ -417,20 +435,31 @@ impl ConnectionTask<'_> {
         if r.ack_in_flight.is_some_and(|m| m <= mark) {
             r.ack_in_flight = None;
         }
-        self.ask_ack().await;
+        self.ask_ack(false).await;
     }
 
-    /// Asks the client to acknowledge what was written, unless a ping is
-    /// already out: one ping per round trip, however much is written.
-    async fn ask_ack(&mut self) -> bool {
+    /// Asks the client to acknowledge what was written, with a ping that
+    /// carries the last number: `now`, or once a quarter of the buffer is
+    /// unacknowledged, else within [`ACK_DELAY`]. Never while a ping is
+    /// out: at most one per round trip, however much is written. False
+    /// when the socket failed.
+    async fn ask_ack(&mut self, now: bool) -> bool {
         let Some(r) = &mut self.resume else { return true };
+        if now {
+            r.ack_at = None;
+        }
         if r.ack_in_flight.is_some() || self.written.close_sent {
             return true;
         }
-        let mark = match r.session.replay.lock() {
-            Ok(replay) if replay.unacknowledged() => replay.written(),
+        let (mark, pressing) = match r.session.replay.lock() {
+            Ok(replay) if replay.unacknowledged() => (replay.written(), replay.pressing()),
             _ => return true,
         };
+        if !now && !pressing {
+            r.ack_at.get_or_insert_with(|| Deadline::now() + ACK_DELAY);
+            return true;
+        }
+        r.ack_at = None;
         r.ack_in_flight = Some(mark);
         self.socket.ping(&mark.to_be_bytes()).await
     }
@@ -482,7 +511,7 @@ impl ConnectionTask<'_> {
                 return false;
             }
         }
-        self.ask_ack().await
+        self.ask_ack(false).await
     }
 
     /// [`Self::write_queued`] for a resumable session: what was queued is
@@ -593,6 +622,7 @@ impl ConnectionTask<'_> {
         self.written = Written::default();
         let Some(r) = &mut self.resume else { return false };
         r.ack_in_flight = None;
+        r.ack_at = None;
         let conn = &self.dispatcher.ctx.conn;
         let resumed = r.session.replay.lock().is_ok_and(|mut replay| replay.resume_from(last));
         if !resumed {

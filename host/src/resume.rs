@@ -187,6 +187,10 @@ impl Budget {
         self.bytes.give(n);
         self.gauge.dec_by(n as i64);
     }
+
+    fn half_spent(&self) -> bool {
+        self.bytes.used() > self.bytes.limit() / 2
+    }
 }
 
 /// The buffer of a resumable session overflowed: its client is too slow,
@@ -205,6 +209,8 @@ pub struct Replay {
     /// The number of the next message written.
     cursor: u64,
     bytes: usize,
+    /// Bytes of the written messages (those before `cursor`).
+    written_bytes: usize,
     max: usize,
     /// A close the plugin asked for: written after every message.
     close: Option<CloseFrame>,
@@ -213,7 +219,7 @@ pub struct Replay {
 
 impl Replay {
     pub fn new(max: usize, budget: Budget) -> Self {
-        Self { items: VecDeque::new(), first: 1, cursor: 1, bytes: 0, max, close: None, budget }
+        Self { items: VecDeque::new(), first: 1, cursor: 1, bytes: 0, written_bytes: 0, max, close: None, budget }
     }
 
     fn next(&self) -> u64 {
@@ -238,7 +244,9 @@ impl Replay {
 
     fn pop_front(&mut self) {
         if let Some(m) = self.items.pop_front() {
+            // Only written messages are ever forgotten.
             self.bytes -= m.len();
+            self.written_bytes -= m.len();
             self.budget.give(m.len());
             self.first += 1;
         }
@@ -259,6 +267,7 @@ impl Replay {
         let start = usize::try_from(self.cursor - self.first).unwrap_or(usize::MAX);
         let batch: Vec<Message> = self.items.iter().skip(start).take(max).cloned().collect();
         self.cursor += batch.len() as u64;
+        self.written_bytes += batch.iter().map(Message::len).sum::<usize>();
         batch
     }
 
@@ -285,6 +294,13 @@ impl Replay {
         self.first < self.cursor
     }
 
+    /// Whether what awaits an acknowledgement is a quarter of the buffer,
+    /// or the host's budget is half spent: time to ask, before a buffer
+    /// must forget any of it.
+    pub fn pressing(&self) -> bool {
+        self.written_bytes >= self.max / 4 || (self.written_bytes > 0 && self.budget.half_spent())
+    }
+
     /// The client received every message up to `seq`.
     pub fn ack(&mut self, seq: u64) {
         let upto = seq.min(self.written());
@@ -307,7 +323,9 @@ impl Replay {
             return false;
         }
         self.ack(last);
+        // Everything kept now follows `last`: none of it counts as written.
         self.cursor = last + 1;
+        self.written_bytes = 0;
         true
     }
 
@@ -558,12 +576,24 @@ mod tests {
         for s in ["a", "b", "c"] {
             r.push(text(s)).unwrap();
         }
+        assert!(!r.pressing());
         assert_eq!(texts(r.take_unsent(64)), ["a", "b", "c"]);
         r.ack(1);
         assert!(!r.can_resume_from(0), "message 1 was acknowledged and forgotten");
         assert!(!r.can_resume_from(4), "only 3 were written");
         assert!(r.resume_from(2));
         assert_eq!(texts(r.take_unsent(64)), ["c"]);
+    }
+
+    #[test]
+    fn a_quarter_of_the_buffer_unacknowledged_is_pressing() {
+        let mut r = replay(40);
+        r.push(text("0123456789")).unwrap();
+        assert!(!r.pressing(), "not written yet");
+        r.take_unsent(64);
+        assert!(r.pressing());
+        r.ack(1);
+        assert!(!r.pressing());
     }
 
     #[test]
