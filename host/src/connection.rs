@@ -211,11 +211,8 @@ impl ConnectionTask<'_> {
                             }
                         }
                         Some(Due::Hibernate) => self.dispatcher.hibernate("idle"),
-                        Some(Due::Ack) => {
-                            if !Box::pin(self.ask_ack(true)).await {
-                                return self.ended();
-                            }
-                        }
+                        Some(Due::Ack) if !Box::pin(self.ask_ack(true)).await => return self.ended(),
+                        Some(Due::Ack) => {}
                         Some(Due::Timer) => {
                             Box::pin(self.timers_due()).await;
                             last_event = Deadline::now();
