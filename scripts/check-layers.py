@@ -22,7 +22,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "host", "s
 
 # Bottom first.
 LAYERS = [
-    ("settings and metrics", ["config", "metrics", "passthrough", "fd_limit", "static_files", "pending"]),
+    ("settings and metrics", ["config", "metrics", "passthrough", "fd_limit", "heap_trim", "static_files", "pending"]),
     ("io", ["inbound", "socket", "http_timeouts", "http2_idle", "tls", "listener", "reply"]),
     ("hub", ["hub"]),
     ("plugin runtime", ["plugin", "console"]),

@@ -42,6 +42,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 const PAYLOAD: usize = 1024;
 
+/// How long an idle wasmsocket is left quiet before its memory is sampled.
+const QUIET: Duration = Duration::from_secs(5);
+
 struct Options {
     seconds: f64,
     /// Looping plugin calls beside 50 echoing connections.
@@ -356,7 +359,8 @@ async fn away_memory(server: &Server, n: usize) -> f64 {
 }
 
 /// Waits until an idle server is at rest: wasmsocket's instances
-/// hibernated and its sockets rested (at most 20 s); others, half a second.
+/// hibernated and its sockets rested (at most 20 s), then a quiet period in
+/// which it gives freed heap pages back; others, half a second.
 async fn settle(server: &Server, connections: usize) {
     if server.name != "wasmsocket" {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -374,6 +378,8 @@ async fn settle(server: &Server, connections: usize) {
         if value("wasmsocket_instances") == Some(0.0)
             && value("wasmsocket_sockets_resting").is_some_and(|r| r as usize >= connections)
         {
+            // Its heap trim looks every 2 s.
+            tokio::time::sleep(QUIET).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -29,6 +29,7 @@ mod dispatch;
 mod fallback;
 mod fd_limit;
 mod handshake;
+mod heap_trim;
 mod http2_idle;
 mod http_timeouts;
 mod hub;

@@ -25,7 +25,7 @@ use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Regis
 use crate::room_ticks::RoomTicks;
 use crate::state::AppState;
 use crate::tls::{Tls, TlsError, TlsWatcher};
-use crate::{api, fd_limit, listener, reload, resume, static_files};
+use crate::{api, fd_limit, heap_trim, listener, reload, resume, static_files};
 
 /// The echo plugin, built from `plugins/echo` and embedded at build time.
 pub const BUILTIN_ECHO: &[u8] = include_bytes!(env!("WASMSOCKET_ECHO_WASM"));
@@ -92,6 +92,7 @@ impl Server {
             cache_dir: config.compile_cache_dir(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        heap_trim::spawn(pool_metrics.live.clone());
         let pool = InstancePool::new(engine.instances(), pool_metrics);
         warn_if_too_few_memory_maps(config.max_instances);
         let mut registry = Registry::new(engine, config.clone(), metrics.clone());
