@@ -24,6 +24,7 @@ const el = {
   url: $("url"),
   protocols: $("protocols"),
   reconnect: $("reconnect"),
+  resume: $("resume"),
   connect: $("connect"),
   sendForm: $("send-form"),
   messageField: $("message-field"),
@@ -233,6 +234,7 @@ function connect() {
     next = new WasmSocket(url, {
       protocols,
       reconnect: el.reconnect.checked ? RECONNECT : false,
+      resume: el.resume.checked,
       transports: TRANSPORT_CHOICES[el.transportChoice.value],
     });
     watch(next);
@@ -256,6 +258,7 @@ function watch(socket) {
     const notes = [TRANSPORT_NAMES[e.transport]];
     if (e.protocol) notes.push(`subprotocol ${e.protocol}`);
     if (reconnect.attempt > 0) notes.push(`reconnected on attempt ${reconnect.attempt}`);
+    if (e.resumed) notes.push("session resumed: nothing lost");
     reconnect.attempt = 0;
     log("open", socket.url, notes.join(" · "));
     render();
@@ -265,6 +268,9 @@ function watch(socket) {
     const why = e.cause === "timeout" ? `did not open within ${socket.fallbackAfter / 1000} s` : "failed";
     log("info", `${TRANSPORT_NAMES[e.from]} ${why}; trying ${TRANSPORT_NAMES[e.transport]}`);
     render();
+  });
+  socket.addEventListener("resumefailed", (e) => {
+    if (current()) log("info", `The session could not be resumed (${e.reason}); a new one begins`);
   });
   socket.addEventListener("message", (e) => current() && received(e.data));
   socket.addEventListener("error", () => {

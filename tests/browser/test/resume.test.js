@@ -136,3 +136,32 @@ test("a resume after the grace falls back to a fresh session and says why", { ti
   const opens = outcome.events.filter((e) => e.type === "open");
   assert.deepEqual(opens.map((e) => [e.resumed, e.session]), [[false, true], [false, true]]);
 });
+
+test("the test page resumes its session across a blink and says so", { timeout: 30000 }, async (t) => {
+  // The page itself, from static/, behind a proxy of its own.
+  const pageHost = await startHost({ plugins: dir });
+  const pageProxy = await startTcpProxy([pageHost.port]);
+  t.after(async () => {
+    await pageProxy.close();
+    await pageHost.stop();
+  });
+  const page = await openPage(t, browser, `${pageProxy.http}/`);
+  await page.locator('#plugin option[value="testbed"]').waitFor({ state: "attached" });
+  await page.getByLabel("Plugin").selectOption("testbed");
+  await page.getByLabel("Reconnect automatically").check();
+  await page.getByLabel("Resume the session").check();
+  await page.locator("#connect").click();
+  const entry = (kind, text) => page.locator(`#log li[data-kind="${kind}"]`).filter({ hasText: text });
+  await entry("open", "").first().waitFor();
+  await page.getByLabel("Message to send").fill("whoami");
+  await page.getByLabel("Message to send").press("Enter");
+  const id = (await entry("receive", "-").first().locator(".data").textContent()).trim();
+  assert.ok(pageProxy.cut() >= 1);
+  await entry("open", "session resumed: nothing lost").waitFor({ timeout: 10000 });
+  await page.getByLabel("Message to send").fill("whoami");
+  await page.getByLabel("Message to send").press("Enter");
+  await page.waitForFunction(
+    (id) => [...document.querySelectorAll('#log li[data-kind="receive"]')].filter((li) => li.textContent.includes(id)).length === 2,
+    id,
+  );
+});

@@ -20,6 +20,9 @@ pub struct Redis {
     extra: Vec<String>,
 }
 
+/// Stands for a free port of its own in the arguments of `start_with`.
+const BUS_PORT: &str = "{free port}";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
@@ -29,10 +32,18 @@ impl Redis {
         Self::start_with(Vec::new()).await
     }
 
+    /// Starts on a free port; `BUS_PORT` in `extra` becomes another. A port
+    /// another test took between being found free and being bound makes
+    /// redis-server exit: it is tried again on new ones.
     async fn start_with(extra: Vec<String>) -> Redis {
-        let mut redis = Redis { port: free_port(), child: None, extra };
-        redis.restart().await;
-        redis
+        for _ in 0..5 {
+            let extra = extra.iter().map(|a| if a == BUS_PORT { free_port().to_string() } else { a.clone() }).collect();
+            let mut redis = Redis { port: free_port(), child: None, extra };
+            if redis.try_start().await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start in 5 tries (on free loopback ports)");
     }
 
     pub fn url(&self) -> String {
@@ -41,6 +52,11 @@ impl Redis {
 
     /// Starts (again) on the same port, empty.
     pub async fn restart(&mut self) {
+        assert!(self.try_start().await, "redis-server did not start on port {}", self.port);
+    }
+
+    /// Starts on its port; false if it exits or does not answer in time.
+    async fn try_start(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(&self.extra)
@@ -51,9 +67,19 @@ impl Redis {
             .expect("redis-server must be on PATH (apt-get install redis-server)");
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + STARTUP;
-        while !self.answers().await {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+        loop {
+            // Another test's redis-server may answer on a port ours could not
+            // bind: it counts only if ours is still running a moment later.
+            let answered = self.answers().await;
             tokio::time::sleep(Duration::from_millis(20)).await;
+            let exited = self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited || tokio::time::Instant::now() >= deadline {
+                self.child = None;
+                return false;
+            }
+            if answered {
+                return true;
+            }
         }
     }
 
@@ -132,7 +158,7 @@ impl RedisCluster {
                 "yes",
                 // The bus port would be port + 10000 otherwise, maybe taken.
                 "--cluster-port",
-                &free_port().to_string(),
+                BUS_PORT,
                 "--cluster-node-timeout",
                 // A failed master is replaced within a few seconds.
                 "1000",
