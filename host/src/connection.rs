@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, Pro
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::console::Kind;
 use crate::deadlines::{Deadlines, silence_allowed};
 use crate::dispatch::{Accepted, Dispatcher, Parts};
 use crate::hub::Connection;
@@ -550,11 +551,23 @@ impl ConnectionTask<'_> {
         // holds no instance, as one asleep.
         self.dispatcher.hibernate("away");
         tracing::debug!(conn = &*conn.id, "session away; waiting for its client to resume");
+        let console = &self.dispatcher.ctx.plugin.console;
+        console.publish(Kind::Session, Some(&conn.id), Some("away"), || {
+            format!(
+                "connection dropped; the session waits {} for its client",
+                humantime::format_duration(session.grace)
+            )
+        });
         metrics.away.inc();
         let ended = Box::pin(self.wait_away(&session)).await;
         metrics.away.dec();
         if let Err(why) = &ended {
-            metrics.lost(why.map_or("grace", Refused::as_str));
+            let reason = why.map_or("grace", Refused::as_str);
+            metrics.lost(reason);
+            let console = &self.dispatcher.ctx.plugin.console;
+            console.publish(Kind::Session, Some(&conn.id), Some("lost"), || {
+                format!("the session ended while away ({reason}); on-close follows")
+            });
         }
         ended
     }
@@ -632,6 +645,9 @@ impl ConnectionTask<'_> {
         }
         r.sessions.metrics.resumed.inc();
         tracing::debug!(conn = &*conn.id, last, "session resumed");
+        self.dispatcher.ctx.plugin.console.publish(Kind::Session, Some(&conn.id), Some("resumed"), || {
+            format!("session resumed; the client had {last} messages")
+        });
         let hello = resume::hello(Some(&r.session), true, None, r.received);
         Box::pin(self.send_hello(hello)).await;
         Box::pin(self.flush_replay()).await;

@@ -51,6 +51,8 @@ pub enum Kind {
     /// An outbound HTTP request: its response, or why it had none (denied,
     /// busy, failed).
     Outbound,
+    /// A resumable session went away, resumed, or ended while away.
+    Session,
 }
 
 /// One console line.

@@ -178,3 +178,19 @@ async fn watchers_that_do_not_read_do_not_slow_another_plugins_echo() {
     // A guard against the 1-2 s stalls of unbounded watchers, not a figure.
     assert!(worst < std::time::Duration::from_millis(500), "echo delayed {worst:?}");
 }
+
+#[tokio::test]
+async fn a_watcher_sees_a_session_go_away_and_resume() {
+    let host = Host::start(&[]).await;
+    let mut events = subscribe(&host, "testbed", "").await;
+    read_until(&mut events, "event:stats").await;
+    let mut ws = host.connect("/ws/testbed?resume=new").await;
+    let hello: serde_json::Value = serde_json::from_str(&expect_text(&mut ws).await).expect("hello");
+    let session = hello["session"].as_str().expect("a session").to_string();
+    drop(ws);
+    let seen = read_until(&mut events, r#""level":"away""#).await;
+    assert!(seen.contains(r#""kind":"session""#) && seen.contains("waits 30s"), "{seen}");
+    let _ws = host.connect(&format!("/ws/testbed?resume={session}&last=0")).await;
+    let seen = read_until(&mut events, r#""level":"resumed""#).await;
+    assert!(seen.contains("session resumed"), "{seen}");
+}

@@ -176,7 +176,7 @@ async fn an_exhausted_instance_pool_gives_503_and_1011_not_500() {
     let frame = expect_close(&mut waiting).await;
     assert_eq!(frame.code, CloseCode::Error);
     assert_eq!(frame.reason.as_str(), "server busy");
-    assert!(host.log().contains("host out of resources"), "{}", host.log());
+    assert!(host.wait_for_log("host out of resources").await, "{}", host.log());
     assert!(!host.log().contains("trapped"), "not reported as a plugin trap:\n{}", host.log());
 
     // Once the loop is cut, the slot serves again.

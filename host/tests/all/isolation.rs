@@ -66,7 +66,7 @@ async fn a_sleep_in_on_close_is_cut_and_frees_the_connection_slot() {
     .expect("connected");
     assert!(started.elapsed() < CUT_WITHIN, "slot freed after {:?}", started.elapsed());
     assert_eq!(ask(&mut second, "still serving").await, "still serving");
-    assert!(host.log().contains("ran past its 200ms deadline in on-close"), "{}", host.log());
+    assert!(host.wait_for_log("ran past its 200ms deadline in on-close").await, "{}", host.log());
 }
 
 #[tokio::test]
