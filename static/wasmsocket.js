@@ -62,7 +62,9 @@
  *   plugin's grace continues it, with every message sent meanwhile, once
  *   each and in order; messages sent while reconnecting wait and go out
  *   after it. `true` uses the defaults. Over the HTTP fallback the stream
- *   resumes by itself, with or without this option.
+ *   resumes by itself within the host's `fallback.grace`, with or without
+ *   this option; with it, a fallback session lost past that is reported
+ *   by `resumefailed` too.
  */
 
 /**
@@ -188,6 +190,8 @@ export class WasmSocket extends EventTarget {
   /** Sent messages the server may not have yet: `{ data, size }`. */
   #unacked = [];
   #unackedBytes = 0;
+  /** An HTTP fallback session was lost (its stream could not resume in time). */
+  #lost = false;
 
   /**
    * @param {string | URL} url A `ws:` or `wss:` URL (the HTTP fallback uses
@@ -373,8 +377,10 @@ export class WasmSocket extends EventTarget {
       clearTimeout(timer);
       this.#ws = null;
       // A close frame ends the session; a socket that dropped, or a server
-      // restarting (1012), leaves it to resume.
+      // restarting (1012), leaves it to resume. A fallback connection that
+      // ends unclean has already failed to resume its stream.
       if (e.wasClean && e.code !== 1012) this.#forget();
+      else if (this.#resume && opened && transport === "http") this.#lost = true;
       this.#closed(e);
     });
     this.#setState("connecting");
@@ -442,8 +448,9 @@ export class WasmSocket extends EventTarget {
 
   /** A fresh session (or none): reports a refused resume, then starts counting again. */
   #fresh(hello, transport) {
-    if (this.#session !== null) {
-      const reason = transport === "websocket" ? (hello?.refused ?? "unknown") : "transport";
+    if (this.#session !== null || this.#lost) {
+      const moved = this.#session !== null && transport !== "websocket";
+      const reason = moved ? "transport" : (hello?.refused ?? "unknown");
       this.dispatchEvent(event("resumefailed", { reason, unsent: this.#unacked.length }));
     }
     this.#forget();
@@ -451,6 +458,7 @@ export class WasmSocket extends EventTarget {
   }
 
   #forget() {
+    this.#lost = false;
     this.#session = null;
     this.#received = 0;
     this.#sentBase = 0;

@@ -366,7 +366,7 @@ test("reconnection over the fallback: after a host restart the page is back on H
   await waitForStatus(page, /^Closed \(code 1000/);
 });
 
-test("an outage longer than the grace period ends the session; the page reconnects over HTTP", { timeout: 90000 }, async (t) => {
+test("an outage longer than the grace period ends the session; the page reconnects over HTTP and says the session was lost", { timeout: 90000 }, async (t) => {
   const dir = await pluginsDir();
   t.after(() => removeDir(dir));
   const config = join(dir, "wasmsocket.toml");
@@ -377,6 +377,7 @@ test("an outage longer than the grace period ends the session; the page reconnec
   t.after(() => (proxy.offline = false));
 
   await page.getByLabel("Reconnect automatically").check();
+  await page.getByLabel("Resume the session").check();
   await page.getByRole("button", { name: "Connect" }).click();
   await waitForStatus(page, /^Connected$/);
   assert.equal(await transportShown(page), "via HTTP fallback");
@@ -391,6 +392,7 @@ test("an outage longer than the grace period ends the session; the page reconnec
 
   proxy.offline = false;
   await entry(page, "open", "reconnected on attempt").waitFor({ timeout: 30000 });
+  await entry(page, "info", "The session could not be resumed (unknown)").waitFor();
   assert.equal(await transportShown(page), "via HTTP fallback");
   await say(page, "back online");
   await entry(page, "receive", "back online").waitFor();
