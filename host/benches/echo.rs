@@ -290,72 +290,75 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Resident memory each idle connection costs the server, in KiB.
-async fn idle_memory(server: &Server, n: usize) -> f64 {
+/// Resident memory each of `n` connections costs the server, in KiB. Each
+/// client echoes once; with `away` they asked for resumable sessions and
+/// then drop their sockets without a close, and what is measured is the
+/// sessions waiting for them.
+async fn memory_per_connection(server: &Server, n: usize, away: bool) -> f64 {
     let pid = server.child.id().expect("running");
-    let url = format!("ws://{}/ws", server.addr);
+    let url = format!("ws://{}/ws{}", server.addr, if away { "?resume=new" } else { "" });
     // One connection first, so lazily made state (pools, caches) is there
     // before the baseline.
-    let mut first = tokio_tungstenite::connect_async(&url).await.expect("connect").0;
-    first.send(Message::text("warm")).await.expect("send");
-    let _ = first.next().await;
+    let first = echoed(&url, away).await.expect("connect");
     settle(server, 1).await;
     let before = rss_kib(pid);
-    let mut idle = Vec::with_capacity(n);
+    let mut clients = Vec::with_capacity(n);
     for i in 0..n {
-        let mut ws = match tokio_tungstenite::connect_async(&url).await {
-            Ok((ws, _)) => ws,
+        match echoed(&url, away).await {
+            Ok(ws) => clients.push(ws),
             Err(e) => panic!("{}: connection {i} of {n}: {e}", server.name),
-        };
-        ws.send(Message::text("hello")).await.expect("send");
-        let _ = ws.next().await;
-        idle.push(ws);
+        }
     }
-    settle(server, n + 1).await;
+    if away {
+        drop(std::mem::take(&mut clients));
+        let all_away = |value: &dyn Fn(&str) -> Option<f64>| {
+            value("wasmsocket_sessions_away") == Some(n as f64) && value("wasmsocket_instances") == Some(0.0)
+        };
+        wait_for_metrics(server, Duration::from_secs(30), all_away).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    } else {
+        settle(server, n + 1).await;
+    }
     let after = rss_kib(pid);
-    drop(idle);
+    drop(clients);
     drop(first);
     (after.saturating_sub(before)) as f64 / n as f64
 }
 
-/// Resident memory each away session costs the host, in KiB: `n` clients
-/// ask for sessions, echo once and drop their sockets without a close.
-async fn away_memory(server: &Server, n: usize) -> f64 {
-    let pid = server.child.id().expect("running");
-    let url = format!("ws://{}/ws?resume=new", server.addr);
-    let mut first = tokio_tungstenite::connect_async(&url).await.expect("connect").0;
-    first.send(Message::text("warm")).await.expect("send");
-    let _ = first.next().await;
-    let _ = first.next().await;
-    settle(server, 1).await;
-    let before = rss_kib(pid);
-    let mut open = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut ws = match tokio_tungstenite::connect_async(&url).await {
-            Ok((ws, _)) => ws,
-            Err(e) => panic!("connection {i} of {n}: {e}"),
-        };
-        let _ = ws.next().await; // the hello
-        ws.send(Message::text("hello")).await.expect("send");
+/// A client of `url` that has echoed once (after the session's hello, with
+/// `resume`).
+async fn echoed(url: &str, resume: bool) -> Result<common::Ws, tokio_tungstenite::tungstenite::Error> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    if resume {
         let _ = ws.next().await;
-        open.push(ws);
     }
-    drop(open);
-    let metrics = format!("http://{}/metrics", server.addr);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    ws.send(Message::text("hello")).await?;
+    let _ = ws.next().await;
+    Ok(ws)
+}
+
+/// Polls wasmsocket's metrics until `ready` holds of them (true), or
+/// `within` has passed (false).
+async fn wait_for_metrics(
+    server: &Server,
+    within: Duration,
+    ready: impl Fn(&dyn Fn(&str) -> Option<f64>) -> bool,
+) -> bool {
+    let url = format!("http://{}/metrics", server.addr);
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        let text = reqwest::get(&metrics).await.expect("metrics").text().await.unwrap_or_default();
+        let text = match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         let value =
             |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-        if value("wasmsocket_sessions_away") == Some(n as f64) && value("wasmsocket_instances") == Some(0.0) {
-            break;
+        if ready(&value) {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_kib(pid);
-    drop(first);
-    (after.saturating_sub(before)) as f64 / n as f64
+    false
 }
 
 /// Waits until an idle server is at rest: wasmsocket's instances
@@ -366,25 +369,16 @@ async fn settle(server: &Server, connections: usize) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         return;
     }
-    let url = format!("http://{}/metrics", server.addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let text = match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        let value =
-            |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-        if value("wasmsocket_instances") == Some(0.0)
+    let rested = |value: &dyn Fn(&str) -> Option<f64>| {
+        value("wasmsocket_instances") == Some(0.0)
             && value("wasmsocket_sockets_resting").is_some_and(|r| r as usize >= connections)
-        {
-            // Its heap trim looks every 2 s.
-            tokio::time::sleep(QUIET).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if wait_for_metrics(server, Duration::from_secs(20), rested).await {
+        // Its heap trim looks every 2 s.
+        tokio::time::sleep(QUIET).await;
+    } else {
+        eprintln!("warning: wasmsocket did not settle within 20 s; measuring anyway");
     }
-    eprintln!("warning: wasmsocket did not settle within 20 s; measuring anyway");
 }
 
 /// Connections opened per second, 64 at a time, each answered once.
@@ -533,7 +527,7 @@ async fn run(o: Options) {
         for &n in &o.idle {
             let mut row = Vec::new();
             for server in [start_native().await, start_tungstenite().await, start_wasmsocket().await] {
-                row.push(idle_memory(&server, n).await);
+                row.push(memory_per_connection(&server, n, false).await);
             }
             println!("{n:>8} {:>14.1} {:>24.1} {:>12.1}", row[0], row[1], row[2]);
         }
@@ -544,8 +538,8 @@ async fn run(o: Options) {
         );
         println!("{:>8} {:>12} {:>12}", "sessions", "idle plain", "away");
         for &n in &o.away {
-            let plain = idle_memory(&start_wasmsocket().await, n).await;
-            let away = away_memory(&start_wasmsocket().await, n).await;
+            let plain = memory_per_connection(&start_wasmsocket().await, n, false).await;
+            let away = memory_per_connection(&start_wasmsocket().await, n, true).await;
             println!("{n:>8} {plain:>12.1} {away:>12.1}");
         }
     }

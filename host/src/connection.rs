@@ -465,7 +465,7 @@ impl ConnectionTask<'_> {
     /// Numbers and keeps what goes to a resumable session's client. False
     /// when its buffer overflowed, which ends the connection (1008): a
     /// client this far behind cannot be caught up.
-    fn keep(&mut self, items: impl IntoIterator<Item = Outbound>) -> bool {
+    fn keep(&self, items: impl IntoIterator<Item = Outbound>) -> bool {
         let Some(r) = &self.resume else { return true };
         let Ok(mut replay) = r.session.replay.lock() else { return false };
         for item in items {
@@ -516,13 +516,8 @@ impl ConnectionTask<'_> {
     /// kept, then written.
     async fn write_queued_resumable(&mut self) -> bool {
         let Parts { settings, conn, .. } = self.dispatcher.ctx;
-        while conn.has_queued() && !conn.is_aborted() {
-            let (batch, bytes) = conn.take_queued(usize::MAX);
-            // Counted against the resume budget from here on.
-            conn.written(bytes);
-            if !self.keep(batch) {
-                return true;
-            }
+        if !self.keep_queued() {
+            return true;
         }
         let stall = silence_allowed(settings);
         tokio::select! {
@@ -537,6 +532,21 @@ impl ConnectionTask<'_> {
         }
     }
 
+    /// Moves what other connections queued into the session's buffer, where
+    /// it counts against the resume budget instead. False when the buffer
+    /// overflowed (see [`Self::keep`]).
+    fn keep_queued(&self) -> bool {
+        let conn = &self.dispatcher.ctx.conn;
+        while conn.has_queued() && !conn.is_aborted() {
+            let (batch, bytes) = conn.take_queued(usize::MAX);
+            conn.written(bytes);
+            if !self.keep(batch) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// A resumable session whose socket dropped: it keeps everything sent
     /// to it, and its timers, until its client resumes (the new socket and
     /// the client's count of messages received) or the grace runs out. The
@@ -545,14 +555,13 @@ impl ConnectionTask<'_> {
         let Some(r) = &self.resume else { return Err(None) };
         let session = r.session.clone();
         let metrics = r.sessions.metrics.clone();
-        let conn = &self.dispatcher.ctx.conn;
+        let Parts { conn, plugin, .. } = self.dispatcher.ctx;
         self.socket.drop_transport();
         // Nothing to serve until a timer or the client: an away session
         // holds no instance, as one asleep.
         self.dispatcher.hibernate("away");
         tracing::debug!(conn = &*conn.id, "session away; waiting for its client to resume");
-        let console = &self.dispatcher.ctx.plugin.console;
-        console.publish(Kind::Session, Some(&conn.id), Some("away"), || {
+        plugin.console.publish(Kind::Session, Some(&conn.id), Some("away"), || {
             format!(
                 "connection dropped; the session waits {} for its client",
                 humantime::format_duration(session.grace)
@@ -564,8 +573,7 @@ impl ConnectionTask<'_> {
         if let Err(why) = &ended {
             let reason = why.map_or("grace", Refused::as_str);
             metrics.lost(reason);
-            let console = &self.dispatcher.ctx.plugin.console;
-            console.publish(Kind::Session, Some(&conn.id), Some("lost"), || {
+            plugin.console.publish(Kind::Session, Some(&conn.id), Some("lost"), || {
                 format!("the session ended while away ({reason}); on-close follows")
             });
         }
@@ -587,12 +595,8 @@ impl ConnectionTask<'_> {
             if conn.is_aborted() || conn.away_frame().is_some() {
                 return Err(Some(Refused::Closed));
             }
-            while conn.has_queued() {
-                let (batch, bytes) = conn.take_queued(usize::MAX);
-                conn.written(bytes);
-                if !self.keep(batch) {
-                    return Err(Some(Refused::Overflow));
-                }
+            if !self.keep_queued() {
+                return Err(Some(Refused::Overflow));
             }
             self.dispatcher.check_evicted();
             let holding = self.dispatcher.holding();

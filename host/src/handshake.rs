@@ -79,8 +79,7 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
     let refused = match ask {
         Ask::Plain | Ask::New => None,
         Ask::Resume { session, last } => match state.sessions.find(&plugin.name, &session, last) {
-            Found::Live(session) if state.shutdown.is_cancelled() => {
-                drop(session);
+            Found::Live(_) if state.shutdown.is_cancelled() => {
                 return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "server is shutting down");
             }
             Found::Live(session) if session.subprotocol.as_ref().is_none_or(|p| offered.contains(p)) => {

@@ -120,10 +120,6 @@ impl<T: Keyed> Registry<T> {
         let found = self.by_id.lock().ok()?.get(id)?.clone();
         (*found.conn().plugin == *plugin && secret_matches(found.secret(), secret)).then_some(found)
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.lock().map(|m| m.len()).unwrap_or(0)
-    }
 }
 
 /// A value one side hands to a session's task, which takes it when it
@@ -280,10 +276,6 @@ impl Replay {
         if self.has_unsent() { None } else { self.close.take() }
     }
 
-    pub fn is_closing(&self) -> bool {
-        self.close.is_some()
-    }
-
     /// The number of the last message written.
     pub fn written(&self) -> u64 {
         self.cursor - 1
@@ -327,10 +319,6 @@ impl Replay {
         self.cursor = last + 1;
         self.written_bytes = 0;
         true
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 }
 
@@ -493,15 +481,6 @@ impl Sessions {
         ended.0.insert(id.clone(), Ended { secret: session.secret.clone(), why, until });
         ended.1.push_back(id);
     }
-
-    /// Live sessions on this host.
-    pub fn len(&self) -> usize {
-        self.live.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Forgets ended sessions whose grace ran out (they were added in order).
@@ -606,7 +585,7 @@ mod tests {
         r.push(text("ef")).unwrap();
         assert!(!r.can_resume_from(0));
         assert_eq!(r.push(text("g")), Err(Overflow), "nothing written is left to forget");
-        assert_eq!(r.bytes(), 4);
+        assert_eq!(r.bytes, 4);
     }
 
     #[test]

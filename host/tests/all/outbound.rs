@@ -22,19 +22,12 @@ async fn http_server() -> SocketAddr {
     .await
 }
 
-/// The host with the testbed plugin and `toml` as its configuration.
-async fn host_with(toml: &str) -> Host {
-    let dir = plugins_dir(&[]);
-    let config = dir.0.join("wasmsocket.toml");
-    std::fs::write(&config, toml).unwrap();
-    let config = config.display().to_string();
-    Host::start_with(dir, &["--config", &config]).await
-}
-
 #[tokio::test]
 async fn requests_are_denied_unless_the_host_is_allowed() {
     let server = http_server().await;
-    let host = host_with(&format!("[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\n")).await;
+    let host =
+        Host::start_with_config(&format!("[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\n"), &[])
+            .await;
     let mut ws = host.connect("/ws/testbed").await;
     assert_eq!(ask(&mut ws, &format!("fetch http://{server}/hello")).await, "status 200 5");
     // Another port of the same host is another origin.
@@ -63,9 +56,10 @@ async fn requests_are_denied_unless_the_host_is_allowed() {
 #[tokio::test]
 async fn a_two_second_answer_fits_a_100ms_deadline_and_delays_no_one_else() {
     let server = http_server().await;
-    let host = host_with(&format!(
-        "[limits]\ndeadline = \"100ms\"\n[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\n"
-    ))
+    let host = Host::start_with_config(
+        &format!("[limits]\ndeadline = \"100ms\"\n[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\n"),
+        &[],
+    )
     .await;
     let mut waiting = host.connect("/ws/testbed").await;
     let mut other = host.connect("/ws/testbed").await;
@@ -88,10 +82,13 @@ async fn a_two_second_answer_fits_a_100ms_deadline_and_delays_no_one_else() {
 #[tokio::test]
 async fn waits_are_bounded_by_wait_timeout_and_requests_in_bytes_and_in_flight() {
     let server = http_server().await;
-    let host = host_with(&format!(
-        "[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\nwait_timeout = \"500ms\"\n\
+    let host = Host::start_with_config(
+        &format!(
+            "[plugins.testbed]\nallowed_outbound_hosts = [\"http://{server}\"]\nwait_timeout = \"500ms\"\n\
          http_response_size = \"64KiB\"\nhttp_in_flight = 1\n"
-    ))
+        ),
+        &[],
+    )
     .await;
     let mut ws = host.connect("/ws/testbed").await;
     assert_eq!(ask(&mut ws, &format!("fetch http://{server}/big/65536")).await, "status 200 65536");

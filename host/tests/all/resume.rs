@@ -48,11 +48,7 @@ async fn resume(host: &Host, session: &str, last: u64) -> (Client, Hello) {
 
 /// A host whose testbed plugin has `settings` in `[limits]`.
 async fn host_with(settings: &str) -> Host {
-    let dir = plugins_dir(&[]);
-    let config = dir.0.join("wasmsocket.toml");
-    std::fs::write(&config, format!("[limits]\n{settings}\n")).expect("config");
-    let config = config.display().to_string();
-    Host::start_with(dir, &["--config", &config]).await
+    Host::start_with_config(&format!("[limits]\n{settings}\n"), &[]).await
 }
 
 /// A plain client and its connection id, to watch others close.

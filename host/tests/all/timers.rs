@@ -102,12 +102,8 @@ async fn timers_are_bounded_in_number_and_rate() {
 
 #[tokio::test]
 async fn timers_survive_hibernation_and_a_reload() {
-    let dir = plugins_dir(&[]);
-    let config = dir.0.join("wasmsocket.toml");
     // An instance per event: every tick runs on a fresh one.
-    std::fs::write(&config, "[limits]\nhibernate_after = \"0s\"\n").unwrap();
-    let config = config.display().to_string();
-    let host = Host::start_with(dir, &["--config", &config]).await;
+    let host = Host::start_with_config("[limits]\nhibernate_after = \"0s\"\n", &[]).await;
     let mut ws = host.connect("/ws/testbed").await;
     assert_eq!(ask(&mut ws, "timer beat every 40").await, "ok");
     assert_eq!(expect_text(&mut ws).await, "timer beat");
