@@ -27,8 +27,8 @@ LAYERS = [
     ("hub", ["hub"]),
     ("plugin runtime", ["plugin", "console"]),
     ("cluster", ["backplane"]),
-    ("session", ["dispatch", "deadlines", "writer", "room_ticks", "resume"]),
-    ("transports", ["connection", "handshake", "fallback", "state"]),
+    ("session", ["dispatch", "deadlines", "writer", "room_ticks", "resume", "handover"]),
+    ("transports", ["connection", "handshake", "takeover", "fallback", "state"]),
     ("application", ["server", "api", "reload", "check", "scaffold"]),
 ]
 

@@ -128,6 +128,12 @@ pub struct WebSocketConfig {
     /// not yet acknowledged, and those sent while a session was away
     /// (`limits.resume_buffer` bounds each one).
     pub resume_budget: ByteSize,
+    /// With Redis, how long a host told to stop (SIGTERM) waits for the
+    /// clients of its resumable sessions to resume them on other hosts,
+    /// after closing them with 1012. `0s`: no drain; every connection is
+    /// closed with 1001 at once.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 /// The HTTP side of the listener: what a connection may cost before it
@@ -505,6 +511,7 @@ impl Default for WebSocketConfig {
             receive_budget: ByteSize::mib(256),
             close_timeout: Duration::from_secs(5),
             resume_budget: ByteSize::mib(64),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -699,6 +706,9 @@ impl Config {
                 "websocket.keep_alive_timeout",
                 "must be more than 0s while keep_alive_interval is on (set keep_alive_interval = \"0s\" to turn pings off)",
             ));
+        }
+        if ws.drain_timeout > Duration::from_secs(3600) {
+            return Err(invalid("websocket.drain_timeout", "must be at most 1h"));
         }
         if ws.close_timeout.is_zero() {
             return Err(invalid("websocket.close_timeout", "must be more than 0s, e.g. \"5s\""));

@@ -21,11 +21,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::console::Kind;
 use crate::deadlines::{Deadlines, silence_allowed};
 use crate::dispatch::{Accepted, Dispatcher, Parts};
+use crate::handover::Packed;
 use crate::hub::Connection;
 use crate::hub::Outbound;
+use crate::hub::Slot;
 use crate::inbound::{self, InboundError};
 use crate::plugin;
-use crate::resume::{self, Refused, Session, Sessions};
+use crate::resume::{self, Refused, Session, Sessions, Transfer};
 use crate::socket::{Arrival, Socket};
 use crate::writer::{WRITE_BATCH, Written};
 
@@ -48,7 +50,13 @@ pub struct Resumable {
 
 impl Resumable {
     pub fn new(session: Arc<Session>, sessions: Arc<Sessions>) -> Box<Self> {
-        Box::new(Self { session, sessions, received: 0, ack_in_flight: None, ack_at: None })
+        Self::moved(session, sessions, 0)
+    }
+
+    /// A session that moved here, whose host had taken `received` messages
+    /// from its client.
+    pub fn moved(session: Arc<Session>, sessions: Arc<Sessions>, received: u64) -> Box<Self> {
+        Box::new(Self { session, sessions, received, ack_in_flight: None, ack_at: None })
     }
 }
 
@@ -66,8 +74,28 @@ enum End {
     Closed,
     /// The transport dropped without a close: a resumable session waits.
     Lost,
-    /// The client resumed on a new socket while this one seemed alive.
-    Resumed((Socket, u64)),
+    /// The client resumed on a new socket while this one seemed alive, or
+    /// another host takes the session over.
+    Handed(Transfer),
+}
+
+/// How a connection's task ends.
+enum Ended {
+    /// The connection is over; why, if its client may still come back to
+    /// learn it.
+    Closed(Option<Refused>),
+    /// Its session carries on on another host.
+    Moved,
+}
+
+/// How the task starts serving its socket.
+enum Start {
+    /// Just opened: `hello` goes out first (to a client that opted in to
+    /// resumption), then what `on-open` sent.
+    Opened(Option<Message>),
+    /// A session that moved here from another host, whose client received
+    /// this many messages.
+    Resumed(u64),
 }
 
 /// Serves an accepted WebSocket until it closes, then tells the plugin.
@@ -75,42 +103,95 @@ enum End {
 /// `resume` is the session when it is resumable.
 pub async fn run(accepted: Accepted, socket: Socket, hello: Option<Message>, resume: Option<Box<Resumable>>) {
     let Accepted { parts, instance, slot } = accepted;
-    let mut task = ConnectionTask {
-        dispatcher: Dispatcher::new(&parts, instance),
-        socket,
-        written: Written::default(),
-        peer_close: None,
-        resume,
-    };
-    if let Some(hello) = hello {
-        Box::pin(task.send_hello(hello)).await;
-    }
-    // What on-open sent goes out first.
-    Box::pin(task.write_replies()).await;
-    task.dispatcher.rest();
-    let ended = loop {
-        let resumed = match task.serve().await {
-            End::Closed => break None,
-            End::Resumed(resumed) => resumed,
-            End::Lost => match Box::pin(task.away()).await {
-                Ok(resumed) => resumed,
-                Err(why) => break why,
-            },
-        };
-        if !Box::pin(task.attach(resumed)).await {
-            break Some(Refused::Gap);
-        }
-    };
-    parts.conn.discard_queued();
-    let ConnectionTask { dispatcher, peer_close, resume, .. } = task;
-    if let Some(r) = resume {
-        r.session.handoff.close();
-        r.sessions.end(&r.session, ended);
-    }
-    // Boxed, like every step an idle connection is not waiting in, so the
-    // task of an idle connection stays small.
-    Box::pin(dispatcher.finish(peer_close.as_ref())).await;
+    let dispatcher = Dispatcher::new(&parts, instance);
+    Box::pin(serve_all(dispatcher, socket, Start::Opened(hello), resume)).await;
     drop(slot);
+}
+
+/// Serves a session that moved here from another host (see `takeover`),
+/// from its client's `last` message on; it holds no instance until its
+/// first event.
+pub async fn run_moved(
+    parts: Parts,
+    slot: Slot,
+    version: Arc<plugin::Version>,
+    socket: Socket,
+    last: u64,
+    resume: Box<Resumable>,
+) {
+    let dispatcher = Dispatcher::asleep(&parts, version);
+    Box::pin(serve_all(dispatcher, socket, Start::Resumed(last), Some(resume))).await;
+    drop(slot);
+}
+
+async fn serve_all(dispatcher: Dispatcher<'_>, socket: Socket, start: Start, resume: Option<Box<Resumable>>) {
+    let mut task = ConnectionTask { dispatcher, socket, written: Written::default(), peer_close: None, resume };
+    let mut ended = None;
+    match start {
+        Start::Opened(hello) => {
+            if let Some(hello) = hello {
+                Box::pin(task.send_hello(hello)).await;
+            }
+            // What on-open sent goes out first.
+            Box::pin(task.write_replies()).await;
+            task.dispatcher.rest();
+        }
+        Start::Resumed(last) => {
+            if !Box::pin(task.resumed(last)).await {
+                ended = Some(Ended::Closed(Some(Refused::Gap)));
+            }
+        }
+    }
+    let ended = match ended {
+        Some(ended) => ended,
+        None => loop {
+            let transfer = match task.serve().await {
+                End::Closed => break Ended::Closed(None),
+                End::Handed(transfer) => transfer,
+                End::Lost => match Box::pin(task.away()).await {
+                    Ok(transfer) => transfer,
+                    Err(why) => break Ended::Closed(why),
+                },
+            };
+            match transfer {
+                Transfer::Resume(socket, last) => {
+                    if !Box::pin(task.attach(socket, last)).await {
+                        break Ended::Closed(Some(Refused::Gap));
+                    }
+                }
+                Transfer::Export(points, packed) => {
+                    let _ = packed.send(task.pack(&points));
+                    break Ended::Moved;
+                }
+                Transfer::Drain => {}
+            }
+        },
+    };
+    let conn = task.dispatcher.ctx.conn.clone();
+    conn.discard_queued();
+    let ConnectionTask { dispatcher, peer_close, resume, .. } = task;
+    match ended {
+        Ended::Moved => {
+            if let Some(r) = resume {
+                r.session.handoff.close();
+                r.sessions.end(&r.session, None);
+                r.sessions.metrics.moved_out.inc();
+            }
+            dispatcher.ctx.plugin.console.publish(Kind::Session, Some(&conn.id), Some("moved"), || {
+                "the session moved to another host, where its client resumed it".to_string()
+            });
+            dispatcher.moved();
+        }
+        Ended::Closed(why) => {
+            if let Some(r) = resume {
+                r.session.handoff.close();
+                r.sessions.end(&r.session, why);
+            }
+            // Boxed, like every step an idle connection is not waiting in, so
+            // the task of an idle connection stays small.
+            Box::pin(dispatcher.finish(peer_close.as_ref())).await;
+        }
+    }
 }
 
 /// The connection's task.
@@ -155,9 +236,15 @@ impl ConnectionTask<'_> {
         loop {
             let conn = &self.dispatcher.ctx.conn;
             if let Some(r) = &self.resume
-                && let Some(resumed) = r.session.handoff.take()
+                && let Some(transfer) = r.session.handoff.take()
             {
-                return End::Resumed(resumed);
+                if let Transfer::Drain = transfer {
+                    // Its client reconnects (to another host) and resumes.
+                    let frame = CloseFrame { code: CloseCode::Restart, reason: "server restarting: resume".into() };
+                    Box::pin(self.send_close(Some(frame))).await;
+                    return End::Lost;
+                }
+                return End::Handed(transfer);
             }
             if conn.is_closing() && close_deadline.is_none() {
                 close_deadline = Some(Deadline::now() + settings.close_timeout);
@@ -551,7 +638,7 @@ impl ConnectionTask<'_> {
     /// to it, and its timers, until its client resumes (the new socket and
     /// the client's count of messages received) or the grace runs out. The
     /// error says why it ended, if its client may be told.
-    async fn away(&mut self) -> Result<(Socket, u64), Option<Refused>> {
+    async fn away(&mut self) -> Result<Transfer, Option<Refused>> {
         let Some(r) = &self.resume else { return Err(None) };
         let session = r.session.clone();
         let metrics = r.sessions.metrics.clone();
@@ -580,7 +667,7 @@ impl ConnectionTask<'_> {
         ended
     }
 
-    async fn wait_away(&mut self, session: &Session) -> Result<(Socket, u64), Option<Refused>> {
+    async fn wait_away(&mut self, session: &Session) -> Result<Transfer, Option<Refused>> {
         let Parts { conn, .. } = self.dispatcher.ctx;
         let hibernate_after = self.dispatcher.hibernate_after();
         let now = Deadline::now();
@@ -589,8 +676,10 @@ impl ConnectionTask<'_> {
         let timer = pin!(tokio::time::sleep_until(now));
         let mut deadlines = Deadlines::new(timer);
         loop {
-            if let Some(resumed) = session.handoff.take() {
-                return Ok(resumed);
+            match session.handoff.take() {
+                // Away already.
+                Some(Transfer::Drain) | None => {}
+                Some(transfer) => return Ok(transfer),
             }
             if conn.is_aborted() || conn.away_frame().is_some() {
                 return Err(Some(Refused::Closed));
@@ -631,9 +720,14 @@ impl ConnectionTask<'_> {
     /// Carries on over a resumed socket: the client hears the session
     /// continues, then gets every message after its `last`. False when
     /// those are no longer kept (the session then ends).
-    async fn attach(&mut self, (socket, last): (Socket, u64)) -> bool {
+    async fn attach(&mut self, socket: Socket, last: u64) -> bool {
         self.socket = socket;
         self.written = Written::default();
+        self.resumed(last).await
+    }
+
+    /// [`Self::attach`] for the socket in place.
+    async fn resumed(&mut self, last: u64) -> bool {
         let Some(r) = &mut self.resume else { return false };
         r.ack_in_flight = None;
         r.ack_at = None;
@@ -656,6 +750,48 @@ impl ConnectionTask<'_> {
         Box::pin(self.send_hello(hello)).await;
         Box::pin(self.flush_replay()).await;
         true
+    }
+}
+
+impl ConnectionTask<'_> {
+    /// Packs the session for the host that takes it over (see `handover`):
+    /// everything it keeps and what waits for it, with the broadcasts held
+    /// for it numbered up to `points` (the new host has those after).
+    fn pack(&mut self, points: &[(String, u64)]) -> Vec<u8> {
+        let Some(r) = &self.resume else { return Vec::new() };
+        let Parts { conn, plugin, .. } = self.dispatcher.ctx;
+        let Ok(mut replay) = r.session.replay.lock() else { return Vec::new() };
+        while conn.has_queued() {
+            let (items, bytes) = conn.take_queued(usize::MAX);
+            conn.written(bytes);
+            for item in items {
+                match item {
+                    Outbound::Message(message) => replay.push_unbounded(message),
+                    Outbound::Close(frame) => replay.close(frame),
+                }
+            }
+        }
+        for held in conn.take_held() {
+            if points.iter().any(|(room, point)| *room == held.room && held.seq <= *point) {
+                replay.push_unbounded(held.message);
+            }
+        }
+        let timers = conn.timers.export();
+        plugin.metrics.timers.connection_timers.dec_by(i64::try_from(timers.len()).unwrap_or(0));
+        Packed {
+            id: conn.id.to_string(),
+            secret: r.session.secret().to_string(),
+            subprotocol: r.session.subprotocol.clone(),
+            state: conn.state(),
+            rooms: conn.rooms(),
+            timers: timers
+                .into_iter()
+                .map(|(name, schedule, due_in)| (name, schedule.encode(), due_in.as_millis() as u64))
+                .collect(),
+            replay: replay.pack(),
+            received: r.received,
+        }
+        .encode()
     }
 }
 

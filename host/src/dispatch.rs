@@ -67,6 +67,12 @@ impl<'a> Dispatcher<'a> {
         Self { ctx, version: instance.version().clone(), serving: Serving::Ready(instance) }
     }
 
+    /// Starts without an instance, on `version`: a session that moved here
+    /// from another host wakes one at its first event.
+    pub fn asleep(ctx: &'a Parts, version: Arc<plugin::Version>) -> Self {
+        Self { ctx, version, serving: Serving::Hibernating }
+    }
+
     /// How long the plugin keeps an idle instance; `None`: forever.
     pub fn hibernate_after(&self) -> Option<Duration> {
         match self.ctx.plugin.limits.hibernate_after {
@@ -253,6 +259,19 @@ impl<'a> Dispatcher<'a> {
         ctx.hub.remove(&conn.id);
         plugin.metrics.connections_open.dec();
         tracing::debug!(plugin = &*plugin.name, conn = &*conn.id, "connection closed");
+    }
+
+    /// The connection's session moved to another host, which carries on
+    /// with it: no `on-close` here, and it stays in its rooms cluster-wide.
+    pub fn moved(self) {
+        let Dispatcher { ctx, serving, .. } = self;
+        drop(serving);
+        let (conn, plugin) = (&ctx.conn, &ctx.plugin);
+        let timers = conn.timers.end();
+        plugin.metrics.timers.connection_timers.dec_by(i64::try_from(timers).unwrap_or(0));
+        ctx.hub.hand_over(&conn.id);
+        plugin.metrics.connections_open.dec();
+        tracing::debug!(plugin = &*plugin.name, conn = &*conn.id, "session moved to another host");
     }
 }
 

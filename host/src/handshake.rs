@@ -23,9 +23,10 @@ use crate::hub::QueueLimits;
 use crate::inbound::MeteredIo;
 use crate::metrics::Call;
 use crate::plugin::{Answer, Event, Fault, OpenResponse, Plugin, Request};
-use crate::resume::{self, Ask, Found, Refused, Session};
+use crate::resume::{self, Ask, Found, Refused, Session, Transfer};
 use crate::socket::Socket;
 use crate::state::AppState;
+use crate::takeover::{self, Taken, TakenOver};
 
 /// What warp extracted from a request on a plugin route, for either
 /// transport.
@@ -86,6 +87,26 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
                 return resume_session(&state, session, last, on_upgrade, &accept_key);
             }
             Found::Live(_) => Some(Refused::Unknown),
+            Found::Refused(Refused::Unknown)
+                if takeover::elsewhere(&state, &session) && !state.shutdown.is_cancelled() =>
+            {
+                // Waiting on another host is not an HTTP request stalling:
+                // it is bounded by the move's own patience and
+                // max_connections, not http.max_pending.
+                if let Some(pending) = &req.pending {
+                    pending.release();
+                }
+                match takeover::take_over(&state, plugin.clone(), &session, last).await {
+                    Ok(Taken::Over(taken)) => {
+                        return resume_moved(&state, taken, last, on_upgrade, &accept_key, &offered);
+                    }
+                    Ok(Taken::Here(session)) if session.subprotocol.as_ref().is_none_or(|p| offered.contains(p)) => {
+                        return resume_session(&state, session, last, on_upgrade, &accept_key);
+                    }
+                    Ok(Taken::Here(_)) => Some(Refused::Unknown),
+                    Err(why) => Some(why),
+                }
+            }
             Found::Refused(why) => Some(why),
         },
     };
@@ -167,7 +188,36 @@ fn resume_session(
         let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
         let stream = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config))).await;
         let socket = Socket::new(stream, socket_config, resting);
-        let _ = session.handoff.give(&session.conn, (socket, last));
+        let _ = session.handoff.give(&session.conn, Transfer::Resume(socket, last));
+    });
+    switching_protocols(accept_key, subprotocol.as_deref())
+}
+
+/// Accepts the socket of a client whose session moved here from another
+/// host, and serves it.
+fn resume_moved(
+    state: &AppState,
+    taken: TakenOver,
+    last: u64,
+    on_upgrade: OnUpgrade,
+    accept_key: &str,
+    offered: &[String],
+) -> Response {
+    let socket_config = socket_config(&state.ws);
+    let receive_budget = state.receive_budget.clone();
+    let resting = state.metrics.sockets_resting();
+    let backplane = state.backplane.clone();
+    let subprotocol = taken.subprotocol().filter(|p| offered.contains(p));
+    state.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = MeteredIo::new(TokioIo::new(upgraded), receive_budget);
+                let stream = Box::pin(WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config))).await;
+                let socket = Socket::new(stream, socket_config, resting);
+                taken.run(socket, last, backplane).await;
+            }
+            Err(_) => taken.abandon(backplane).await,
+        }
     });
     switching_protocols(accept_key, subprotocol.as_deref())
 }

@@ -28,6 +28,7 @@ mod deadlines;
 mod dispatch;
 mod fallback;
 mod fd_limit;
+mod handover;
 mod handshake;
 mod heap_trim;
 mod http2_idle;
@@ -48,6 +49,7 @@ mod server;
 mod socket;
 mod state;
 mod static_files;
+mod takeover;
 mod tls;
 mod writer;
 

@@ -113,6 +113,11 @@ impl<T: Keyed> Registry<T> {
         }
     }
 
+    /// The session with id `id`, whoever asks (the caller checked).
+    pub fn get(&self, id: &str) -> Option<Arc<T>> {
+        self.by_id.lock().ok()?.get(id).cloned()
+    }
+
     /// The session `ID.SECRET` names, if it is `plugin`'s and the secret
     /// matches. Whatever fails, the answer is the same `None`.
     pub fn find(&self, plugin: &str, session: &str) -> Option<Arc<T>> {
@@ -182,6 +187,12 @@ impl Budget {
     fn give(&self, n: usize) {
         self.bytes.give(n);
         self.gauge.dec_by(n as i64);
+    }
+
+    /// Takes `n` bytes even past the limit.
+    fn force(&self, n: usize) {
+        self.bytes.force(n);
+        self.gauge.inc_by(n as i64);
     }
 
     fn half_spent(&self) -> bool {
@@ -322,10 +333,93 @@ impl Replay {
     }
 }
 
+/// A session's numbered messages as they travel to another host.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PackedReplay {
+    /// The number of `messages[0]`.
+    pub first: u64,
+    /// The number of the last message written.
+    pub written: u64,
+    pub messages: Vec<PackedMessage>,
+    pub close: Option<(u16, String)>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum PackedMessage {
+    Text(String),
+    Binary(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl Replay {
+    /// Appends a message that goes with a leaving session whatever its
+    /// buffer's bounds; its new host counts it.
+    pub fn push_unbounded(&mut self, message: Message) {
+        self.budget.force(message.len());
+        self.bytes += message.len();
+        self.items.push_back(message);
+    }
+
+    /// Everything kept, to travel; the buffer is empty after.
+    pub fn pack(&mut self) -> PackedReplay {
+        let messages = std::mem::take(&mut self.items)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Text(t) => Some(PackedMessage::Text(t.as_str().to_owned())),
+                Message::Binary(b) => Some(PackedMessage::Binary(b.to_vec())),
+                _ => None,
+            })
+            .collect();
+        let packed = PackedReplay {
+            first: self.first,
+            written: self.written(),
+            messages,
+            close: self.close.take().map(|f| (u16::from(f.code), f.reason.to_string())),
+        };
+        self.budget.give(self.bytes);
+        self.bytes = 0;
+        self.written_bytes = 0;
+        self.first = self.cursor;
+        packed
+    }
+
+    /// A buffer from another host's: its numbering carries on. What it
+    /// brings is kept even past this host's budget: it was promised.
+    pub fn unpack(packed: PackedReplay, max: usize, budget: Budget) -> Self {
+        let mut replay = Replay::new(max, budget);
+        replay.first = packed.first;
+        replay.cursor = packed.written + 1;
+        for (n, message) in (packed.first..).zip(packed.messages) {
+            let message = match message {
+                PackedMessage::Text(t) => Message::text(t),
+                PackedMessage::Binary(b) => Message::binary(b),
+            };
+            if n < replay.cursor {
+                replay.written_bytes += message.len();
+            }
+            replay.push_unbounded(message);
+        }
+        replay.close = packed.close.map(|(code, reason)| CloseFrame { code: code.into(), reason: reason.into() });
+        replay
+    }
+}
+
 impl Drop for Replay {
     fn drop(&mut self) {
         self.budget.give(self.bytes);
     }
+}
+
+/// What a session's task is handed.
+pub enum Transfer {
+    /// Its client resumed: the new socket and the client's count of
+    /// messages received.
+    Resume(Socket, u64),
+    /// Another host takes it over: pack it (see `handover`), with the
+    /// broadcasts held up to these points of its rooms' numbering.
+    Export(Vec<(String, u64)>, tokio::sync::oneshot::Sender<Vec<u8>>),
+    /// The host is stopping and another will take it over: its client is
+    /// told so (1012), and the session waits.
+    Drain,
 }
 
 /// One resumable WebSocket session, shared by its connection's task and
@@ -337,8 +431,7 @@ pub struct Session {
     pub subprotocol: Option<String>,
     pub grace: Duration,
     pub replay: Mutex<Replay>,
-    /// A resumed transport and the client's count of messages received.
-    pub handoff: Handoff<(Socket, u64)>,
+    pub handoff: Handoff<Transfer>,
 }
 
 impl Keyed for Session {
@@ -355,6 +448,10 @@ impl Session {
     /// What the client holds: `ID.SECRET`.
     pub fn token(&self) -> String {
         format!("{}.{}", self.conn.id, self.secret)
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 }
 
@@ -441,6 +538,51 @@ impl Sessions {
         });
         self.live.insert(session.clone());
         session
+    }
+
+    /// A session that moved here from another host, with its secret and
+    /// what it kept.
+    pub fn adopt(
+        &self,
+        conn: Arc<Connection>,
+        secret: String,
+        subprotocol: Option<String>,
+        grace: Duration,
+        replay: Replay,
+    ) -> Arc<Session> {
+        let session = Arc::new(Session {
+            conn,
+            secret,
+            subprotocol,
+            grace,
+            replay: Mutex::new(replay),
+            handoff: Handoff::default(),
+        });
+        self.live.insert(session.clone());
+        session
+    }
+
+    /// The live session `id`, whoever asks (the caller checks the secret).
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.live.get(id)
+    }
+
+    /// The live session `token` names, if it is `plugin`'s.
+    pub fn live(&self, plugin: &str, token: &str) -> Option<Arc<Session>> {
+        self.live.find(plugin, token)
+    }
+
+    /// Why session `token` of `plugin` ended, if its client may still learn.
+    pub fn ended_why(&self, token: &str) -> Option<Refused> {
+        let (id, secret) = token.split_once('.')?;
+        let mut ended = self.ended.lock().ok()?;
+        sweep(&mut ended);
+        ended.0.get(id).filter(|e| secret_matches(&e.secret, secret)).map(|e| e.why)
+    }
+
+    /// Every live session (to drain them).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.live.by_id.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// The session a resume names, if it can continue from `last`.
@@ -531,6 +673,33 @@ mod tests {
 
     fn text(s: &str) -> Message {
         Message::text(s.to_owned())
+    }
+
+    #[test]
+    fn a_buffer_travels_to_another_host_with_its_numbering() {
+        let gauge = Gauge::default();
+        let mut here = Replay::new(1 << 10, Budget::new(1 << 20, gauge.clone()));
+        for m in ["m1", "m2", "m3", "m4"] {
+            here.push(text(m)).expect("fits");
+        }
+        // Two written, the first acknowledged; two not written yet.
+        assert_eq!(here.take_unsent(2), [text("m1"), text("m2")]);
+        here.ack(1);
+        here.push_unbounded(text("held broadcast"));
+        here.close(CloseFrame { code: 4000.into(), reason: "bye".into() });
+        let packed = here.pack();
+        assert_eq!(gauge.get(), 0, "the leaving host gives its bytes back");
+        let bytes = postcard::to_stdvec(&packed).expect("encode");
+        let packed: PackedReplay = postcard::from_bytes(&bytes).expect("decode");
+
+        let there_gauge = Gauge::default();
+        let mut there = Replay::unpack(packed, 1 << 10, Budget::new(1 << 20, there_gauge.clone()));
+        assert_eq!(there_gauge.get(), 3 * 2 + 14, "m2, m3, m4 and the broadcast");
+        assert!(!there.can_resume_from(0), "m1 was acknowledged");
+        assert!(there.resume_from(1));
+        assert_eq!(there.take_unsent(10), [text("m2"), text("m3"), text("m4"), text("held broadcast")]);
+        assert_eq!(there.take_close().map(|f| u16::from(f.code)), Some(4000));
+        assert_eq!(there.written(), 5, "numbering carries on");
     }
 
     fn texts(batch: Vec<Message>) -> Vec<String> {

@@ -15,6 +15,7 @@ use warp::Filter;
 use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, InMemory};
 use crate::fallback::Sessions;
+use crate::handover::Handover;
 use crate::handshake::{RouteRequest, upgrade};
 use crate::hub::Hub;
 use crate::inbound::ReceiveBudget;
@@ -22,6 +23,7 @@ use crate::listener::PeerAddr;
 use crate::metrics::Metrics;
 use crate::pending::PendingSlot;
 use crate::plugin::{EngineSettings, InstancePool, LoadError, PluginEngine, Registry};
+use crate::resume::Transfer;
 use crate::room_ticks::RoomTicks;
 use crate::state::AppState;
 use crate::tls::{Tls, TlsError, TlsWatcher};
@@ -130,10 +132,12 @@ impl Server {
             metrics.store_gauges(),
         );
         let fallback = Arc::new(Sessions::default());
+        let sessions = Arc::new(resume::Sessions::new(config.websocket.resume_budget.in_memory(), resume_metrics));
         let backplane = match backplane_metrics {
             Some(backplane_metrics) => {
                 let backplane = Backplane::start(&config.redis, &hub, backplane_metrics)?;
                 backplane.take_posts(fallback.clone());
+                backplane.take_moves(Arc::new(Handover { sessions: sessions.clone(), hub: hub.clone() }));
                 backplane.ready(config.redis.timeout * 2).await?;
                 hub.attach(backplane.clone());
                 Some(backplane)
@@ -153,7 +157,7 @@ impl Server {
             settings: ws.clone(),
         }));
         let state = Arc::new(AppState {
-            sessions: Arc::new(resume::Sessions::new(ws.resume_budget.in_memory(), resume_metrics)),
+            sessions,
             ws,
             hub,
             backplane,
@@ -202,9 +206,10 @@ impl Server {
         ));
 
         signal.await;
-        tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
         state.shutdown.cancel();
         stop_http.cancel();
+        drain(&state).await;
+        tracing::info!(connections = state.hub.len(), "shutting down: closing every connection with 1001");
         state.hub.close_all(&CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() });
         state.tasks.close();
         let grace = state.ws.close_timeout + Duration::from_secs(1);
@@ -230,6 +235,43 @@ impl Server {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     }
+}
+
+/// With Redis, before the host stops: every client is told the server
+/// restarts (1012), and each resumable session waits, up to
+/// `websocket.drain_timeout`, for its client to resume it on another host,
+/// which takes it over (see `takeover`). New connections are refused
+/// already.
+async fn drain(state: &AppState) {
+    let within = state.ws.drain_timeout;
+    let Some(backplane) = &state.backplane else { return };
+    if within.is_zero() || !backplane.is_up() {
+        return;
+    }
+    let sessions = state.sessions.all();
+    tracing::info!(
+        connections = state.hub.len(),
+        sessions = sessions.len(),
+        "draining: closing every connection with 1012; resumable sessions wait up to {} to be resumed on another host",
+        humantime::format_duration(within)
+    );
+    let started = tokio::time::Instant::now();
+    let resumable: std::collections::HashSet<Arc<str>> = sessions.iter().map(|s| s.conn.id.clone()).collect();
+    for session in &sessions {
+        let _ = session.handoff.give(&session.conn, Transfer::Drain);
+    }
+    let restart = CloseFrame { code: CloseCode::Restart, reason: "server restarting".into() };
+    state.hub.close_all_but(&restart, &resumable);
+    while !state.sessions.all().is_empty() && started.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = state.sessions.all().len();
+    tracing::info!(
+        moved = sessions.len().saturating_sub(left),
+        left,
+        "drained in {}",
+        humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64))
+    );
 }
 
 /// Each live instance costs the process a few memory mappings (its pooled

@@ -74,6 +74,27 @@ pub enum Envelope<'a> {
     /// The owner's answer to post `ticket`: the HTTP status and message its
     /// client gets.
     PostAnswer { ticket: u64, status: u16, message: Cow<'a, str> },
+    /// Host `from` asks for resumable session `session` (`ID.SECRET`) of
+    /// `plugin`, whose client received `last` messages. Published on the
+    /// channel of the id's first host, where whoever holds the session
+    /// listens; directed sends to it published after this are `from`'s.
+    Take { from: Cow<'a, str>, ticket: u64, plugin: Cow<'a, str>, session: Cow<'a, str>, last: u64 },
+    /// The holder has the session: its rooms. From now on it holds their
+    /// broadcasts, numbered.
+    Offer {
+        ticket: u64,
+        holder: Cow<'a, str>,
+        #[serde(borrow)]
+        rooms: Vec<Cow<'a, str>>,
+    },
+    /// The asker has joined the rooms, at these points of their numbering
+    /// (in the order of the offer): the holder hands over the session with
+    /// what was numbered up to them.
+    Commit { ticket: u64, from: Cow<'a, str>, points: Vec<u64> },
+    /// The session is stored for the asker (see `moves`).
+    Handed { ticket: u64 },
+    /// The holder will not hand it over; why, as a resume refusal says.
+    Decline { ticket: u64, reason: Cow<'a, str> },
 }
 
 /// Why a received envelope was ignored.

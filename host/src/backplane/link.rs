@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use std::collections::HashMap;
-
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,9 +22,6 @@ pub(super) async fn supervise(backplane: Arc<Backplane>) {
     let mut attempts_failed = 0u32;
     let mut down_since = None;
     let Some(mut pushes) = backplane.pushes.lock().ok().and_then(|mut p| p.take()) else { return };
-    // The last broadcast number received per room channel, kept across
-    // reconnections so what an outage lost is counted.
-    let mut numbering = HashMap::new();
     loop {
         let session = CancellationToken::new();
         if let Ok(mut current) = backplane.session.lock() {
@@ -37,7 +32,7 @@ pub(super) async fn supervise(backplane: Arc<Backplane>) {
                 backoff = FIRST_BACKOFF;
                 attempts_failed = 0;
                 went_up(&backplane, down_since.take());
-                serve(&backplane, &mut pushes, &mut numbering, &session).await
+                serve(&backplane, &mut pushes, &session).await
             }
             Err(e) => Some(e),
         };
@@ -73,6 +68,10 @@ async fn connect(backplane: &Arc<Backplane>, session: &CancellationToken) -> Res
     let mut conn = within(t, backplane.target.connect()).await.map_err(|e| format!("cannot connect: {e}"))?;
     check_layout(backplane, &mut conn).await?;
     within(t, conn.subscribe(&backplane.host_channel)).await?;
+    // And those of the first hosts of sessions that moved here.
+    for channel in backplane.home_channels() {
+        within(t, conn.subscribe(&channel)).await?;
+    }
     heartbeat(backplane, &mut conn).await?;
     backplane.conn.store(Some(Arc::new(conn)));
 
@@ -143,7 +142,6 @@ async fn heartbeat(backplane: &Backplane, conn: &mut RedisConn) -> Result<bool, 
 async fn serve(
     backplane: &Arc<Backplane>,
     pushes: &mut mpsc::Receiver<(u64, PushInfo)>,
-    numbering: &mut HashMap<String, u64>,
     session: &CancellationToken,
 ) -> Option<String> {
     // Its own future, polled first: a flood of messages must not delay the
@@ -186,7 +184,7 @@ async fn serve(
             error = &mut renewals => return Some(error),
             push = pushes.recv() => match push {
                 Some((connection, push)) => {
-                    if let Some(error) = pushed(backplane, connection, push, numbering) {
+                    if let Some(error) = pushed(backplane, connection, push) {
                         return Some(error);
                     }
                 }
@@ -197,12 +195,7 @@ async fn serve(
 }
 
 /// Acts on one push; an error when it says the link is gone.
-fn pushed(
-    backplane: &Arc<Backplane>,
-    connection: u64,
-    push: PushInfo,
-    numbering: &mut HashMap<String, u64>,
-) -> Option<String> {
+fn pushed(backplane: &Arc<Backplane>, connection: u64, push: PushInfo) -> Option<String> {
     let channel = |data: &[Value]| match data.first() {
         Some(Value::BulkString(name)) => std::str::from_utf8(name).ok().map(str::to_string),
         _ => None,
@@ -212,13 +205,15 @@ fn pushed(
             if let [Value::BulkString(name), Value::BulkString(payload)] = &push.data[..]
                 && let Ok(name) = std::str::from_utf8(name)
             {
-                backplane.receive(name, payload, numbering);
+                backplane.receive(name, payload);
             }
         }
         // A new subscription starts a new numbering.
         PushKind::Unsubscribe | PushKind::SUnsubscribe => {
-            if let Some(name) = channel(&push.data) {
-                numbering.remove(&name);
+            if let Some(name) = channel(&push.data)
+                && let Ok(mut seen) = backplane.seen.lock()
+            {
+                seen.remove(&name);
             }
         }
         // On a cluster, a node lost may be a master failing over: the

@@ -38,6 +38,17 @@ pub(super) enum Op {
         conn: Arc<str>,
         done: Option<Done>,
     },
+    /// A session moved to another host: this host's index forgets it, but
+    /// it stays a member (the new host indexed it too).
+    Disown {
+        plugin: Arc<str>,
+        room: String,
+        conn: Arc<str>,
+    },
+    /// Answers once every op before it is written.
+    Flush {
+        done: Option<Done>,
+    },
     /// Replace everything Redis holds for this host with what it has now,
     /// and subscribe again to every room it has members in.
     Resync {
@@ -49,6 +60,8 @@ impl Op {
     pub fn set_done(&mut self, tx: Done) {
         match self {
             Op::Join { done, .. } | Op::Leave { done, .. } | Op::Resync { done } => *done = Some(tx),
+            Op::Flush { done } => *done = Some(tx),
+            Op::Disown { .. } => {}
         }
     }
 }
@@ -70,6 +83,12 @@ pub(super) async fn write(backplane: Arc<Backplane>, mut ops: mpsc::Receiver<Op>
                 Op::Resync { done } => {
                     flush(&backplane, &mut pending, &mut interest).await;
                     resync(&backplane, &mut interest).await;
+                    if let Some(done) = done {
+                        let _ = done.send(None);
+                    }
+                }
+                Op::Flush { done } => {
+                    flush(&backplane, &mut pending, &mut interest).await;
                     if let Some(done) = done {
                         let _ = done.send(None);
                     }
@@ -101,7 +120,10 @@ async fn flush(backplane: &Backplane, ops: &mut Vec<Op>, interest: &mut Interest
             // queued: any later join or leave has its own op behind these.
             let mut touched = Interest::new();
             for op in ops.iter() {
-                if let Op::Join { plugin, room, .. } | Op::Leave { plugin, room, .. } = op {
+                if let Op::Join { plugin, room, .. }
+                | Op::Leave { plugin, room, .. }
+                | Op::Disown { plugin, room, .. } = op
+                {
                     touched.insert((plugin.clone(), room.clone()));
                 }
             }
@@ -141,7 +163,18 @@ async fn flush(backplane: &Backplane, ops: &mut Vec<Op>, interest: &mut Interest
                     let Some(conn) = conn else { return (None, done) };
                     (leave(backplane, conn, &Keys::room_id(&plugin, &room), &id).await.then_some(0), done)
                 }
-                Op::Resync { done } => (None, done),
+                Op::Disown { plugin, room, conn: id } => {
+                    if let Some(mut conn) = conn {
+                        let index = backplane.keys.host_index(&backplane.host_id);
+                        let entry = Keys::index_entry(&Keys::room_id(&plugin, &room), &id);
+                        let removed = redis::cmd("SREM").arg(index).arg(entry).query_async::<()>(&mut conn).await;
+                        if let Err(e) = removed {
+                            backplane.failed(&e);
+                        }
+                    }
+                    (None, None)
+                }
+                Op::Resync { done } | Op::Flush { done } => (None, done),
             };
             (written, done)
         }

@@ -24,9 +24,11 @@ mod conn;
 mod envelope;
 mod link;
 mod membership;
+mod moves;
 mod room_timers;
 mod scripts;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -42,6 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 pub use envelope::{Envelope, Payload};
+pub use moves::{MovingSessions, Offered, PATIENCE as MOVE_PATIENCE};
 
 use crate::config::RedisConfig;
 use crate::hub::kv::KvError;
@@ -151,6 +154,13 @@ pub struct Backplane {
     /// Why this host cannot use the Redis it reached: another release's
     /// key layout is there. The link stops trying.
     incompatible: OnceLock<String>,
+    /// The last broadcast number received per room channel, kept across
+    /// reconnections so what an outage lost is counted, and read by moves.
+    seen: Mutex<HashMap<String, u64>>,
+    /// Sessions moving to or from this host.
+    moves: moves::Moves,
+    /// Where sessions held here are asked for.
+    movers: OnceLock<Arc<dyn MovingSessions>>,
 }
 
 impl Backplane {
@@ -192,6 +202,9 @@ impl Backplane {
             next_ticket: AtomicU64::new(1),
             forwarded: OnceLock::new(),
             incompatible: OnceLock::new(),
+            seen: Mutex::new(HashMap::new()),
+            moves: Default::default(),
+            movers: OnceLock::new(),
         });
         tokio::spawn(membership::write(backplane.clone(), ops_rx));
         tokio::spawn(link::supervise(backplane.clone()));
@@ -436,11 +449,13 @@ impl Backplane {
         self.to_host(host, kind, envelope).await
     }
 
-    /// Publishes on host `host`'s own channel.
+    /// Publishes on host `host`'s own channel. On this host's, someone else
+    /// must listen: a host its sessions moved to.
     async fn to_host(&self, host: &str, kind: CrossHost, envelope: &Envelope<'_>) -> Result<(), DeliveryError> {
         let channel = self.keys.host_channel(host);
+        let others = u64::from(host == &*self.host_id);
         match self.query::<u64>(redis::cmd(self.mode.publish()).arg(channel).arg(envelope.encode())).await {
-            Some(Ok(listeners)) if listeners > 0 => {
+            Some(Ok(listeners)) if listeners > others => {
                 self.metrics.published(kind);
                 Ok(())
             }
@@ -453,12 +468,11 @@ impl Backplane {
     }
 
     /// Acts on what a subscribed channel brought: on a room's channel
-    /// `NUMBER SPACE ENVELOPE`, on this host's own just the envelope.
-    /// `numbering` holds the last number seen per room channel, to count
-    /// the broadcasts that Redis did not deliver.
-    fn receive(self: &Arc<Self>, channel: &str, bytes: &[u8], numbering: &mut HashMap<String, u64>) {
+    /// `NUMBER SPACE ENVELOPE`, on a host's own just the envelope (this
+    /// host's, or the first host of a session that moved here).
+    fn receive(self: &Arc<Self>, channel: &str, bytes: &[u8]) {
         let Some(hub) = self.hub.upgrade() else { return };
-        let (seq, bytes) = if channel == self.host_channel {
+        let (seq, bytes) = if channel == self.host_channel || self.keys.is_host_channel(channel) {
             self.metrics.incoming(Incoming::Direct);
             (0, bytes)
         } else {
@@ -469,7 +483,7 @@ impl Backplane {
             });
             match numbered {
                 Some((seq, rest)) => {
-                    self.count_gap(channel, seq, numbering);
+                    self.count_gap(channel, seq);
                     (seq, rest)
                 }
                 None => {
@@ -487,16 +501,21 @@ impl Backplane {
         };
         match envelope {
             Envelope::Broadcast { origin, plugin, room, except, message } => {
-                // The publisher has served its own members already.
+                let message = message.into_message();
+                // The publisher has served its own members already, but for
+                // sessions that moved here, which take numbered ones only.
                 if *origin == *self.host_id {
+                    hub.rooms.broadcast_looped(&plugin, &room, &message, except.as_deref(), seq);
                     return;
                 }
                 self.metrics.received(CrossHost::Broadcast);
-                let message = message.into_message();
                 hub.rooms.broadcast_from_cluster(&plugin, &room, &message, except.as_deref(), seq);
             }
             Envelope::Send { plugin, to, message } => {
                 self.metrics.received(CrossHost::Send);
+                if self.not_mine(&to) {
+                    return;
+                }
                 let conn = match plugin {
                     Some(plugin) => hub.get(&plugin, &to),
                     None => hub.get_any(&to),
@@ -507,10 +526,16 @@ impl Backplane {
             }
             Envelope::Close { plugin, to, code, reason } => {
                 self.metrics.received(CrossHost::Close);
+                if self.not_mine(&to) {
+                    return;
+                }
                 if let Some(conn) = hub.get(&plugin, &to) {
                     let _ = conn.close(CloseFrame { code: CloseCode::from(code), reason: reason.into_owned().into() });
                 }
             }
+            // The rest answer this host only; on the channel of a session's
+            // first host they are that host's.
+            _ if channel != self.host_channel && !matches!(envelope, Envelope::Take { .. }) => {}
             Envelope::Post { from, ticket, plugin, session, seq, close, text, body } => {
                 self.metrics.received(CrossHost::Post);
                 let post = RawPost { seq, close, text, body: body.into_owned() };
@@ -533,6 +558,20 @@ impl Backplane {
                     let _ = waiting.send((status, message.into_owned()));
                 }
             }
+            Envelope::Take { from, ticket, plugin, session, last } => {
+                self.metrics.received(CrossHost::Move);
+                self.take(&from, ticket, &plugin, &session, last);
+            }
+            Envelope::Commit { ticket, from, points } => self.commit_received(ticket, &from, points),
+            Envelope::Offer { ticket, holder, rooms } => self.answered(
+                ticket,
+                moves::Answer::Offer {
+                    holder: holder.into_owned(),
+                    rooms: rooms.into_iter().map(Cow::into_owned).collect(),
+                },
+            ),
+            Envelope::Handed { ticket } => self.answered(ticket, moves::Answer::Handed),
+            Envelope::Decline { ticket, reason } => self.answered(ticket, moves::Answer::Decline(reason.into_owned())),
         }
     }
 
@@ -540,8 +579,9 @@ impl Backplane {
     /// received: published while this host listened, but not delivered
     /// (an outage, a failover). A lower number means the counter restarted
     /// (the room emptied, or Redis lost it): nothing to count.
-    fn count_gap(&self, channel: &str, seq: u64, numbering: &mut HashMap<String, u64>) {
-        match numbering.get_mut(channel) {
+    fn count_gap(&self, channel: &str, seq: u64) {
+        let Ok(mut seen) = self.seen.lock() else { return };
+        match seen.get_mut(channel) {
             Some(last) => {
                 if seq > *last + 1 {
                     self.metrics.lost.inc_by(seq - *last - 1);
@@ -549,7 +589,7 @@ impl Backplane {
                 *last = seq;
             }
             None => {
-                numbering.insert(channel.to_string(), seq);
+                seen.insert(channel.to_string(), seq);
             }
         }
     }
@@ -607,6 +647,9 @@ impl Backplane {
     /// Leaves the cluster at shutdown: this host's memberships and lease
     /// go now rather than at `host_timeout`.
     pub async fn shutdown(&self) {
+        // Sessions that moved away stay members: what they left here is
+        // written first, so the sweep below does not take them out.
+        let _ = tokio::time::timeout(self.timeout, self.membership(Op::Flush { done: None })).await;
         if let Some(conn) = self.conn.load_full() {
             let leave = async {
                 membership::forget(self, &conn, &self.host_id).await?;
@@ -657,6 +700,15 @@ impl Cluster for Backplane {
 
     fn left_all(&self, plugin: &str, rooms: Vec<String>, conn: &str) {
         Backplane::left_all(self, plugin, rooms, conn);
+    }
+
+    fn disowned(&self, plugin: &str, rooms: Vec<String>, conn: &str) {
+        for room in rooms {
+            let op = Op::Disown { plugin: plugin.into(), room, conn: conn.into() };
+            if self.ops.try_send(op).is_err() {
+                self.resync_needed.store(true, Ordering::Release);
+            }
+        }
     }
 
     fn broadcast<'a>(

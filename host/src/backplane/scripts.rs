@@ -18,8 +18,10 @@
 //! * `P:timer:{PLUGIN:ROOM}:NAME`: a room timer, a hash of its schedule
 //!   (`s`), the host holding its lease (`o`) and until when (`u`, ms by
 //!   Redis's clock); `P:timers`: the index of them (see `room_timers`).
+//! * `P:moving:HOST:TICKET`: a resumable session's state on its way from
+//!   HOST to another host, for a minute at most (see `moves`).
 //! * Channels `P:ch:{PLUGIN:ROOM}` (hosts with members in the room) and
-//!   `P:to:HOST` (one host).
+//!   `P:to:HOST` (one host, and the hosts its sessions moved to).
 
 use std::sync::LazyLock;
 
@@ -112,6 +114,17 @@ impl Keys {
 
     pub fn host_channel(&self, host: &str) -> String {
         format!("{}:to:{host}", self.prefix)
+    }
+
+    /// Whether `channel` is a host's own (room channels are `P:ch:…`).
+    pub fn is_host_channel(&self, channel: &str) -> bool {
+        channel.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.starts_with(":to:"))
+    }
+
+    /// A session's packed state on its way from host `holder` to another,
+    /// under the ticket of the offer.
+    pub fn moving(&self, ticket: u64, holder: &str) -> String {
+        format!("{}:moving:{holder}:{ticket}", self.prefix)
     }
 }
 

@@ -29,6 +29,11 @@ pub trait Cluster: Send + Sync {
     /// A closed connection left `rooms`; recorded in the background.
     fn left_all(&self, plugin: &str, rooms: Vec<String>, conn: &str);
 
+    /// A session that moved to another host left `rooms` here; it stays a
+    /// member cluster-wide (its new host wrote its own entries). Recorded
+    /// in the background.
+    fn disowned(&self, plugin: &str, rooms: Vec<String>, conn: &str);
+
     /// Publishes a broadcast already delivered to this host's members;
     /// returns the room's size across the cluster.
     fn broadcast<'a>(

@@ -11,10 +11,11 @@ use super::rooms::RoomError;
 use super::{Cluster, Connection, DeliveryError, Hub};
 
 impl Hub {
-    /// The cluster, if connection `id` belongs to another host.
+    /// The cluster, for connection `id` that is not here: it belongs to
+    /// another host, or its session moved to one (see `resume`).
     fn remote(&self, id: &str) -> Option<&Arc<dyn Cluster>> {
         let cluster = self.cluster()?;
-        Hub::host_of(id).filter(|host| *host != self.host_id).map(|_| cluster)
+        Hub::host_of(id).map(|_| cluster)
     }
 
     /// Queues `message` for connection `id` of `plugin` (any plugin when
@@ -55,6 +56,18 @@ impl Hub {
             self.rooms.set_since(&conn.plugin, room, &conn.id, since.unwrap_or(0));
         }
         Ok(())
+    }
+
+    /// Joins a session that moved here from another host to `room`, which
+    /// it was in there: it takes only numbered broadcasts, from its join
+    /// point here, which is returned (`None` when the cluster could not be
+    /// told).
+    pub async fn join_moved(&self, conn: &Arc<Connection>, room: &str) -> Option<u64> {
+        let cluster = self.cluster()?;
+        self.rooms.join_numbered(conn, room, super::rooms::JOINING).ok()?;
+        let since = cluster.join(&conn.plugin, room, &conn.id).await?;
+        self.rooms.set_since(&conn.plugin, room, &conn.id, since);
+        Some(since)
     }
 
     pub async fn leave(&self, conn: &Connection, room: &str) -> Result<(), RoomError> {

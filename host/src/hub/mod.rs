@@ -73,6 +73,11 @@ impl ByteBudget {
         self.used.fetch_sub(n, Ordering::AcqRel);
     }
 
+    /// Takes `n` bytes even past the limit (what was promised elsewhere).
+    pub fn force(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
@@ -175,6 +180,16 @@ struct Outbox {
     /// The host is stopping: this frame goes out at once, even while a
     /// plugin call runs.
     away_frame: Option<CloseFrame>,
+    /// Numbered broadcasts held while the session leaves for another host
+    /// (see `rooms::Rooms::hold`).
+    held: Vec<Held>,
+}
+
+/// A broadcast held for a session that is leaving: its room and number.
+pub struct Held {
+    pub room: String,
+    pub seq: u64,
+    pub message: Message,
 }
 
 impl Connection {
@@ -224,6 +239,29 @@ impl Connection {
         }
         self.wake.ring();
         Ok(())
+    }
+
+    /// Holds numbered broadcast `seq` of `room` (see `rooms::Rooms::hold`),
+    /// within the queue's bounds; false past them.
+    pub fn hold(&self, room: &str, seq: u64, message: Message) -> bool {
+        let Ok(mut outbox) = self.outbox.lock() else { return false };
+        if outbox.held.len() >= self.limits.messages {
+            return false;
+        }
+        outbox.held.push(Held { room: room.to_string(), seq, message });
+        true
+    }
+
+    /// The broadcasts held, in the order they came.
+    pub fn take_held(&self) -> Vec<Held> {
+        self.outbox.lock().map(|mut o| std::mem::take(&mut o.held)).unwrap_or_default()
+    }
+
+    /// The session stays: what was held is queued, in order.
+    pub fn release_held(&self) {
+        for held in self.take_held() {
+            let _ = self.send(held.message);
+        }
     }
 
     /// Takes up to `max` queued items, in order; their bytes stay counted
@@ -486,6 +524,34 @@ impl Hub {
         conn
     }
 
+    /// Registers a connection that keeps the id it had on another host (a
+    /// session that moved here); `None` if that id is here already.
+    pub fn register_as(&self, id: &str, plugin: Arc<str>, queue: QueueLimits) -> Option<Arc<Connection>> {
+        let mut map = self.connections.write().ok()?;
+        if map.contains_key(id) {
+            return None;
+        }
+        let id: Arc<str> = id.into();
+        let conn = Arc::new(Connection::new(id.clone(), plugin, queue));
+        map.insert(id, conn.clone());
+        Some(conn)
+    }
+
+    /// Forgets a connection whose session moved to another host: it leaves
+    /// its rooms here, but stays a member cluster-wide, where the new host
+    /// has taken its place.
+    pub fn hand_over(&self, id: &str) {
+        let removed = self.connections.write().ok().and_then(|mut map| map.remove(id));
+        if let Some(conn) = removed {
+            let left = self.rooms.leave_all(&conn);
+            if let Some(cluster) = self.cluster()
+                && !left.is_empty()
+            {
+                cluster.disowned(&conn.plugin, left, &conn.id);
+            }
+        }
+    }
+
     /// A connection of `plugin` that no client holds and no id reaches: what
     /// a call that serves no connection (a room timer's tick) runs as.
     pub fn detached(&self, plugin: Arc<str>, label: &str, queue: QueueLimits) -> Arc<Connection> {
@@ -523,6 +589,18 @@ impl Hub {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// [`Self::close_all`] but for the connections in `but`.
+    pub fn close_all_but(&self, frame: &CloseFrame, but: &std::collections::HashSet<Arc<str>>) {
+        let all: Vec<_> = self
+            .connections
+            .read()
+            .map(|m| m.values().filter(|c| !but.contains(&c.id)).cloned().collect())
+            .unwrap_or_default();
+        for conn in all {
+            conn.go_away(frame.clone());
+        }
     }
 
     /// Asks every connection to close with `frame` after what it has

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio_tungstenite::tungstenite::Message;
@@ -44,15 +44,33 @@ struct Member {
     /// them after this (see `backplane`): one published before it joined
     /// but received late must not arrive after its welcome.
     since: AtomicU64,
+    /// `NUMBERED`, `HELD`, or 0 for a member served as usual.
+    mode: AtomicU8,
 }
 
-type Members = HashMap<Arc<str>, Member>;
+/// The member takes only broadcasts the cluster numbered, this host's own
+/// included (they come back from Redis): a session moving between hosts,
+/// whose two hosts split the stream by number (see `resume`).
+const NUMBERED: u8 = 1;
+/// The member's broadcasts are held with their numbers instead of queued:
+/// its session is leaving, and only those up to the new host's join point
+/// go with it ([`Connection::take_held`]).
+const HELD: u8 = 2;
+
+/// The members of one room.
+#[derive(Default)]
+struct Room {
+    members: HashMap<Arc<str>, Member>,
+    /// How many are `NUMBERED`: a broadcast this host published comes back
+    /// to it only for them.
+    numbered: usize,
+}
 
 /// Locks the rooms are split over.
 pub const SHARDS: usize = 64;
 
 /// plugin → room → members, for the rooms of one shard.
-type Shard = HashMap<Arc<str>, HashMap<String, Members>>;
+type Shard = HashMap<Arc<str>, HashMap<String, Room>>;
 
 /// Every room of every plugin on this host.
 pub struct Rooms {
@@ -82,6 +100,16 @@ impl Rooms {
     /// Adds `conn` to `room` with join point `since` (0: every broadcast).
     /// False if it was already a member.
     pub fn join(&self, conn: &Arc<Connection>, room: &str, since: u64) -> Result<bool, RoomError> {
+        self.join_as(conn, room, since, 0)
+    }
+
+    /// [`Self::join`] for a session that came from another host: it takes
+    /// only numbered broadcasts, from `since` on, for as long as it is here.
+    pub fn join_numbered(&self, conn: &Arc<Connection>, room: &str, since: u64) -> Result<bool, RoomError> {
+        self.join_as(conn, room, since, NUMBERED)
+    }
+
+    fn join_as(&self, conn: &Arc<Connection>, room: &str, since: u64, mode: u8) -> Result<bool, RoomError> {
         check_name(room)?;
         let mut joined = conn.rooms.lock().map_err(|_| RoomError::TooManyRooms)?;
         if joined.iter().any(|r| r == room) {
@@ -92,8 +120,10 @@ impl Rooms {
         }
         if let Ok(mut all) = self.shard(&conn.plugin, room).write() {
             let rooms = all.entry(conn.plugin.clone()).or_default();
-            let member = Member { conn: conn.clone(), since: AtomicU64::new(since) };
-            rooms.entry(room.to_string()).or_default().insert(conn.id.clone(), member);
+            let member = Member { conn: conn.clone(), since: AtomicU64::new(since), mode: AtomicU8::new(mode) };
+            let entry = rooms.entry(room.to_string()).or_default();
+            entry.numbered += usize::from(mode & NUMBERED != 0);
+            entry.members.insert(conn.id.clone(), member);
             joined.push(room.to_string());
         }
         Ok(true)
@@ -102,9 +132,43 @@ impl Rooms {
     /// Sets a member's join point once its join is in Redis.
     pub fn set_since(&self, plugin: &str, room: &str, id: &str, since: u64) {
         let Ok(all) = self.shard(plugin, room).read() else { return };
-        if let Some(member) = all.get(plugin).and_then(|rooms| rooms.get(room)).and_then(|m| m.get(id)) {
+        if let Some(member) = all.get(plugin).and_then(|rooms| rooms.get(room)).and_then(|r| r.members.get(id)) {
             member.since.store(since, Ordering::Release);
         }
+    }
+
+    /// A session starts leaving for another host: in each of its rooms it
+    /// takes only numbered broadcasts from now on, held with their numbers.
+    /// Returns its join point in each, in the order of `rooms`.
+    pub fn hold(&self, conn: &Connection, rooms: &[String]) -> Vec<u64> {
+        rooms
+            .iter()
+            .map(|room| {
+                let Ok(mut all) = self.shard(&conn.plugin, room).write() else { return 0 };
+                let Some(r) = all.get_mut(&conn.plugin).and_then(|rooms| rooms.get_mut(room.as_str())) else {
+                    return 0;
+                };
+                let Some(member) = r.members.get(&conn.id) else { return 0 };
+                let before = member.mode.fetch_or(NUMBERED | HELD, Ordering::AcqRel);
+                let since = member.since.load(Ordering::Acquire);
+                r.numbered += usize::from(before & NUMBERED == 0);
+                since
+            })
+            .collect()
+    }
+
+    /// The move did not happen: the session's broadcasts are queued again
+    /// (it stays numbered, so none arrives twice).
+    pub fn unhold(&self, conn: &Connection) {
+        for room in conn.rooms() {
+            let Ok(all) = self.shard(&conn.plugin, &room).read() else { continue };
+            if let Some(member) =
+                all.get(&conn.plugin).and_then(|rooms| rooms.get(&room)).and_then(|r| r.members.get(&conn.id))
+            {
+                member.mode.fetch_and(!HELD, Ordering::AcqRel);
+            }
+        }
+        conn.release_held();
     }
 
     /// After reconnecting to Redis, whose numbering may have restarted:
@@ -112,7 +176,7 @@ impl Rooms {
     pub fn reset_since(&self) {
         for shard in &self.shards {
             let Ok(all) = shard.read() else { continue };
-            for member in all.values().flat_map(|rooms| rooms.values()).flat_map(|m| m.values()) {
+            for member in all.values().flat_map(|rooms| rooms.values()).flat_map(|r| r.members.values()) {
                 member.since.store(0, Ordering::Release);
             }
         }
@@ -142,8 +206,8 @@ impl Rooms {
         for shard in &self.shards {
             let Ok(all) = shard.read() else { continue };
             for (plugin, rooms) in all.iter() {
-                for (room, members) in rooms {
-                    out.extend(members.keys().map(|id| (plugin.clone(), room.clone(), id.clone())));
+                for (room, r) in rooms {
+                    out.extend(r.members.keys().map(|id| (plugin.clone(), room.clone(), id.clone())));
                 }
             }
         }
@@ -153,9 +217,11 @@ impl Rooms {
     fn remove_member(&self, plugin: &str, room: &str, id: &str) {
         let Ok(mut all) = self.shard(plugin, room).write() else { return };
         let Some(rooms) = all.get_mut(plugin) else { return };
-        if let Some(members) = rooms.get_mut(room) {
-            members.remove(id);
-            if members.is_empty() {
+        if let Some(r) = rooms.get_mut(room) {
+            if let Some(member) = r.members.remove(id) {
+                r.numbered -= usize::from(member.mode.load(Ordering::Acquire) & NUMBERED != 0);
+            }
+            if r.members.is_empty() {
                 rooms.remove(room);
             }
         }
@@ -184,32 +250,71 @@ impl Rooms {
         self.deliver(plugin, room, message, except, Some(seq))
     }
 
+    /// A broadcast this host published, come back from Redis as number
+    /// `seq`: only its `NUMBERED` members take it (the others had it when
+    /// it was published).
+    pub fn broadcast_looped(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>, seq: u64) {
+        let Ok(all) = self.shard(plugin, room).read() else { return };
+        let Some(r) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return };
+        if r.numbered == 0 {
+            return;
+        }
+        for (id, member) in &r.members {
+            let mode = member.mode.load(Ordering::Acquire);
+            if mode & NUMBERED != 0 && except != Some(&**id) && member.since.load(Ordering::Acquire) < seq {
+                let _ = Self::give(member, mode, room, seq, message);
+            }
+        }
+    }
+
     fn deliver(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>, seq: Option<u64>) -> u32 {
         let Ok(all) = self.shard(plugin, room).read() else { return 0 };
-        let Some(members) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return 0 };
+        let Some(r) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return 0 };
         let mut delivered = 0;
-        for (id, Member { conn, since }) in members {
-            if except == Some(&**id) || seq.is_some_and(|seq| since.load(Ordering::Acquire) >= seq) {
+        for (id, member) in &r.members {
+            if except == Some(&**id) {
                 continue;
             }
-            // The message is reference-counted: a clone per member is cheap.
-            if conn.send(message.clone()).is_ok() {
+            let mode = member.mode.load(Ordering::Acquire);
+            let Some(seq) = seq else {
+                if mode & NUMBERED != 0 {
+                    // It comes back numbered (see `broadcast_looped`).
+                    delivered += 1;
+                } else if member.conn.send(message.clone()).is_ok() {
+                    // The message is reference-counted: a clone per member is cheap.
+                    delivered += 1;
+                }
+                continue;
+            };
+            if member.since.load(Ordering::Acquire) >= seq {
+                continue;
+            }
+            if Self::give(member, mode, room, seq, message) {
                 delivered += 1;
             }
         }
         delivered
     }
 
+    /// Queues numbered broadcast `seq`, or holds it while its member leaves.
+    fn give(member: &Member, mode: u8, room: &str, seq: u64, message: &Message) -> bool {
+        if mode & HELD != 0 {
+            member.conn.hold(room, seq, message.clone())
+        } else {
+            member.conn.send(message.clone()).is_ok()
+        }
+    }
+
     pub fn count(&self, plugin: &str, room: &str) -> u32 {
         let Ok(all) = self.shard(plugin, room).read() else { return 0 };
-        let n = all.get(plugin).and_then(|rooms| rooms.get(room)).map_or(0, |m| m.len());
+        let n = all.get(plugin).and_then(|rooms| rooms.get(room)).map_or(0, |r| r.members.len());
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     pub fn members(&self, plugin: &str, room: &str, limit: usize) -> Vec<String> {
         let Ok(all) = self.shard(plugin, room).read() else { return Vec::new() };
-        let Some(members) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return Vec::new() };
-        members.keys().take(limit.min(MAX_MEMBERS_LISTED)).map(|id| id.to_string()).collect()
+        let Some(r) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return Vec::new() };
+        r.members.keys().take(limit.min(MAX_MEMBERS_LISTED)).map(|id| id.to_string()).collect()
     }
 }
 
@@ -228,6 +333,39 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_session_that_moved_takes_numbered_broadcasts_only_and_one_leaving_holds_them() {
+        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10, max_bytes: 100 }, Default::default());
+        let queue = || QueueLimits { messages: 16, bytes: 1 << 10, outbound: ByteBudget::new(1 << 20) };
+        let usual = hub.register("p".into(), queue());
+        let moved = hub.register("p".into(), queue());
+        assert!(hub.rooms.join(&usual, "r", 0).unwrap());
+        assert!(hub.rooms.join_numbered(&moved, "r", 4).unwrap());
+
+        // This host's own broadcast: the usual member has it at once, the
+        // moved one when it comes back from Redis, numbered.
+        assert_eq!(hub.rooms.broadcast("p", "r", &Message::text("own"), None), 2);
+        assert_eq!(received(&usual), ["own"]);
+        assert!(received(&moved).is_empty());
+        hub.rooms.broadcast_looped("p", "r", &Message::text("own"), None, 5);
+        hub.rooms.broadcast_looped("p", "r", &Message::text("before its join"), None, 3);
+        assert_eq!(received(&moved), ["own"]);
+        assert!(received(&usual).is_empty(), "no second copy");
+
+        // Leaving: numbered broadcasts are held with their numbers.
+        assert_eq!(hub.rooms.hold(&usual, &["r".to_string()]), [0]);
+        hub.rooms.broadcast_from_cluster("p", "r", &Message::text("m6"), None, 6);
+        hub.rooms.broadcast("p", "r", &Message::text("own, unnumbered"), None);
+        assert!(received(&usual).is_empty());
+        let held: Vec<(u64, String)> =
+            usual.take_held().into_iter().map(|h| (h.seq, h.message.to_text().unwrap().to_string())).collect();
+        assert_eq!(held, [(6, "m6".to_string())]);
+        hub.rooms.broadcast_from_cluster("p", "r", &Message::text("m7"), None, 7);
+        // The move fell through: what was held is queued, and it stays numbered.
+        hub.rooms.unhold(&usual);
+        assert_eq!(received(&usual), ["m7"]);
     }
 
     #[test]

@@ -184,6 +184,26 @@ impl ConnTimers {
         }
     }
 
+    /// Every timer as `(name, schedule, due in)`, for a session that moves
+    /// to another host; they stop here.
+    pub fn export(&self) -> Vec<(String, Schedule, Duration)> {
+        let now = Instant::now();
+        let Some(set) = self.set.lock().ok().and_then(|mut set| set.take()) else { return Vec::new() };
+        set.into_iter().map(|t| (t.name.to_string(), t.schedule, t.due.saturating_duration_since(now))).collect()
+    }
+
+    /// Sets the timers a session brought from another host (at most
+    /// `limit`); how many.
+    pub fn import(&self, timers: Vec<(String, Schedule, Duration)>, limit: usize) -> usize {
+        let Ok(mut set) = self.set.lock() else { return 0 };
+        let Some(set) = set.as_mut() else { return 0 };
+        let now = Instant::now();
+        for (name, schedule, due_in) in timers.into_iter().take(limit) {
+            set.push(Timer { name: name.into(), schedule, due: now + due_in });
+        }
+        set.len()
+    }
+
     /// Drops every timer and refuses new ones (the connection ended); how
     /// many there were.
     pub fn end(&self) -> usize {

@@ -137,6 +137,8 @@ pub enum CrossHost {
     Close,
     /// A fallback client's post forwarded to its session's host.
     Post,
+    /// A resumable session moving to another host (`docs/delivery.md`).
+    Move,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -215,8 +217,12 @@ pub struct ResumeMetrics {
     /// Resumes refused (a fresh session began instead), by reason.
     pub refused: Family<ReasonLabel, Counter>,
     /// Sessions that ended while away, by reason: `grace`, `overflow`,
-    /// `closed`.
+    /// `closed`, `drain`.
     pub lost: Family<ReasonLabel, Counter>,
+    /// Sessions handed over to another host, where their client resumed.
+    pub moved_out: Counter,
+    /// Sessions taken over from another host.
+    pub moved_in: Counter,
 }
 
 impl ResumeMetrics {
@@ -436,6 +442,12 @@ impl Metrics {
         r.register("resumed", "Sessions a client resumed", m.resumed.clone());
         r.register("resume_refused", "Resumes refused (a fresh session began instead), by reason", m.refused.clone());
         r.register("lost", "Resumable sessions that ended while away, by reason", m.lost.clone());
+        r.register(
+            "moved_out",
+            "Sessions handed over to another host, where their client resumed",
+            m.moved_out.clone(),
+        );
+        r.register("moved_in", "Sessions taken over from another host", m.moved_in.clone());
         m
     }
 

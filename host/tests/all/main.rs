@@ -26,6 +26,7 @@ mod new;
 mod outbound;
 mod reload;
 mod resume;
+mod rolling_restart;
 mod rooms;
 mod store;
 mod timers;

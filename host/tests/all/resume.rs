@@ -12,14 +12,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The host's first message to a client that opted in.
 #[derive(Debug)]
-struct Hello {
-    session: Option<String>,
-    resumed: bool,
-    refused: Option<String>,
-    received: u64,
+pub struct Hello {
+    pub session: Option<String>,
+    pub resumed: bool,
+    pub refused: Option<String>,
+    pub received: u64,
 }
 
-async fn hello(ws: &mut Client) -> Hello {
+pub async fn hello(ws: &mut Client) -> Hello {
     let text = expect_text(ws).await;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("hello {text:?}: {e}"));
     assert_eq!(v["wasmsocket"], "session", "{text}");
@@ -32,7 +32,7 @@ async fn hello(ws: &mut Client) -> Hello {
 }
 
 /// A testbed client that opted in, with `query` for the plugin.
-async fn open(host: &Host, query: &str) -> (Client, String) {
+pub async fn open(host: &Host, query: &str) -> (Client, String) {
     let sep = if query.is_empty() { "" } else { "&" };
     let mut ws = host.connect(&format!("/ws/testbed?{query}{sep}resume=new")).await;
     let h = hello(&mut ws).await;
@@ -40,7 +40,7 @@ async fn open(host: &Host, query: &str) -> (Client, String) {
     (ws, h.session.expect("a session"))
 }
 
-async fn resume(host: &Host, session: &str, last: u64) -> (Client, Hello) {
+pub async fn resume(host: &Host, session: &str, last: u64) -> (Client, Hello) {
     let mut ws = host.connect(&format!("/ws/testbed?resume={session}&last={last}")).await;
     let h = hello(&mut ws).await;
     (ws, h)
@@ -59,7 +59,7 @@ async fn watcher(host: &Host) -> (Client, String) {
 }
 
 /// Lets the socket go without a close frame, as a network that blinks.
-async fn blink(ws: Client) {
+pub async fn blink(ws: Client) {
     drop(ws);
     // The host notices the socket's end at once on loopback.
     tokio::time::sleep(Duration::from_millis(100)).await;
