@@ -56,7 +56,8 @@
  *   allowed, in the order they are tried; `["http"]` forces the fallback.
  * @property {number} [fallbackAfter=3000] How long, in ms, a transport may
  *   take to open before the next one is tried (a transport that fails sooner
- *   is given up at once). The last transport has no such limit.
+ *   is given up at once). The last transport has no such limit. A WebSocket
+ *   that resumes a session gets at least {@link RESUME_PATIENCE}.
  * @property {boolean | ResumeOptions} [resume=false] Ask a wasmsocket host
  *   for a resumable session (docs/delivery.md): a reconnect within the
  *   plugin's grace continues it, with every message sent meanwhile, once
@@ -106,6 +107,14 @@ export const TRANSPORTS = Object.freeze(["websocket", "http"]);
 
 /** Default of {@link WasmSocketOptions}.fallbackAfter, ms. */
 export const FALLBACK_AFTER = 3000;
+
+/**
+ * How long, in ms, a WebSocket that resumes a session may take to open
+ * before the fallback is tried (at least `fallbackAfter`): the host may be
+ * taking the session over from another host (docs/delivery.md), and the
+ * fallback would start afresh.
+ */
+export const RESUME_PATIENCE = 12000;
 
 /**
  * The backoff delay, in ms, before reconnect attempt `attempt` (1-based).
@@ -323,9 +332,11 @@ export class WasmSocket extends EventTarget {
       if (this.#state === "connecting") this.#try(order, i + 1);
     };
     const stillTrying = () => socket === this.#ws && !opened && hasNext && !this.#userClosed;
-    const timer = hasNext
-      ? setTimeout(() => stillTrying() && giveUp("timeout"), Math.max(0, this.fallbackAfter))
-      : null;
+    const patience =
+      transport === "websocket" && this.#session !== null
+        ? Math.max(this.fallbackAfter, RESUME_PATIENCE)
+        : this.fallbackAfter;
+    const timer = hasNext ? setTimeout(() => stillTrying() && giveUp("timeout"), Math.max(0, patience)) : null;
     // A session asked for: the server's first message names it, and the
     // connection counts as open once it has.
     let hello = this.#resume && transport === "websocket";

@@ -449,11 +449,12 @@ impl Backplane {
         self.to_host(host, kind, envelope).await
     }
 
-    /// Publishes on host `host`'s own channel. On this host's, someone else
-    /// must listen: a host its sessions moved to.
+    /// Publishes on host `host`'s own channel, where another host than
+    /// this one must listen (this one does on its own, and on those of the
+    /// hosts whose sessions moved here).
     async fn to_host(&self, host: &str, kind: CrossHost, envelope: &Envelope<'_>) -> Result<(), DeliveryError> {
         let channel = self.keys.host_channel(host);
-        let others = u64::from(host == &*self.host_id);
+        let others = u64::from(host == &*self.host_id || self.listens_on(host));
         match self.query::<u64>(redis::cmd(self.mode.publish()).arg(channel).arg(envelope.encode())).await {
             Some(Ok(listeners)) if listeners > others => {
                 self.metrics.published(kind);

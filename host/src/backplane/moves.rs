@@ -146,14 +146,15 @@ impl Backplane {
         if let Ok(mut arriving) = self.moves.arriving.lock() {
             arriving.insert(id.to_string(), false);
         }
-        let first = self.moves.homes.lock().is_ok_and(|mut homes| {
-            let n = homes.entry(home.to_string()).or_default();
-            *n += 1;
-            *n == 1
-        });
-        if !first || home == &*self.host_id {
+        if let Ok(mut homes) = self.moves.homes.lock() {
+            *homes.entry(home.to_string()).or_default() += 1;
+        }
+        if home == &*self.host_id {
             return true;
         }
+        // Every time, though another session may have asked already: the
+        // request below must not go out before Redis confirms this host
+        // listens (subscribing twice is harmless).
         let Some(conn) = self.conn.load_full() else { return false };
         match (*conn).clone().subscribe(&self.keys.host_channel(home)).await {
             Ok(()) => true,
@@ -201,6 +202,12 @@ impl Backplane {
                 let _ = (*conn).clone().unsubscribe(&channel).await;
             });
         }
+    }
+
+    /// Whether this host listens on `host`'s channel for sessions that
+    /// moved here.
+    pub(super) fn listens_on(&self, host: &str) -> bool {
+        self.moves.homes.lock().is_ok_and(|homes| homes.contains_key(host))
     }
 
     /// Home channels to listen on again after reconnecting.

@@ -64,9 +64,9 @@ impl Hub {
     /// told).
     pub async fn join_moved(&self, conn: &Arc<Connection>, room: &str) -> Option<u64> {
         let cluster = self.cluster()?;
-        self.rooms.join_numbered(conn, room, super::rooms::JOINING).ok()?;
+        self.rooms.join_numbered(conn, room).ok()?;
         let since = cluster.join(&conn.plugin, room, &conn.id).await?;
-        self.rooms.set_since(&conn.plugin, room, &conn.id, since);
+        self.rooms.settle(conn, room, since);
         Some(since)
     }
 

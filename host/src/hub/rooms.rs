@@ -104,9 +104,32 @@ impl Rooms {
     }
 
     /// [`Self::join`] for a session that came from another host: it takes
-    /// only numbered broadcasts, from `since` on, for as long as it is here.
-    pub fn join_numbered(&self, conn: &Arc<Connection>, room: &str, since: u64) -> Result<bool, RoomError> {
-        self.join_as(conn, room, since, NUMBERED)
+    /// only numbered broadcasts, for as long as it is here; until its join
+    /// point is known ([`Self::settle`]) they are held.
+    pub fn join_numbered(&self, conn: &Arc<Connection>, room: &str) -> Result<bool, RoomError> {
+        self.join_as(conn, room, JOINING, NUMBERED | HELD)
+    }
+
+    /// A moving session's join point in `room` is known: what was held
+    /// for it there after that point is queued, in order, and the rest
+    /// dropped (its old host hands those over).
+    pub fn settle(&self, conn: &Connection, room: &str, since: u64) {
+        let Ok(all) = self.shard(&conn.plugin, room).write() else { return };
+        let Some(member) =
+            all.get(&conn.plugin).and_then(|rooms| rooms.get(room)).and_then(|r| r.members.get(&conn.id))
+        else {
+            return;
+        };
+        member.since.store(since, Ordering::Release);
+        member.mode.fetch_and(!HELD, Ordering::AcqRel);
+        // Under the room's lock: no broadcast of it comes between.
+        for held in conn.take_held() {
+            if held.room != room {
+                let _ = conn.hold(&held.room, held.seq, held.message);
+            } else if held.seq > since {
+                let _ = conn.send(held.message);
+            }
+        }
     }
 
     fn join_as(&self, conn: &Arc<Connection>, room: &str, since: u64, mode: u8) -> Result<bool, RoomError> {
@@ -261,7 +284,7 @@ impl Rooms {
         }
         for (id, member) in &r.members {
             let mode = member.mode.load(Ordering::Acquire);
-            if mode & NUMBERED != 0 && except != Some(&**id) && member.since.load(Ordering::Acquire) < seq {
+            if mode & NUMBERED != 0 && except != Some(&**id) && Self::after_join(member, mode, seq) {
                 let _ = Self::give(member, mode, room, seq, message);
             }
         }
@@ -286,7 +309,7 @@ impl Rooms {
                 }
                 continue;
             };
-            if member.since.load(Ordering::Acquire) >= seq {
+            if !Self::after_join(member, mode, seq) {
                 continue;
             }
             if Self::give(member, mode, room, seq, message) {
@@ -296,7 +319,15 @@ impl Rooms {
         delivered
     }
 
-    /// Queues numbered broadcast `seq`, or holds it while its member leaves.
+    /// Whether numbered broadcast `seq` is after the member's join point;
+    /// while a moving session's join is being written, every one is (it is
+    /// held, and sorted out by [`Self::settle`]).
+    fn after_join(member: &Member, mode: u8, seq: u64) -> bool {
+        let since = member.since.load(Ordering::Acquire);
+        since < seq || (since == JOINING && mode & HELD != 0)
+    }
+
+    /// Queues numbered broadcast `seq`, or holds it while its member moves.
     fn give(member: &Member, mode: u8, room: &str, seq: u64, message: &Message) -> bool {
         if mode & HELD != 0 {
             member.conn.hold(room, seq, message.clone())
@@ -342,7 +373,14 @@ mod tests {
         let usual = hub.register("p".into(), queue());
         let moved = hub.register("p".into(), queue());
         assert!(hub.rooms.join(&usual, "r", 0).unwrap());
-        assert!(hub.rooms.join_numbered(&moved, "r", 4).unwrap());
+        assert!(hub.rooms.join_numbered(&moved, "r").unwrap());
+        // Until its join point is known, numbered broadcasts are held.
+        hub.rooms.broadcast_from_cluster("p", "r", &Message::text("before its join"), None, 3);
+        hub.rooms.broadcast_from_cluster("p", "r", &Message::text("m4"), None, 4);
+        assert!(received(&moved).is_empty());
+        hub.rooms.settle(&moved, "r", 3);
+        assert_eq!(received(&moved), ["m4"]);
+        assert_eq!(received(&usual), ["before its join", "m4"]);
 
         // This host's own broadcast: the usual member has it at once, the
         // moved one when it comes back from Redis, numbered.
@@ -350,7 +388,7 @@ mod tests {
         assert_eq!(received(&usual), ["own"]);
         assert!(received(&moved).is_empty());
         hub.rooms.broadcast_looped("p", "r", &Message::text("own"), None, 5);
-        hub.rooms.broadcast_looped("p", "r", &Message::text("before its join"), None, 3);
+        hub.rooms.broadcast_looped("p", "r", &Message::text("not after its join"), None, 3);
         assert_eq!(received(&moved), ["own"]);
         assert!(received(&usual).is_empty(), "no second copy");
 

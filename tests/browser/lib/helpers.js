@@ -99,11 +99,14 @@ class Host {
     this.exited = new Promise((ok) => child.once("exit", (code, signal) => ok({ code, signal })));
   }
 
-  /** Stops the host (SIGTERM, SIGKILL after 5 s); safe to call twice. */
-  async stop(signal = "SIGTERM") {
+  /**
+   * Stops the host (SIGTERM, SIGKILL after `killAfterMs`, 5 s by default);
+   * safe to call twice. Resolves to how it exited: `{code, signal}`.
+   */
+  async stop(signal = "SIGTERM", killAfterMs = 5000) {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
     this.child.kill(signal);
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), killAfterMs);
     try {
       return await this.exited;
     } finally {
