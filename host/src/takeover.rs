@@ -166,6 +166,7 @@ async fn bring(
 /// The session's state here, as its holder packed it.
 fn settle(state: &AppState, parts: Parts, slot: Slot, version: Arc<plugin::Version>, packed: Packed) -> TakenOver {
     let Parts { conn, plugin, .. } = &parts;
+    conn.arrived();
     let Packed { secret, subprotocol, state: value, timers, replay, received, .. } = packed;
     conn.set_state(value);
     let timers = timers

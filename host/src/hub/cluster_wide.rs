@@ -25,7 +25,9 @@ impl Hub {
             Some(plugin) => self.get(plugin, id),
             None => self.get_any(id),
         };
-        if let Some(conn) = local {
+        // One being taken over may stay where it is (a wrong secret): it is
+        // reached where it lives for now.
+        if let Some(conn) = local.filter(|c| !c.is_arriving()) {
             return conn.send(message);
         }
         match self.remote(id) {

@@ -169,6 +169,10 @@ const ABORTED: u8 = 2;
 const QUEUED: u8 = 4;
 /// The host is stopping ([`Connection::go_away`]).
 const AWAY: u8 = 8;
+/// Its session is being taken over from another host, which may refuse:
+/// this host's own sends go the way of any other host's, through the
+/// cluster, until it is here ([`Connection::arrived`]).
+const ARRIVING: u8 = 16;
 
 #[derive(Default)]
 struct Outbox {
@@ -398,6 +402,16 @@ impl Connection {
         self.wake.ring();
     }
 
+    /// Its session, taken over from another host, is here now.
+    pub fn arrived(&self) {
+        self.flags.fetch_and(!ARRIVING, Ordering::AcqRel);
+    }
+
+    /// Whether its session is still being taken over (see `ARRIVING`).
+    pub fn is_arriving(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & ARRIVING != 0
+    }
+
     pub fn is_closing(&self) -> bool {
         self.flags.load(Ordering::Acquire) & CLOSING != 0
     }
@@ -533,6 +547,7 @@ impl Hub {
         }
         let id: Arc<str> = id.into();
         let conn = Arc::new(Connection::new(id.clone(), plugin, queue));
+        conn.flags.fetch_or(ARRIVING, Ordering::AcqRel);
         map.insert(id, conn.clone());
         Some(conn)
     }
