@@ -27,7 +27,7 @@ use crate::hub::Outbound;
 use crate::hub::Slot;
 use crate::inbound::{self, InboundError};
 use crate::plugin;
-use crate::resume::{self, Refused, Session, Sessions, Transfer};
+use crate::resume::{self, Keyed, Refused, Session, Sessions, Transfer};
 use crate::socket::{Arrival, Socket};
 use crate::writer::{WRITE_BATCH, Written};
 

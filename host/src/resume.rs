@@ -449,10 +449,6 @@ impl Session {
     pub fn token(&self) -> String {
         format!("{}.{}", self.conn.id, self.secret)
     }
-
-    pub fn secret(&self) -> &str {
-        &self.secret
-    }
 }
 
 /// Why a resume was refused, as the client is told. Only a client that
@@ -528,20 +524,11 @@ impl Sessions {
         grace: Duration,
         buffer: usize,
     ) -> Arc<Session> {
-        let session = Arc::new(Session {
-            conn,
-            secret: new_secret(),
-            subprotocol,
-            grace,
-            replay: Mutex::new(Replay::new(buffer, self.budget.clone())),
-            handoff: Handoff::default(),
-        });
-        self.live.insert(session.clone());
-        session
+        self.adopt(conn, new_secret(), subprotocol, grace, Replay::new(buffer, self.budget.clone()))
     }
 
-    /// A session that moved here from another host, with its secret and
-    /// what it kept.
+    /// A session with `secret` and what it kept: one that moved here from
+    /// another host, or (from [`Self::open`]) a new one.
     pub fn adopt(
         &self,
         conn: Arc<Connection>,
@@ -578,6 +565,11 @@ impl Sessions {
         let mut ended = self.ended.lock().ok()?;
         sweep(&mut ended);
         ended.0.get(id).filter(|e| secret_matches(&e.secret, secret)).map(|e| e.why)
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.live.by_id.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// Every live session (to drain them).

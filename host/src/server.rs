@@ -262,10 +262,10 @@ async fn drain(state: &AppState) {
     }
     let restart = CloseFrame { code: CloseCode::Restart, reason: "server restarting".into() };
     state.hub.close_all_but(&restart, &resumable);
-    while !state.sessions.all().is_empty() && started.elapsed() < within {
+    while state.sessions.len() > 0 && started.elapsed() < within {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let left = state.sessions.all().len();
+    let left = state.sessions.len();
     tracing::info!(
         moved = sessions.len().saturating_sub(left),
         left,

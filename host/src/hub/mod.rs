@@ -556,15 +556,7 @@ impl Hub {
     /// its rooms here, but stays a member cluster-wide, where the new host
     /// has taken its place.
     pub fn hand_over(&self, id: &str) {
-        let removed = self.connections.write().ok().and_then(|mut map| map.remove(id));
-        if let Some(conn) = removed {
-            let left = self.rooms.leave_all(&conn);
-            if let Some(cluster) = self.cluster()
-                && !left.is_empty()
-            {
-                cluster.disowned(&conn.plugin, left, &conn.id);
-            }
-        }
+        self.forget(id, true);
     }
 
     /// A connection of `plugin` that no client holds and no id reaches: what
@@ -575,13 +567,23 @@ impl Hub {
 
     /// Forgets a closed connection, and takes it out of its rooms.
     pub fn remove(&self, id: &str) {
+        self.forget(id, false);
+    }
+
+    /// Takes connection `id` out of this host and its rooms here; out of
+    /// them cluster-wide too, unless its session `moved` to another host.
+    fn forget(&self, id: &str, moved: bool) {
         let removed = self.connections.write().ok().and_then(|mut map| map.remove(id));
         if let Some(conn) = removed {
             let left = self.rooms.leave_all(&conn);
             if let Some(cluster) = self.cluster()
                 && !left.is_empty()
             {
-                cluster.left_all(&conn.plugin, left, &conn.id);
+                if moved {
+                    cluster.disowned(&conn.plugin, left, &conn.id);
+                } else {
+                    cluster.left_all(&conn.plugin, left, &conn.id);
+                }
             }
         }
     }
@@ -621,10 +623,7 @@ impl Hub {
     /// Asks every connection to close with `frame` after what it has
     /// queued (used at shutdown).
     pub fn close_all(&self, frame: &CloseFrame) {
-        let all: Vec<_> = self.connections.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
-        for conn in all {
-            conn.go_away(frame.clone());
-        }
+        self.close_all_but(frame, &Default::default());
     }
 }
 

@@ -11,24 +11,6 @@ use crate::common::*;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Runs each test body on a single Redis and on a Redis Cluster.
-macro_rules! on_single_and_cluster {
-    ($($name:ident),* $(,)?) => {
-        mod single {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Redis::start().await).await;
-            })*
-        }
-        mod on_cluster {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::RedisCluster::start().await).await;
-            })*
-        }
-    };
-}
-
 on_single_and_cluster!(
     broadcasts_reach_room_members_on_every_host,
     a_send_reaches_a_connection_on_another_host,

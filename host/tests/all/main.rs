@@ -4,6 +4,7 @@
 //! default and run by `scripts/test.sh`: `churn::` (a soak), `examples::`
 //! and `new::` (they need the example plugins built first).
 
+#[macro_use]
 mod common;
 
 mod api;

@@ -15,23 +15,6 @@ use crate::resume::{blink, hello, open, resume};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-macro_rules! on_single_and_cluster {
-    ($($name:ident),* $(,)?) => {
-        mod single {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Redis::start().await).await;
-            })*
-        }
-        mod on_cluster {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::RedisCluster::start().await).await;
-            })*
-        }
-    };
-}
-
 on_single_and_cluster!(
     a_session_resumed_through_another_host_keeps_everything,
     a_host_told_to_stop_hands_its_sessions_over_and_nothing_is_lost_or_repeated,

@@ -1,6 +1,25 @@
 //! Test harness: the real `wasmsocket` binary on a free loopback port, and a
 //! real tokio-tungstenite client.
 
+/// Runs each test body on a single Redis and on a Redis Cluster (the
+/// calling module imports `Redis` and `RedisCluster`).
+macro_rules! on_single_and_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod single {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Redis::start().await).await;
+            })*
+        }
+        mod on_cluster {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::RedisCluster::start().await).await;
+            })*
+        }
+    };
+}
+
 pub mod churn;
 pub mod fallback;
 pub mod http_server;
