@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
-const GUESTS: &[&str] = &["echo", "testbed", "shout", "chat", "compat-0-1-0", "compat-0-1-1"];
+const GUESTS: &[&str] = &["echo", "testbed", "shout", "chat", "compat-0-1-0", "compat-0-1-1", "compat-0-2-0"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

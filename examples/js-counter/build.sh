@@ -10,7 +10,7 @@ OUT="$(out_dir "${1:-./out}")"
 npm_ci_here "$HERE"
 
 # componentize-js resolves imports by their full versioned name
-# ("wasmsocket:plugin/state@0.2.0"). Build with the version of the WIT in
+# ("wasmsocket:plugin/state@0.2.1"). Build with the version of the WIT in
 # wit/, so a 0.2.x bump of the WIT does not need an edit here: every 0.2.x
 # host serves what a 0.2.x plugin imports.
 version="$(sed -n 's/^package wasmsocket:plugin@\([0-9.]*\);/\1/p' "$WIT_DIR"/*.wit | head -1)"

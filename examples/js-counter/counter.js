@@ -10,9 +10,9 @@
 // interface as JSON, not in a JS global: the host may start a fresh instance
 // at any event, and state survives that.
 
-import { send } from "wasmsocket:plugin/connections@0.2.0";
-import * as state from "wasmsocket:plugin/state@0.2.0";
-import { log } from "wasmsocket:plugin/log@0.2.0";
+import { send } from "wasmsocket:plugin/connections@0.2.1";
+import * as state from "wasmsocket:plugin/state@0.2.1";
+import { log } from "wasmsocket:plugin/log@0.2.1";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

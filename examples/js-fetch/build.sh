@@ -20,7 +20,7 @@ wasi_wit="$HERE/node_modules/@bytecodealliance/jco/lib/wit/builtin/$WASI_VERSION
 }
 
 # componentize-js resolves imports by their full versioned name
-# ("wasmsocket:plugin/log@0.2.0"). Build with the version of the WIT in
+# ("wasmsocket:plugin/log@0.2.1"). Build with the version of the WIT in
 # wit/, so a 0.2.x bump of the WIT does not need an edit here.
 version="$(sed -n 's/^package wasmsocket:plugin@\([0-9.]*\);/\1/p' "$WIT_DIR"/*.wit | head -1)"
 scratch_dir

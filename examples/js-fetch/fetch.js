@@ -19,8 +19,8 @@
 // drop a parent whose children are alive, and the garbage collector keeps
 // no order.
 
-import { send } from "wasmsocket:plugin/connections@0.2.0";
-import { log } from "wasmsocket:plugin/log@0.2.0";
+import { send } from "wasmsocket:plugin/connections@0.2.1";
+import { log } from "wasmsocket:plugin/log@0.2.1";
 import { get } from "wasi:config/store@0.2.0-rc.1";
 import { handle } from "wasi:http/outgoing-handler@0.2.12";
 import { Fields, OutgoingRequest, RequestOptions } from "wasi:http/types@0.2.12";

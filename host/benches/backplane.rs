@@ -7,7 +7,7 @@
 //! cargo bench --bench backplane -- --baseline-bin OLD/wasmsocket --only interest
 //! cargo bench --bench backplane -- --only simulate --connections 2000
 //! # --only calibrate | interest | simulate (which calibrates first);
-//! # --seconds (5) per measurement, --rooms (64) --members (8) for part 1
+//! # --seconds (5) per measurement, --rooms (64) --members (8) --history (100) for part 1
 //! ```
 //!
 //! Needs `redis-server` and `redis-cli` on PATH: it starts its own Redis and
@@ -21,7 +21,10 @@
 //!    broadcast and Redis commands per broadcast (`INFO commandstats` of the
 //!    masters). Setups: per-room interest on one Redis and on the cluster,
 //!    and, given `--baseline-bin` (a build of the release before per-room
-//!    interest), the one-channel design on one Redis.
+//!    interest), the one-channel design on one Redis. Then both per-room
+//!    setups again with room history on (`--history`, 100 broadcasts per
+//!    room; 0 skips them): what keeping every broadcast in a Redis stream
+//!    costs.
 //! 2. **Calibrate.** Per-operation costs on the cluster, two hosts A and B,
 //!    offered by 64 clients on A with timers of their own: a broadcast from
 //!    A to a room with 1 and with 50 members on B (so host CPU splits into
@@ -73,6 +76,7 @@ struct Options {
     pace: u64,
     connections: usize,
     period: f64,
+    history: u32,
 }
 
 fn options() -> Options {
@@ -85,6 +89,7 @@ fn options() -> Options {
         pace: 2000,
         connections: 2500,
         period: 20.0,
+        history: 100,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -98,6 +103,7 @@ fn options() -> Options {
             "--pace" => o.pace = value().parse().unwrap_or(o.pace).max(10),
             "--connections" => o.connections = value().parse().unwrap_or(o.connections).max(100),
             "--period" => o.period = value().parse().unwrap_or(o.period),
+            "--history" => o.history = value().parse().unwrap_or(o.history),
             _ => {} // cargo passes --bench
         }
     }
@@ -382,8 +388,11 @@ struct PushCost {
     cluster_broadcast: f64,
 }
 
+/// Hosts of part 1.
+const INTEREST_HOSTS: usize = 4;
+
 async fn interest(o: &Options, dir: &Path, cluster: &RedisCluster) -> Option<PushCost> {
-    let hosts = 4;
+    let hosts = INTEREST_HOSTS;
     println!(
         "1. interest: {hosts} hosts, {} rooms of {} members (even rooms on one host, odd rooms on two), \
          one sender per room broadcasting in a closed loop for {} s",
@@ -406,7 +415,20 @@ async fn interest(o: &Options, dir: &Path, cluster: &RedisCluster) -> Option<Pus
     setups.push(("per-room interest, 3-master cluster".into(), Backplane::Cluster(cluster), None));
     let mut rows = Vec::new();
     for (i, (name, backplane, bin)) in setups.iter().enumerate() {
-        rows.push(interest_setup(o, dir, name, backplane, *bin, &format!("interest{i}"), hosts).await);
+        rows.push(interest_setup(o, dir, name, backplane, *bin, &format!("interest{i}"), "").await);
+    }
+    // The same with room history on: what keeping each broadcast costs.
+    if o.history > 0 {
+        let keep = format!("history_size = {}\nhistory_ttl = \"5m\"\n", o.history);
+        for (i, (name, backplane)) in [
+            (format!("history {}, one Redis", o.history), Backplane::Single(&single)),
+            (format!("history {}, 3-master cluster", o.history), Backplane::Cluster(cluster)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            interest_setup(o, dir, name, backplane, None, &format!("history{i}"), &keep).await;
+        }
     }
     // One Redis, both designs: the same broadcasts, fewer room messages
     // delivered. The difference prices one room message on each side.
@@ -444,11 +466,12 @@ async fn interest_setup(
     backplane: &Backplane<'_>,
     bin: Option<&Path>,
     prefix: &str,
-    hosts: usize,
+    limits: &str,
 ) -> Interest {
+    let hosts = INTEREST_HOSTS;
     let mut servers = Vec::new();
     for _ in 0..hosts {
-        servers.push(Host::start(dir, backplane, prefix, bin).await);
+        servers.push(Host::start_with(dir, backplane, prefix, bin, limits).await);
     }
     let copies = Arc::new(Tally::default());
     let mut senders = Vec::new();

@@ -7,10 +7,7 @@ use bytesize::ByteSize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Grants;
-use crate::plugin::{EngineSettings, LoadError, PluginEngine};
-
-/// The package of the host interfaces and of `handler`.
-const PACKAGE: &str = "wasmsocket:plugin/";
+use crate::plugin::{EngineSettings, LoadError, PACKAGE, PluginEngine, handler_version};
 
 /// What a component that fits the world looks like to the host.
 #[derive(Debug)]
@@ -50,9 +47,7 @@ pub fn check(bytes: &[u8]) -> Result<Report, LoadError> {
             None => other_imports.push(name.to_string()),
         }
     }
-    let world_version = ty
-        .exports(engine.engine())
-        .find_map(|(name, _)| name.strip_prefix(PACKAGE)?.strip_prefix("handler@").map(str::to_string));
+    let world_version = handler_version(pre.component(), engine.engine());
     let imports = |prefix: &str, of: &[String]| of.iter().any(|i| i.starts_with(prefix));
     let capabilities = [
         ("timers", imports("timers@", &host_imports)),

@@ -128,6 +128,10 @@ pub struct WebSocketConfig {
     /// not yet acknowledged, and those sent while a session was away
     /// (`limits.resume_buffer` bounds each one).
     pub resume_budget: ByteSize,
+    /// Bytes of room history kept in memory across the host, without
+    /// Redis (`limits.history_size` bounds each room; scaled out, history
+    /// is in Redis).
+    pub history_budget: ByteSize,
     /// With Redis, how long a host told to stop (SIGTERM) waits for the
     /// clients of its resumable sessions to resume them on other hosts,
     /// after closing them with 1012. `0s`: no drain; every connection is
@@ -373,6 +377,12 @@ pub struct PluginLimits {
     /// acknowledged, and those sent while it is away. One away that
     /// overflows it ends with `on-close`.
     pub resume_buffer: ByteSize,
+    /// Broadcasts each room keeps in its history, for `rooms.history` and
+    /// sessions recovering what they missed; 0 keeps none.
+    pub history_size: u32,
+    /// How long a room's history keeps a broadcast.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
 }
 
 /// When an idle connection's instance is dropped.
@@ -448,6 +458,9 @@ pub struct PluginOverrides {
     #[serde(with = "humantime_serde::option")]
     pub resume_grace: Option<Duration>,
     pub resume_buffer: Option<ByteSize>,
+    pub history_size: Option<u32>,
+    #[serde(with = "humantime_serde::option")]
+    pub history_ttl: Option<Duration>,
     /// Where the plugin may send HTTP requests: `scheme://host[:port]`
     /// each. None by default.
     pub allowed_outbound_hosts: Vec<String>,
@@ -511,6 +524,7 @@ impl Default for WebSocketConfig {
             receive_budget: ByteSize::mib(256),
             close_timeout: Duration::from_secs(5),
             resume_budget: ByteSize::mib(64),
+            history_budget: ByteSize::mib(64),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -533,6 +547,8 @@ impl Default for PluginLimits {
             http_response_size: ByteSize::mib(1),
             resume_grace: Duration::from_secs(30),
             resume_buffer: ByteSize::kib(256),
+            history_size: 0,
+            history_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -582,6 +598,8 @@ impl Config {
             limits.http_response_size = o.http_response_size.unwrap_or(limits.http_response_size);
             limits.resume_grace = o.resume_grace.unwrap_or(limits.resume_grace);
             limits.resume_buffer = o.resume_buffer.unwrap_or(limits.resume_buffer);
+            limits.history_size = o.history_size.unwrap_or(limits.history_size);
+            limits.history_ttl = o.history_ttl.unwrap_or(limits.history_ttl);
         }
         limits
     }
@@ -666,6 +684,7 @@ impl Config {
         check_range("websocket.send_queue_bytes", ws.send_queue_bytes.as_u64(), 1 << 10, MAX_MESSAGE)?;
         check_range("websocket.receive_budget", ws.receive_budget.as_u64(), 1 << 20, 64 << 30)?;
         check_range("websocket.resume_budget", ws.resume_budget.as_u64(), 0, 64 << 30)?;
+        check_range("websocket.history_budget", ws.history_budget.as_u64(), 0, 64 << 30)?;
         if ws.message_timeout < Duration::from_millis(100) || ws.message_timeout > Duration::from_secs(3600) {
             return Err(invalid(
                 "websocket.message_timeout",
@@ -871,6 +890,13 @@ fn validate_limits(table: &str, limits: &PluginLimits) -> Result<(), ConfigError
         ));
     }
     check_range(&format!("{table}.resume_buffer"), limits.resume_buffer.as_u64(), 1 << 10, 1 << 30)?;
+    check_count(&format!("{table}.history_size"), limits.history_size as usize, 0, 10_000)?;
+    if limits.history_ttl < Duration::from_secs(1) || limits.history_ttl > Duration::from_secs(86_400) {
+        return Err(invalid(
+            format!("{table}.history_ttl"),
+            format!("must be from 1s to 24h, got {}", humantime::format_duration(limits.history_ttl)),
+        ));
+    }
     Ok(())
 }
 
@@ -1036,6 +1062,21 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("store.max_bytes"));
         let c = Config::from_toml("max_instances = 0\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("max_instances"));
+    }
+
+    #[test]
+    fn room_history_is_off_by_default_and_bounded_per_plugin() {
+        let c = Config::from_toml("[plugins.chat]\nhistory_size = 50\nhistory_ttl = \"1h\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits_for("other").history_size, 0);
+        assert_eq!(
+            (c.limits_for("chat").history_size, c.limits_for("chat").history_ttl),
+            (50, Duration::from_secs(3600))
+        );
+        let c = Config::from_toml("[plugins.chat]\nhistory_size = 20000\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("plugins.chat.history_size"));
+        let c = Config::from_toml("[limits]\nhistory_ttl = \"0s\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("limits.history_ttl"));
     }
 
     #[test]

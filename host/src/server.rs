@@ -77,6 +77,7 @@ impl Server {
         let backplane_metrics = config.redis.enabled().then(|| metrics.register_backplane());
         let pool_metrics = metrics.register_pool();
         let resume_metrics = metrics.register_resume();
+        let history_metrics = metrics.register_history();
         let metrics = Arc::new(metrics);
         let open_files = fd_limit::raise_open_file_limit();
         if let Some(limit) = open_files {
@@ -130,6 +131,7 @@ impl Server {
                 max_bytes: config.store.max_bytes.in_memory(),
             },
             metrics.store_gauges(),
+            history(&config, history_metrics),
         );
         let fallback = Arc::new(Sessions::default());
         let sessions = Arc::new(resume::Sessions::new(config.websocket.resume_budget.in_memory(), resume_metrics));
@@ -392,4 +394,12 @@ fn not_found(rejection: warp::Rejection) -> warp::reply::Response {
         return crate::reply::text(http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
     crate::reply::text(http::StatusCode::NOT_FOUND, "not found")
+}
+
+/// What each plugin's rooms keep, from the configuration.
+fn history(config: &Config, metrics: crate::metrics::HistoryMetrics) -> crate::hub::history::History {
+    use crate::hub::history::{History, Keep};
+    let keep = |l: crate::config::PluginLimits| Keep { size: l.history_size, ttl: l.history_ttl };
+    let plugins = config.plugins.keys().map(|name| (name.clone(), keep(config.limits_for(name)))).collect();
+    History::new(keep(config.limits), plugins, config.websocket.history_budget.in_memory(), metrics)
 }

@@ -232,6 +232,7 @@ async fn remove_member(backplane: &Backplane, conn: &mut RedisConn, room_id: &st
     LEAVE
         .key(backplane.keys.members(room_id))
         .key(backplane.keys.seq(room_id))
+        .key(backplane.keys.history(room_id))
         .arg(id)
         .invoke_async::<u64>(conn)
         .await

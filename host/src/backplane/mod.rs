@@ -47,6 +47,7 @@ pub use envelope::{Envelope, Payload};
 pub use moves::{MovingSessions, Offered, PATIENCE as MOVE_PATIENCE};
 
 use crate::config::RedisConfig;
+use crate::hub::history::{HistoryError, Keep, Kept};
 use crate::hub::kv::KvError;
 use crate::hub::{Cluster, DeliveryError, Hub, TimerTurn};
 use crate::metrics::{BackplaneMetrics, CrossHost, Incoming};
@@ -341,7 +342,14 @@ impl Backplane {
     /// Publishes a broadcast that this host has delivered to its own
     /// members. Returns the room's size across the cluster, or `None`
     /// when Redis is unreachable (other hosts miss it).
-    pub async fn broadcast(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) -> Option<u64> {
+    pub async fn broadcast(
+        &self,
+        plugin: &str,
+        room: &str,
+        message: &Message,
+        except: Option<&str>,
+        keep: Keep,
+    ) -> Option<u64> {
         let envelope = Envelope::Broadcast {
             origin: self.host_id.as_ref().into(),
             plugin: plugin.into(),
@@ -354,9 +362,12 @@ impl Backplane {
         publish
             .key(self.keys.seq(&room_id))
             .key(self.keys.members(&room_id))
+            .key(self.keys.history(&room_id))
             .arg(self.keys.room_channel(&room_id))
             .arg(envelope.encode())
-            .arg(self.mode.publish());
+            .arg(self.mode.publish())
+            .arg(if keep.is_on() { keep.size } else { 0 })
+            .arg(u64::try_from(keep.ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let published = match self.link() {
             Some(mut conn) => publish.invoke_async::<u64>(&mut conn).await.inspect_err(|e| self.failed(e)).ok(),
             None => None,
@@ -366,6 +377,43 @@ impl Backplane {
             None => self.metrics.dropped(CrossHost::Broadcast),
         }
         published
+    }
+
+    /// Up to `limit` entries of the room's history stream, oldest first:
+    /// those numbered after `since`, or the latest ones.
+    pub async fn history(
+        &self,
+        plugin: &str,
+        room: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Kept>, HistoryError> {
+        let key = self.keys.history(&Keys::room_id(plugin, room));
+        let cmd = match since {
+            // Ids are `N-0`: the first after `since` is `since+1`.
+            Some(since) => redis::cmd("XRANGE")
+                .arg(key)
+                .arg(format!("{}-0", since.saturating_add(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .to_owned(),
+            None => redis::cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(limit).to_owned(),
+        };
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> =
+            self.query(&cmd).await.ok_or(HistoryError::Unavailable)?.map_err(|_| HistoryError::Unavailable)?;
+        let mut kept: Vec<Kept> = entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let offset = id.split_once('-')?.0.parse().ok()?;
+                let Envelope::Broadcast { message, .. } = Envelope::decode(fields.get("m")?).ok()? else { return None };
+                Some(Kept { offset, message: message.into_message() })
+            })
+            .collect();
+        if since.is_none() {
+            kept.reverse();
+        }
+        Ok(kept)
     }
 
     /// The room's size across the cluster; `None` when unreachable.
@@ -718,8 +766,19 @@ impl Cluster for Backplane {
         room: &'a str,
         message: &'a Message,
         except: Option<&'a str>,
+        keep: Keep,
     ) -> BoxFuture<'a, Option<u64>> {
-        Box::pin(Backplane::broadcast(self, plugin, room, message, except))
+        Box::pin(Backplane::broadcast(self, plugin, room, message, except, keep))
+    }
+
+    fn history<'a>(
+        &'a self,
+        plugin: &'a str,
+        room: &'a str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Kept>, HistoryError>> {
+        Box::pin(Backplane::history(self, plugin, room, since, limit))
     }
 
     fn count<'a>(&'a self, plugin: &'a str, room: &'a str) -> BoxFuture<'a, Option<u32>> {

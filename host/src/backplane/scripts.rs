@@ -11,7 +11,10 @@
 //! * `P:hosts`: sorted set of live host ids, scored by when each expires.
 //! * `P:room:{PLUGIN:ROOM}`: set of the connection ids in a room.
 //! * `P:seq:{PLUGIN:ROOM}`: the room's broadcast counter; gone while the
-//!   room is empty.
+//!   room is empty and keeps no history (it expires with the history).
+//! * `P:history:{PLUGIN:ROOM}`: the room's last broadcasts, a stream whose
+//!   entry ids are their numbers (`N-0`), for plugins that keep history;
+//!   it expires `history_ttl` after the room's last broadcast.
 //! * `P:host:HOST:rooms`: set of `PLUGIN:ROOM\nCONNID`, each membership this
 //!   host wrote, so it can be removed when the host dies.
 //! * `P:kv:PLUGIN:KEY`: the key-value store.
@@ -81,6 +84,11 @@ impl Keys {
         format!("{}:seq:{{{room_id}}}", self.prefix)
     }
 
+    /// The room's history: a stream of its last broadcasts.
+    pub fn history(&self, room_id: &str) -> String {
+        format!("{}:history:{{{room_id}}}", self.prefix)
+    }
+
     pub fn room_channel(&self, room_id: &str) -> String {
         format!("{}:ch:{{{room_id}}}", self.prefix)
     }
@@ -130,24 +138,31 @@ impl Keys {
 
 /// KEYS[1] the room's members, KEYS[2] its counter; ARGV[1] the connection.
 /// Adds the member and returns the counter (0 if absent): the join point.
+/// A counter kept only for the room's history stops expiring: the room
+/// has a member again.
 pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PERSIST', KEYS[2])
 return tonumber(redis.call('GET', KEYS[2]) or '0')
 "#,
     )
 });
 
-/// KEYS[1] the room's members, KEYS[2] its counter; ARGV[1] the connection.
-/// Removes the member; the counter goes with the last one, so an empty room
-/// leaves no key behind (a later join reads 0, which is still before any
-/// number given afterwards).
+/// KEYS[1] the room's members, KEYS[2] its counter, KEYS[3] its history;
+/// ARGV[1] the connection. Removes the member; the counter goes with the
+/// last one, so an empty room leaves no key behind (a later join reads 0,
+/// which is still before any number given afterwards), unless the room
+/// keeps history, whose numbering it then keeps until the history expires.
 pub(super) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('SREM', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local ttl = redis.call('PTTL', KEYS[3])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('DEL', KEYS[2]) end
+end
 return 0
 "#,
     )
@@ -165,18 +180,36 @@ return entries
     )
 });
 
-/// KEYS[1] the room's counter, KEYS[2] its members; ARGV the channel, the
-/// envelope and the publish command. Numbers the broadcast and publishes
-/// it as `NUMBER SPACE ENVELOPE` in one atomic step, so numbers follow the
-/// order of publication. Returns the room's size; a room with no member in
-/// Redis is not published to (no host listens).
+/// KEYS[1] the room's counter, KEYS[2] its members, KEYS[3] its history;
+/// ARGV the channel, the envelope, the publish command, the history's size
+/// (0: none) and its ttl in ms. Numbers the broadcast, keeps it in the
+/// history and publishes it as `NUMBER SPACE ENVELOPE` in one atomic step,
+/// so numbers follow the order of publication. Returns the room's size; a
+/// room with no member in Redis is not published to (no host listens), and
+/// its broadcast is numbered only to be kept.
+///
+/// A counter found missing beside a history (a host of an earlier release
+/// deleted it) restarts after the history's last number: ids only grow.
 pub(super) static BROADCAST: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local size = redis.call('SCARD', KEYS[2])
-if size == 0 then return 0 end
+local keep = tonumber(ARGV[4])
+if size == 0 and keep == 0 then return 0 end
 local n = redis.call('INCR', KEYS[1])
-redis.call(ARGV[3], ARGV[1], tostring(n) .. ' ' .. ARGV[2])
+if keep > 0 then
+  if n == 1 then
+    local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+    if last then
+      n = tonumber(string.match(last[1], '^(%d+)')) + 1
+      redis.call('SET', KEYS[1], n)
+    end
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', keep, tostring(n) .. '-0', 'm', ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  if size == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+end
+if size > 0 then redis.call(ARGV[3], ARGV[1], tostring(n) .. ' ' .. ARGV[2]) end
 return size
 "#,
     )

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use super::DeliveryError;
+use super::history::{HistoryError, Keep, Kept};
 use super::kv::KvError;
 
 /// What the hub asks of the rest of the cluster. `None` answers mean the
@@ -34,15 +35,27 @@ pub trait Cluster: Send + Sync {
     /// in the background.
     fn disowned(&self, plugin: &str, rooms: Vec<String>, conn: &str);
 
-    /// Publishes a broadcast already delivered to this host's members;
-    /// returns the room's size across the cluster.
+    /// Publishes a broadcast already delivered to this host's members,
+    /// and keeps it in the room's history as `keep` says; returns the
+    /// room's size across the cluster.
     fn broadcast<'a>(
         &'a self,
         plugin: &'a str,
         room: &'a str,
         message: &'a Message,
         except: Option<&'a str>,
+        keep: Keep,
     ) -> BoxFuture<'a, Option<u64>>;
+
+    /// Up to `limit` entries of the room's history, oldest first: those
+    /// after offset `since`, or the latest ones.
+    fn history<'a>(
+        &'a self,
+        plugin: &'a str,
+        room: &'a str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Kept>, HistoryError>>;
 
     fn count<'a>(&'a self, plugin: &'a str, room: &'a str) -> BoxFuture<'a, Option<u32>>;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use super::history::{HistoryError, Kept, MAX_HISTORY_READ};
 use super::rooms::RoomError;
 use super::{Cluster, Connection, DeliveryError, Hub};
 
@@ -85,14 +86,40 @@ impl Hub {
     /// members on other hosts, to which it was published.
     pub async fn broadcast(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) -> u32 {
         let here = self.rooms.broadcast(plugin, room, message, except);
-        let Some(cluster) = self.cluster() else { return here };
+        let keep = self.history.keep(plugin);
+        let Some(cluster) = self.cluster() else {
+            if keep.is_on() {
+                self.history.append(plugin, room, message, keep);
+            }
+            return here;
+        };
         let local_members = u64::from(self.rooms.count(plugin, room));
-        match cluster.broadcast(plugin, room, message, except).await {
+        match cluster.broadcast(plugin, room, message, except, keep).await {
             Some(cluster_members) => {
                 let elsewhere = cluster_members.saturating_sub(local_members);
                 u32::try_from(u64::from(here) + elsewhere).unwrap_or(u32::MAX)
             }
             None => here,
+        }
+    }
+
+    /// Up to `limit` of `room`'s last broadcasts (at most
+    /// [`MAX_HISTORY_READ`]), oldest first: those after offset `since`, or
+    /// the latest ones. Scaled out, from Redis.
+    pub async fn history(
+        &self,
+        plugin: &str,
+        room: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Kept>, HistoryError> {
+        if !self.history.keep(plugin).is_on() {
+            return Err(HistoryError::Off);
+        }
+        let limit = limit.min(MAX_HISTORY_READ);
+        match self.cluster() {
+            Some(cluster) => cluster.history(plugin, room, since, limit).await,
+            None => Ok(self.history.read(plugin, room, since, limit)),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod cluster_wide;
+pub mod history;
 pub mod kv;
 mod log_budget;
 pub mod room_timers;
@@ -449,6 +450,8 @@ pub struct Hub {
     max_connections: usize,
     pub rooms: rooms::Rooms,
     pub kv: kv::Kv,
+    /// Rooms' recent broadcasts, on a host without a cluster.
+    pub history: history::History,
     pub room_timers: Arc<room_timers::RoomTimers>,
     /// The other hosts, when scaled out.
     cluster: OnceLock<Arc<dyn Cluster>>,
@@ -475,7 +478,12 @@ impl Drop for Slot {
 }
 
 impl Hub {
-    pub fn new(max_connections: usize, kv_limits: kv::KvLimits, store_gauges: StoreGauges) -> Arc<Self> {
+    pub fn new(
+        max_connections: usize,
+        kv_limits: kv::KvLimits,
+        store_gauges: StoreGauges,
+        history: history::History,
+    ) -> Arc<Self> {
         // Ids name their host, so a later multi-host setup can route a send
         // to the host that owns the connection.
         let host_id = format!("{:08x}", rand::random::<u32>());
@@ -487,6 +495,7 @@ impl Hub {
             max_connections,
             rooms: rooms::Rooms::default(),
             kv: kv::Kv::new(kv_limits, store_gauges),
+            history,
             room_timers: Default::default(),
             cluster: OnceLock::new(),
         })

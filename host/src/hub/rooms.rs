@@ -352,6 +352,7 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::history::History;
     use crate::hub::{ByteBudget, Hub, Outbound, QueueLimits, kv::KvLimits};
 
     fn received(conn: &Connection) -> Vec<String> {
@@ -368,7 +369,8 @@ mod tests {
 
     #[test]
     fn a_session_that_moved_takes_numbered_broadcasts_only_and_one_leaving_holds_them() {
-        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10, max_bytes: 100 }, Default::default());
+        let hub =
+            Hub::new(10, KvLimits { max_keys: 10, max_value: 10, max_bytes: 100 }, Default::default(), History::off());
         let queue = || QueueLimits { messages: 16, bytes: 1 << 10, outbound: ByteBudget::new(1 << 20) };
         let usual = hub.register("p".into(), queue());
         let moved = hub.register("p".into(), queue());
@@ -408,7 +410,8 @@ mod tests {
 
     #[test]
     fn broadcasts_from_other_hosts_reach_members_from_their_join_point_on() {
-        let hub = Hub::new(10, KvLimits { max_keys: 10, max_value: 10, max_bytes: 100 }, Default::default());
+        let hub =
+            Hub::new(10, KvLimits { max_keys: 10, max_value: 10, max_bytes: 100 }, Default::default(), History::off());
         let queue = || QueueLimits { messages: 16, bytes: 1 << 10, outbound: ByteBudget::new(1 << 20) };
         let early = hub.register("p".into(), queue());
         let late = hub.register("p".into(), queue());

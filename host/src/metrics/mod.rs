@@ -205,6 +205,15 @@ pub struct InboundMetrics {
     pub message_timeouts: Counter,
 }
 
+/// What room history reports ([`Metrics::register_history`]).
+#[derive(Clone, Default)]
+pub struct HistoryMetrics {
+    /// Bytes rooms keep in memory (`websocket.history_budget`).
+    pub bytes: Gauge,
+    /// Broadcasts not kept because the budget was spent.
+    pub not_kept: Counter,
+}
+
 /// What resumable sessions report ([`Metrics::register_resume`]).
 #[derive(Clone, Default)]
 pub struct ResumeMetrics {
@@ -427,6 +436,19 @@ impl Metrics {
             p.exhausted.clone(),
         );
         p
+    }
+
+    /// Registers room history's series and returns handles on them.
+    pub fn register_history(&mut self) -> HistoryMetrics {
+        let m = HistoryMetrics::default();
+        let r = self.registry.sub_registry_with_prefix("history");
+        r.register("bytes", "Bytes of room history kept in this host's memory (without Redis)", m.bytes.clone());
+        r.register(
+            "not_kept",
+            "Broadcasts left out of their room's history because websocket.history_budget was spent",
+            m.not_kept.clone(),
+        );
+        m
     }
 
     /// Registers the series of resumable sessions and returns handles on them.

@@ -1,8 +1,8 @@
 //! Rust types for the WIT worlds, generated at build time: the current
-//! one (`wit/`, 0.2.0) and the last of the 0.1 line (`host/wit/0.1.1`),
+//! one (`wit/`, 0.2.1, which also serves plugins built against 0.2.0) and the last of the 0.1 line (`host/wit/0.1.1`),
 //! which plugins built against 0.1.0 and 0.1.1 import.
 
-/// `wasmsocket:plugin@0.2.0` without the WASI interfaces wasmtime provides.
+/// `wasmsocket:plugin@0.2.1` without the WASI interfaces wasmtime provides.
 pub mod current {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -21,7 +21,7 @@ pub mod current {
 }
 
 /// `wasmsocket:plugin@0.1.1`: the same types (structurally equal, so the
-/// 0.2.0 ones serve), its own interface names.
+/// 0.2 ones serve), its own interface names.
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "wit/0.1.1",

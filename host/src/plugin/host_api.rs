@@ -329,6 +329,21 @@ impl rooms::Host for HostApi {
     async fn rooms_of(&mut self, id: String) -> Result<Vec<String>, HostError> {
         Ok(self.target(&id)?.rooms())
     }
+
+    async fn history(&mut self, room: String, since: Option<u64>, limit: u32) -> Result<Vec<rooms::Kept>, HostError> {
+        crate::hub::rooms::check_name(&room)?;
+        self.may_wait();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let kept = self
+            .hub
+            .history(&self.own.plugin, &room, since, limit)
+            .await
+            .map_err(|e| HostError::Invalid(e.to_string()))?;
+        Ok(kept
+            .into_iter()
+            .filter_map(|k| Some(rooms::Kept { offset: k.offset, message: Message::from_ws(k.message)? }))
+            .collect())
+    }
 }
 
 impl From<TimerError> for HostError {
@@ -506,6 +521,18 @@ impl log::Host for HostApi {
             log::Level::Info => tracing::info!(target: "plugin", plugin, conn, version, "{message}"),
             log::Level::Warn => tracing::warn!(target: "plugin", plugin, conn, version, "{message}"),
             log::Level::Error => tracing::error!(target: "plugin", plugin, conn, version, "{message}"),
+        }
+    }
+}
+
+impl Message {
+    /// A data message as the plugin sees it; `None` for control frames.
+    fn from_ws(m: tokio_tungstenite::tungstenite::Message) -> Option<Self> {
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        match m {
+            Ws::Text(t) => Some(Self::Text(t.as_str().to_owned())),
+            Ws::Binary(b) => Some(Self::Binary(b.to_vec())),
+            _ => None,
         }
     }
 }

@@ -23,3 +23,4 @@ pub use host_api::{HostApi, HostLimits, Replies};
 pub use instance::{Answer, Event, Fault, Instance};
 pub use pool::InstancePool;
 pub use registry::{Plugin, Registry, SyncOutcome, Version};
+pub use world::{PACKAGE, handler_version};

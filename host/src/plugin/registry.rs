@@ -84,8 +84,8 @@ pub struct PluginInfo {
     pub connections: i64,
     pub default: bool,
     pub reload: ReloadMode,
-    /// The world version it was built against: `0.2.0` or `0.1`.
-    pub world: Option<&'static str>,
+    /// The world version it was built against: `0.2.1`, `0.2.0` or `0.1`.
+    pub world: Option<String>,
     /// Its variables; secret ones show as `(secret)`.
     pub variables: BTreeMap<String, String>,
     /// Where it may send HTTP requests, as `scheme://host:port`.

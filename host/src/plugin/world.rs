@@ -8,6 +8,17 @@ use wasmtime::component::InstancePre;
 use super::bindings::{CloseFrame, Message, OpenResponse, PluginCore, PluginCorePre, PluginV01, PluginV01Pre, Request};
 use super::store::StoreData;
 
+/// The package every interface of the world is in.
+pub const PACKAGE: &str = "wasmsocket:plugin/";
+
+/// The version of the world whose `handler` `component` exports.
+pub fn handler_version(component: &wasmtime::component::Component, engine: &wasmtime::Engine) -> Option<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .find_map(|(name, _)| name.strip_prefix(PACKAGE)?.strip_prefix("handler@").map(str::to_string))
+}
+
 /// A component checked against a world, ready to instantiate.
 #[derive(Clone)]
 pub enum Pre {
@@ -45,11 +56,14 @@ impl Pre {
         }
     }
 
-    /// The world's version, as the API and `check` show it.
-    pub fn world(&self) -> &'static str {
+    /// The world's version, as the API shows it: the one the plugin's
+    /// `handler` names (`0.2.0`, `0.2.1`), or `0.1` for the 0.1 line.
+    pub fn world(&self) -> String {
         match self {
-            Self::Current(_) => "0.2.0",
-            Self::V01(_) => "0.1",
+            Self::Current(pre) => {
+                handler_version(pre.instance_pre().component(), self.engine()).unwrap_or_else(|| "0.2".into())
+            }
+            Self::V01(_) => "0.1".into(),
         }
     }
 

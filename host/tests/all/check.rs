@@ -21,8 +21,8 @@ fn a_plugin_that_fits_reports_its_world_imports_size_and_compile_time() {
     let out = check(&bytes);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("world:        wasmsocket:plugin@0.2.0"), "{stdout}");
-    for interface in ["state@0.2.0", "log@0.2.0", "rooms@0.2.0", "kv@0.2.0", "connections@0.2.0", "timers@0.2.0"] {
+    assert!(stdout.contains("world:        wasmsocket:plugin@0.2.1"), "{stdout}");
+    for interface in ["state@0.2.1", "log@0.2.1", "rooms@0.2.1", "kv@0.2.1", "connections@0.2.1", "timers@0.2.1"] {
         assert!(stdout.contains(interface), "{interface}: {stdout}");
     }
     assert!(stdout.contains("capabilities: timers, outbound HTTP, config"), "{stdout}");

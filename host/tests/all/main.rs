@@ -20,6 +20,7 @@ mod fallback_bounds;
 mod faults;
 mod handshakes;
 mod hibernation;
+mod history;
 mod hostile_clients;
 mod isolation;
 mod logging;

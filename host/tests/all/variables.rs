@@ -33,7 +33,7 @@ async fn variables_reach_the_plugin_and_secrets_stay_hidden() {
     let entry = host.plugin("testbed").await.unwrap();
     assert_eq!(entry["variables"]["base_url"], "http://file");
     assert_eq!(entry["variables"]["api_key"], "(secret)");
-    assert_eq!(entry["world"], "0.2.0");
+    assert_eq!(entry["world"], "0.2.1");
 
     // A change in the file reloads the plugin with the new values.
     let text = std::fs::read_to_string(&config).unwrap().replace("http://file", "http://changed");

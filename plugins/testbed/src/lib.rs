@@ -12,6 +12,9 @@
 //! - `join ROOM`, `leave ROOM`: room membership; replies `ok` or the error.
 //! - `bcast ROOM TEXT` (everyone but me) / `bcastall ROOM TEXT`: replies the count.
 //! - `count ROOM`, `members ROOM`, `rooms`: replies the count / ids / my rooms.
+//! - `history ROOM LIMIT [SINCE]`: replies the room's history as
+//!   `OFFSET:TEXT` entries joined by `|` (binary ones as `OFFSET:#LEN`), or
+//!   the error.
 //! - `joinmany PREFIX COUNT`: join rooms PREFIX-0 to PREFIX-(COUNT-1) in one call;
 //!   replies `joined N ERROR` (N the joins that succeeded).
 //! - `kvset KEY VALUE`, `kvget KEY`, `kvdel KEY`, `incr KEY DELTA`: the shared store.
@@ -205,6 +208,24 @@ impl Guest for Testbed {
                 reply(&id, Message::Text(text));
             }
             "count" => reply(&id, Message::Text(rooms::count(rest).to_string())),
+            "history" => {
+                let mut args = rest.split(' ');
+                let room = args.next().unwrap_or("");
+                let limit = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+                let since = args.next().and_then(|n| n.parse().ok());
+                let text = match rooms::history(room, since, limit) {
+                    Ok(kept) => kept
+                        .iter()
+                        .map(|k| match &k.message {
+                            Message::Text(t) => format!("{}:{t}", k.offset),
+                            Message::Binary(b) => format!("{}:#{}", k.offset, b.len()),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                    Err(e) => format!("error {e:?}"),
+                };
+                reply(&id, Message::Text(text));
+            }
             "members" => {
                 let mut members = rooms::members(rest, 1000);
                 members.sort();

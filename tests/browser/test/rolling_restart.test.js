@@ -8,8 +8,10 @@
 //   through the proxy, resumes it on B: same id, rooms and state, and every
 //   message sent meanwhile once, in order (docs/delivery.md);
 // - with SIGKILL (a crash), A's sessions are gone: its clients are told so
-//   (`resumefailed`, "unknown"), start afresh on B, join again and get the
-//   rest of the stream; B's clients lose nothing.
+//   (`resumefailed`, "unknown"), start afresh on B, join again, get the
+//   rest of the stream, and read what they missed from the room's history
+//   (the publisher's numbers are the room's offsets: it is the room's only
+//   broadcaster); B's clients lose nothing.
 //
 // Chromium's limits shape the setup; a real client is alone in its browser,
 // while 500 here share one, and must not wait for each other:
@@ -100,7 +102,7 @@ async function cluster(t) {
       // The pages' origin is the proxy's first port; their clients use its others too.
       // 50 renderers on two cores can hold an instance's start past the
       // default 100 ms wall-clock deadline (a 500 at the handshake).
-      `[websocket]\nallowed_origins = ["*"]\n\n[redis]\nurl = "${redis.url}"\n\n[plugins.testbed]\nresume_grace = "30s"\ndeadline = "2s"\n`,
+      `[websocket]\nallowed_origins = ["*"]\n\n[redis]\nurl = "${redis.url}"\n\n[plugins.testbed]\nresume_grace = "30s"\ndeadline = "2s"\nhistory_size = 5000\n`,
     );
     hosts.push(await startHost({ plugins: dir, staticDir, args: ["--config", config] }));
   }
@@ -134,7 +136,8 @@ const OPTIONS = {
  * state and joins "lobby". Messages "n K" (broadcasts) and "d K" (directed
  * sends) are collected; any other message answers the oldest pending `ask`.
  * With `arg.rejoin`, a client that opens afresh after its first open asks
- * `whoami` and joins "lobby" again.
+ * `whoami`, joins "lobby" again, and reads the room's history after the
+ * last number it saw (`recovered`).
  */
 const SETUP = `
   const clients = (window.clients = []);
@@ -175,10 +178,19 @@ const SETUP = `
       c.waiting = [];
       if (arg.rejoin) {
         c.rejoinedAt = [Date.now()];
+        // Its last number before the crash: nothing arrives while it is in no room.
+        const since = c.seen.length ? c.seen[c.seen.length - 1] : 0;
         c.rejoined = (async () => {
           c.ids.push(await c.ask("whoami"));
           c.rejoinedAt.push(Date.now());
-          return c.ask("join lobby");
+          const joined = await c.ask("join lobby");
+          // Entries are "OFFSET:n K|...": the offset and K must agree.
+          const kept = await c.ask("history lobby 1000 " + since);
+          c.recovered = kept === "" ? [] : kept.split("|").map((entry) => {
+            const [offset, text] = [entry.slice(0, entry.indexOf(":")), entry.slice(entry.indexOf(":") + 1)];
+            return text === "n " + offset ? Number(offset) : entry;
+          });
+          return joined;
         })().then((reply) => (c.rejoined = reply), (err) => (c.rejoined = String(err)));
         c.rejoined.finally(() => c.rejoinedAt.push(Date.now()));
       }
@@ -275,6 +287,7 @@ async function collect(page, { last, ask }) {
         joined: c.joined,
         rejoined: c.rejoined,
         rejoinedAt: c.rejoinedAt,
+        recovered: c.recovered,
         seen: c.seen,
         seenAt: c.seenAt,
         direct: c.direct,
@@ -442,11 +455,11 @@ class Checks {
   }
 }
 
-/** Durations in ms as "min / median / max ms". */
-function spread(durations) {
-  const ms = durations.filter(Number.isFinite).sort((x, y) => x - y);
-  if (ms.length === 0) return "none";
-  return `${ms[0]} / ${ms[ms.length >> 1]} / ${ms[ms.length - 1]} ms`;
+/** Values as "min / median / max UNIT" (durations in ms by default). */
+function spread(values, unit = "ms") {
+  const v = values.filter(Number.isFinite).sort((x, y) => x - y);
+  if (v.length === 0) return "none";
+  return `${v[0]} / ${v[v.length >> 1]} / ${v[v.length - 1]} ${unit}`;
 }
 
 /** How long clients were away: from their first close to their last open. */
@@ -600,7 +613,7 @@ test("SIGTERM: every client moves to the other host and misses nothing", { timeo
   checks.done();
 });
 
-test("SIGKILL: what a crash loses is stated", { timeout: 300000 }, async (t) => {
+test("SIGKILL: A's clients start afresh and recover what they missed from the room's history", { timeout: 300000 }, async (t) => {
   const t0 = Date.now();
   const env = await cluster(t);
   const { a, b } = env;
@@ -701,6 +714,30 @@ test("SIGKILL: what a crash loses is stated", { timeout: 300000 }, async (t) => 
       { [ok]: onA.length },
       "A's clients: the rest of the stream in order, a gap around the crash only",
     ),
+  );
+  // What the live stream missed is in the room's history: together, every
+  // number, each kept entry numbered as its message says.
+  const whole = "every number from the stream and the history";
+  checks.check(() =>
+    assert.deepEqual(
+      tally(
+        fromA.map((c) => {
+          const recovered = c.recovered ?? [];
+          const odd = recovered.filter((n) => typeof n !== "number");
+          if (odd.length) return `history entry not as published: ${odd[0]}`;
+          const have = new Set([...c.seen, ...recovered]);
+          const missing = Array.from({ length: last }, (_, i) => i + 1).filter((n) => !have.has(n));
+          return missing.length ? `missing ${runs(missing)}` : whole;
+        }),
+      ),
+      { [whole]: onA.length },
+      "A's clients: the stream and the history together have every number",
+    ),
+  );
+  const overlap = fromA.map((c) => (c.recovered ?? []).filter((n) => c.seen.includes(n)).length);
+  t.diagnostic(
+    `history read after joining again (min / median / max): ${spread(fromA.map((c) => (c.recovered ?? []).length), "entries")}, ` +
+      `of which ${spread(overlap, "")}also came live`,
   );
   checks.check(() =>
     assert.deepEqual(tally(clients.map((c) => c.stray.join(" | ") || "none")), { none: CLIENTS }, "no unexpected message"),
