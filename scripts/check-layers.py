@@ -27,7 +27,7 @@ LAYERS = [
     ("hub", ["hub"]),
     ("plugin runtime", ["plugin", "console"]),
     ("cluster", ["backplane"]),
-    ("session", ["dispatch", "deadlines", "writer", "room_ticks", "resume", "handover"]),
+    ("session", ["dispatch", "deadlines", "writer", "room_ticks", "resume", "handover", "checkpoint"]),
     ("transports", ["connection", "handshake", "takeover", "fallback", "state"]),
     ("application", ["server", "api", "reload", "check", "scaffold"]),
 ]

@@ -367,6 +367,10 @@ impl ConnectionTask<'_> {
             }
             if let Some(r) = &mut self.resume {
                 r.received += 1;
+                if conn.is_tracked() {
+                    r.session.received.store(r.received, std::sync::atomic::Ordering::Release);
+                    r.sessions.changed(&conn.id);
+                }
             }
             Box::pin(self.dispatch(message)).await;
             last_event = Deadline::now();
@@ -517,6 +521,7 @@ impl ConnectionTask<'_> {
         if let Ok(mut replay) = r.session.replay.lock() {
             replay.ack(mark);
         }
+        r.session.acked(mark);
         if r.ack_in_flight.is_some_and(|m| m <= mark) {
             r.ack_in_flight = None;
         }
@@ -622,13 +627,22 @@ impl ConnectionTask<'_> {
     /// Moves what other connections queued into the session's buffer, where
     /// it counts against the resume budget instead. False when the buffer
     /// overflowed (see [`Self::keep`]).
+    ///
+    /// A tracked session notes, for the checkpoint, where it stood in each
+    /// room once the batch was queued: every broadcast up to those marks
+    /// is numbered at most the last number kept.
     fn keep_queued(&self) -> bool {
         let conn = &self.dispatcher.ctx.conn;
         while conn.has_queued() && !conn.is_aborted() {
-            let (batch, bytes) = conn.take_queued(usize::MAX);
+            let (batch, bytes, marks) = conn.take_queued_marked(usize::MAX);
             conn.written(bytes);
             if !self.keep(batch) {
                 return false;
+            }
+            if let Some(r) = self.resume.as_ref().filter(|_| conn.is_tracked()) {
+                let kept = r.session.replay.lock().map(|replay| replay.last_kept()).unwrap_or(0);
+                r.session.note(kept, marks);
+                r.sessions.changed(&conn.id);
             }
         }
         true

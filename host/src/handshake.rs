@@ -123,8 +123,14 @@ pub async fn upgrade(state: Arc<AppState>, req: RouteRequest) -> Response {
     let limits = accepted.parts.plugin.limits;
     let resumable = (opts_in && !limits.resume_grace.is_zero()).then(|| {
         let buffer = limits.resume_buffer.max(state.ws.max_message_size).in_memory();
-        let session =
-            state.sessions.open(accepted.parts.conn.clone(), subprotocol.clone(), limits.resume_grace, buffer);
+        let conn = &accepted.parts.conn;
+        let session = state.sessions.open(conn.clone(), subprotocol.clone(), limits.resume_grace, buffer);
+        if crate::checkpoint::tracks(state.backplane.is_some(), &limits) {
+            conn.track();
+            // Rooms `on-open` joined are checkpointed from here on.
+            state.hub.rooms.track(conn);
+            state.sessions.changed(&conn.id);
+        }
         Resumable::new(session, state.sessions.clone())
     });
     let hello = opts_in.then(|| resume::hello(resumable.as_ref().map(|r| &*r.session), false, refused, 0));

@@ -21,6 +21,7 @@
 mod api;
 mod backplane;
 pub mod check;
+mod checkpoint;
 pub mod config;
 mod connection;
 mod console;

@@ -14,7 +14,8 @@
 //! stream the same way (numbered events, a last seen id, a secret), with
 //! the same registry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::hub::{ByteBudget, Connection};
+use crate::hub::{ByteBudget, Connection, Mark};
 use crate::metrics::ResumeMetrics;
 use crate::socket::Socket;
 
@@ -233,6 +234,11 @@ impl Replay {
         self.first + self.items.len() as u64
     }
 
+    /// The number of the last message kept (0 before any).
+    pub fn last_kept(&self) -> u64 {
+        self.next() - 1
+    }
+
     /// Numbers and keeps a message. Room is made by forgetting written
     /// messages not yet acknowledged, oldest first (a resume from before
     /// them is then refused); past that, the buffer overflows.
@@ -344,10 +350,30 @@ pub struct PackedReplay {
     pub close: Option<(u16, String)>,
 }
 
+impl PackedReplay {
+    /// What a recovered session owes a client that received `last`
+    /// messages: `messages`, numbered from `last + 1`, none written yet.
+    pub fn owed(last: u64, messages: Vec<Message>) -> Self {
+        let messages = messages.into_iter().filter_map(PackedMessage::of).collect();
+        Self { first: last + 1, written: last, messages, close: None }
+    }
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum PackedMessage {
     Text(String),
     Binary(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl PackedMessage {
+    /// A data message as it travels; `None` for control frames.
+    fn of(message: Message) -> Option<Self> {
+        match message {
+            Message::Text(t) => Some(Self::Text(t.as_str().to_owned())),
+            Message::Binary(b) => Some(Self::Binary(b.to_vec())),
+            _ => None,
+        }
+    }
 }
 
 impl Replay {
@@ -361,14 +387,7 @@ impl Replay {
 
     /// Everything kept, to travel; the buffer is empty after.
     pub fn pack(&mut self) -> PackedReplay {
-        let messages = std::mem::take(&mut self.items)
-            .into_iter()
-            .filter_map(|m| match m {
-                Message::Text(t) => Some(PackedMessage::Text(t.as_str().to_owned())),
-                Message::Binary(b) => Some(PackedMessage::Binary(b.to_vec())),
-                _ => None,
-            })
-            .collect();
+        let messages = std::mem::take(&mut self.items).into_iter().filter_map(PackedMessage::of).collect();
         let packed = PackedReplay {
             first: self.first,
             written: self.written(),
@@ -432,7 +451,16 @@ pub struct Session {
     pub grace: Duration,
     pub replay: Mutex<Replay>,
     pub handoff: Handoff<Transfer>,
+    /// Checkpoints of a tracked session (see `checkpoint`): after message
+    /// number N, where it stood in each room. Oldest first; the first is
+    /// at or before what its client acknowledged.
+    pub marks: Mutex<Vec<(u64, Vec<Mark>)>>,
+    /// Messages taken from its client, as last counted by its task.
+    pub received: AtomicU64,
 }
+
+/// Most checkpoints a session keeps between acknowledgements.
+const MAX_MARKS: usize = 16;
 
 impl Keyed for Session {
     fn conn(&self) -> &Arc<Connection> {
@@ -448,6 +476,29 @@ impl Session {
     /// What the client holds: `ID.SECRET`.
     pub fn token(&self) -> String {
         format!("{}.{}", self.conn.id, self.secret)
+    }
+
+    /// Every message up to number `kept` was queued with the connection
+    /// standing at `marks`. Past [`MAX_MARKS`], the second oldest goes: the
+    /// oldest is the one a client that acknowledged it can resume from.
+    pub fn note(&self, kept: u64, marks: Vec<Mark>) {
+        let Ok(mut all) = self.marks.lock() else { return };
+        if all.last().is_some_and(|(n, m)| *n == kept && *m == marks) {
+            return;
+        }
+        if all.len() >= MAX_MARKS {
+            all.remove(1);
+        }
+        all.push((kept, marks));
+    }
+
+    /// Its client acknowledged every message up to `mark`: checkpoints
+    /// before the last one at or before it are no longer needed.
+    pub fn acked(&self, mark: u64) {
+        let Ok(mut all) = self.marks.lock() else { return };
+        if let Some(keep) = all.iter().rposition(|(n, _)| *n <= mark) {
+            all.drain(..keep);
+        }
     }
 }
 
@@ -504,6 +555,16 @@ pub struct Sessions {
     ended: Mutex<EndedSessions>,
     pub budget: Budget,
     pub metrics: ResumeMetrics,
+    /// Tracked sessions whose checkpoint changed, and those that left.
+    changes: Mutex<Changes>,
+    pub changed_bell: tokio::sync::Notify,
+}
+
+/// What the checkpoint writer (see `checkpoint`) has to do.
+#[derive(Default)]
+pub struct Changes {
+    pub changed: HashSet<Arc<str>>,
+    pub gone: Vec<Arc<str>>,
 }
 
 impl Sessions {
@@ -513,7 +574,22 @@ impl Sessions {
             ended: Mutex::new((HashMap::new(), VecDeque::new())),
             budget: Budget::new(budget_bytes, metrics.buffered.clone()),
             metrics,
+            changes: Mutex::default(),
+            changed_bell: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Tracked session `id`'s checkpoint changed.
+    pub fn changed(&self, id: &Arc<str>) {
+        let new = self.changes.lock().is_ok_and(|mut c| c.changed.insert(id.clone()));
+        if new {
+            self.changed_bell.notify_one();
+        }
+    }
+
+    /// What changed since the last call.
+    pub fn take_changes(&self) -> Changes {
+        self.changes.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
     }
 
     /// A new session for an accepted connection.
@@ -544,6 +620,8 @@ impl Sessions {
             grace,
             replay: Mutex::new(replay),
             handoff: Handoff::default(),
+            marks: Mutex::default(),
+            received: AtomicU64::new(0),
         });
         self.live.insert(session.clone());
         session
@@ -602,6 +680,14 @@ impl Sessions {
     /// within the grace, is what that client is told.
     pub fn end(&self, session: &Session, why: Option<Refused>) {
         self.live.remove(&session.conn.id);
+        if session.conn.is_tracked()
+            && let Ok(mut changes) = self.changes.lock()
+        {
+            changes.changed.remove(&session.conn.id);
+            changes.gone.push(session.conn.id.clone());
+            drop(changes);
+            self.changed_bell.notify_one();
+        }
         let Some(why) = why else { return };
         let Ok(mut ended) = self.ended.lock() else { return };
         sweep(&mut ended);

@@ -140,6 +140,7 @@ impl Server {
                 let backplane = Backplane::start(&config.redis, &hub, backplane_metrics)?;
                 backplane.take_posts(fallback.clone());
                 backplane.take_moves(Arc::new(Handover { sessions: sessions.clone(), hub: hub.clone() }));
+                tokio::spawn(crate::checkpoint::write(sessions.clone(), backplane.clone()));
                 backplane.ready(config.redis.timeout * 2).await?;
                 hub.attach(backplane.clone());
                 Some(backplane)

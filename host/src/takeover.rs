@@ -8,14 +8,16 @@
 use std::sync::Arc;
 
 use crate::backplane::Backplane;
+use crate::checkpoint::Record;
 use crate::config::InMemory;
 use crate::connection::Resumable;
 use crate::dispatch::Parts;
 use crate::handover::Packed;
+use crate::hub::history::MAX_HISTORY_READ;
 use crate::hub::timers::Schedule;
 use crate::hub::{Hub, QueueLimits, Slot};
 use crate::plugin::{self, Plugin};
-use crate::resume::{Found, Refused, Replay, Session};
+use crate::resume::{Found, PackedReplay, Refused, Replay, Session};
 use crate::state::AppState;
 
 /// What a takeover found.
@@ -107,8 +109,18 @@ pub async fn take_over(state: &AppState, plugin: Arc<Plugin>, token: &str, last:
             None => Err(Refused::Unknown),
         };
     };
+    let tracked = crate::checkpoint::tracks(true, &plugin.limits);
+    if tracked {
+        // Before it joins anything here (see `checkpoint`).
+        conn.track();
+    }
     let parts = Parts { conn, plugin, hub: state.hub.clone(), pool: state.pool.clone(), settings: state.ws.clone() };
-    match bring(state, &backplane, &parts, token, last).await {
+    let brought = match bring(state, &backplane, &parts, token, last).await {
+        // No host holds it: if its host crashed, its checkpoint may.
+        Err(Refused::Unknown) if tracked => recover(state, &backplane, &parts, token, last).await,
+        other => other,
+    };
+    match brought {
         Ok(packed) => {
             backplane.arrived(id, true);
             Ok(Taken::Over(settle(state, parts, slot, version, packed)))
@@ -163,6 +175,78 @@ async fn bring(
     Ok(packed)
 }
 
+/// Recovers session `token` from the checkpoint its crashed host left
+/// (see `checkpoint`): rejoins its rooms, and owes its client first what
+/// each room's history holds past the checkpoint the client had.
+async fn recover(
+    state: &AppState,
+    backplane: &Backplane,
+    parts: &Parts,
+    token: &str,
+    last: u64,
+) -> Result<Packed, Refused> {
+    let conn = &parts.conn;
+    let (_, secret) = token.split_once('.').ok_or(Refused::Unknown)?;
+    let (owner, bytes) = backplane.read_checkpoint(&conn.id).await.ok_or(Refused::Unknown)?;
+    let record = Record::decode(&bytes).map_err(|e| {
+        tracing::warn!(conn = &*conn.id, "a session's checkpoint could not be read: {e}");
+        Refused::Unknown
+    })?;
+    if record.id != *conn.id || !crate::resume::secret_matches(&record.secret, secret) {
+        return Err(Refused::Unknown);
+    }
+    if !backplane.claim_checkpoint(&conn.id, &owner).await {
+        return Err(Refused::Unknown);
+    }
+    let (owed, repeats) = record.owed(last);
+    let metrics = &state.sessions.metrics;
+    let mut recovered = Vec::new();
+    for (room, after) in &owed {
+        let Some(point) = state.hub.join_moved(conn, room).await else {
+            tracing::debug!(conn = &*conn.id, "could not join the recovered session's rooms");
+            return Err(Refused::Unknown);
+        };
+        // What the history no longer holds (trimmed, expired) is lost.
+        let mut next = *after;
+        while next < point {
+            let Ok(page) = state.hub.history(&parts.plugin.name, room, Some(next), MAX_HISTORY_READ).await else {
+                break;
+            };
+            let before = next;
+            for kept in page.into_iter().take_while(|k| k.offset <= point) {
+                metrics.recovery_lost.inc_by(kept.offset - next - 1);
+                next = kept.offset;
+                recovered.push(kept.message);
+            }
+            if next == before {
+                break;
+            }
+        }
+        metrics.recovery_lost.inc_by(point.saturating_sub(next));
+    }
+    let rooms: Vec<String> = owed.into_iter().map(|(room, _)| room).collect();
+    backplane.disown_for(&owner, &parts.plugin.name, &rooms, &conn.id).await;
+    metrics.recovered.inc();
+    metrics.recovered_broadcasts.inc_by(recovered.len() as u64);
+    metrics.recovery_repeats_at_most.inc_by(repeats.min(recovered.len() as u64));
+    tracing::info!(
+        conn = &*conn.id,
+        host = owner,
+        broadcasts = recovered.len(),
+        "recovered a session whose host is gone from its checkpoint"
+    );
+    Ok(Packed {
+        id: record.id,
+        secret: record.secret,
+        subprotocol: record.subprotocol,
+        state: record.state,
+        rooms,
+        timers: record.timers,
+        replay: PackedReplay::owed(last, recovered),
+        received: record.received,
+    })
+}
+
 /// The session's state here, as its holder packed it.
 fn settle(state: &AppState, parts: Parts, slot: Slot, version: Arc<plugin::Version>, packed: Packed) -> TakenOver {
     let Parts { conn, plugin, .. } = &parts;
@@ -181,6 +265,10 @@ fn settle(state: &AppState, parts: Parts, slot: Slot, version: Arc<plugin::Versi
     let buffer = limits.resume_buffer.max(state.ws.max_message_size).in_memory();
     let replay = Replay::unpack(replay, buffer, state.sessions.budget.clone());
     let session = state.sessions.adopt(conn.clone(), secret, subprotocol, limits.resume_grace, replay);
+    if conn.is_tracked() {
+        // Its checkpoint is this host's from now on.
+        state.sessions.changed(&conn.id);
+    }
     plugin.metrics.connections_open.inc();
     state.sessions.metrics.moved_in.inc();
     plugin.console.publish(crate::console::Kind::Session, Some(&conn.id), Some("moved"), || {

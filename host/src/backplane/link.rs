@@ -123,6 +123,9 @@ async fn heartbeat(backplane: &Backplane, conn: &mut RedisConn) -> Result<bool, 
     for host in dead {
         // Claimed by this host alone (the script removed it from the live
         // set); a failure here leaves that host's entries behind.
+        if let Err(e) = super::checkpoints::orphan(backplane, conn, &host).await {
+            backplane.failed(&e);
+        }
         match membership::forget(backplane, conn, &host).await {
             Ok(swept) => tracing::info!(
                 %host,

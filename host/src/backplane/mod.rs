@@ -20,6 +20,7 @@
 //! counted (by the publisher when it cannot publish, by a listening host
 //! from the gaps in a room's numbering).
 
+mod checkpoints;
 mod conn;
 mod envelope;
 mod link;
@@ -43,6 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+pub use checkpoints::Checkpoint;
 pub use envelope::{Envelope, Payload};
 pub use moves::{MovingSessions, Offered, PATIENCE as MOVE_PATIENCE};
 

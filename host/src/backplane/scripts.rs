@@ -23,6 +23,9 @@
 //!   Redis's clock); `P:timers`: the index of them (see `room_timers`).
 //! * `P:moving:HOST:TICKET`: a resumable session's state on its way from
 //!   HOST to another host, for a minute at most (see `moves`).
+//! * `P:session:ID`: a resumable session's checkpoint, for its recovery
+//!   after its host's crash; `P:host:HOST:sessions`: the ids HOST wrote
+//!   (see `checkpoints`).
 //! * Channels `P:ch:{PLUGIN:ROOM}` (hosts with members in the room) and
 //!   `P:to:HOST` (one host, and the hosts its sessions moved to).
 
@@ -127,6 +130,16 @@ impl Keys {
     /// Whether `channel` is a host's own (room channels are `P:ch:…`).
     pub fn is_host_channel(&self, channel: &str) -> bool {
         channel.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.starts_with(":to:"))
+    }
+
+    /// A resumable session's checkpoint (see `checkpoints`).
+    pub fn session(&self, id: &str) -> String {
+        format!("{}:session:{id}", self.prefix)
+    }
+
+    /// The sessions whose checkpoints `host` wrote.
+    pub fn host_sessions(&self, host: &str) -> String {
+        format!("{}:host:{host}:sessions", self.prefix)
     }
 
     /// A session's packed state on its way from host `holder` to another,

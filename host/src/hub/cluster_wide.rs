@@ -99,7 +99,10 @@ impl Hub {
                 let elsewhere = cluster_members.saturating_sub(local_members);
                 u32::try_from(u64::from(here) + elsewhere).unwrap_or(u32::MAX)
             }
-            None => here,
+            None => {
+                self.rooms.broadcast_unpublished(plugin, room, message, except);
+                here
+            }
         }
     }
 

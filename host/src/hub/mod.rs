@@ -174,6 +174,20 @@ const AWAY: u8 = 8;
 /// this host's own sends go the way of any other host's, through the
 /// cluster, until it is here ([`Connection::arrived`]).
 const ARRIVING: u8 = 16;
+/// Its session is checkpointed for recovery after a crash (see
+/// [`Connection::track`]): it takes numbered broadcasts only, and its
+/// outbox marks the last one queued per room.
+const TRACKED: u8 = 32;
+
+/// Where a tracked connection stands in one room's numbering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub room: String,
+    /// Its join point: every broadcast after it is the connection's.
+    pub join: u64,
+    /// The last broadcast of the room queued for it (its join point if none).
+    pub last: u64,
+}
 
 #[derive(Default)]
 struct Outbox {
@@ -188,6 +202,9 @@ struct Outbox {
     /// Numbered broadcasts held while the session leaves for another host
     /// (see `rooms::Rooms::hold`).
     held: Vec<Held>,
+    /// A tracked connection's rooms, kept under the same lock as the queue
+    /// so a snapshot matches what was queued exactly.
+    marks: Vec<Mark>,
 }
 
 /// A broadcast held for a session that is leaving: its room and number.
@@ -216,6 +233,12 @@ impl Connection {
     /// Queues a message. A full queue means the client is not reading: the
     /// connection is closed with 1008 rather than buffered without bound.
     pub fn send(&self, message: Message) -> Result<(), DeliveryError> {
+        self.queue(message, None)
+    }
+
+    /// Queues `message`; `numbered` (room, number) marks it for a tracked
+    /// connection under the queue's lock.
+    fn queue(&self, message: Message, numbered: Option<(&str, u64)>) -> Result<(), DeliveryError> {
         if self.is_closing() {
             return Err(DeliveryError::Closed);
         }
@@ -232,6 +255,11 @@ impl Connection {
                     outbox.bytes += len;
                     outbox.items.push_back(Outbound::Message(message));
                     self.flags.fetch_or(QUEUED, Ordering::AcqRel);
+                    if let Some((room, seq)) = numbered
+                        && let Some(mark) = outbox.marks.iter_mut().find(|m| m.room == room)
+                    {
+                        mark.last = mark.last.max(seq);
+                    }
                 }
                 fits
             }
@@ -244,6 +272,54 @@ impl Connection {
         }
         self.wake.ring();
         Ok(())
+    }
+
+    /// [`Self::send`] for numbered broadcast `seq` of `room`: a tracked
+    /// connection marks it, in step with its queue.
+    pub fn send_numbered(&self, message: Message, room: &str, seq: u64) -> Result<(), DeliveryError> {
+        self.queue(message, Some((room, seq)))
+    }
+
+    /// Checkpoints this connection's session (see `TRACKED`): from now on
+    /// it joins rooms taking numbered broadcasts only.
+    pub fn track(&self) {
+        self.flags.fetch_or(TRACKED, Ordering::AcqRel);
+    }
+
+    pub fn is_tracked(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & TRACKED != 0
+    }
+
+    /// A tracked connection joined `room` at point `join`.
+    pub fn mark_join(&self, room: &str, join: u64) {
+        if !self.is_tracked() {
+            return;
+        }
+        if let Ok(mut outbox) = self.outbox.lock() {
+            outbox.marks.retain(|m| m.room != room);
+            outbox.marks.push(Mark { room: room.to_string(), join, last: join });
+        }
+    }
+
+    /// A tracked connection left `room`.
+    pub fn unmark(&self, room: &str) {
+        if let Ok(mut outbox) = self.outbox.lock() {
+            outbox.marks.retain(|m| m.room != room);
+        }
+    }
+
+    /// [`Self::take_queued`] with, for a tracked connection, its marks as
+    /// they stand once the items taken were queued.
+    pub fn take_queued_marked(&self, max: usize) -> (Vec<Outbound>, usize, Vec<Mark>) {
+        let Ok(mut outbox) = self.outbox.lock() else { return (Vec::new(), 0, Vec::new()) };
+        let marks = outbox.marks.clone();
+        let (items, bytes) = self.take_locked(&mut outbox, max);
+        (items, bytes, marks)
+    }
+
+    /// Its marks now.
+    pub fn marks(&self) -> Vec<Mark> {
+        self.outbox.lock().map(|o| o.marks.clone()).unwrap_or_default()
     }
 
     /// Holds numbered broadcast `seq` of `room` (see `rooms::Rooms::hold`),
@@ -273,6 +349,10 @@ impl Connection {
     /// against the plugin's budget until [`Connection::written`].
     pub fn take_queued(&self, max: usize) -> (Vec<Outbound>, usize) {
         let Ok(mut outbox) = self.outbox.lock() else { return (Vec::new(), 0) };
+        self.take_locked(&mut outbox, max)
+    }
+
+    fn take_locked(&self, outbox: &mut Outbox, max: usize) -> (Vec<Outbound>, usize) {
         let n = outbox.items.len().min(max);
         let items: Vec<Outbound> = outbox.items.drain(..n).collect();
         let bytes = items.iter().map(Outbound::len).sum();

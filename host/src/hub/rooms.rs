@@ -122,12 +122,13 @@ impl Rooms {
         };
         member.since.store(since, Ordering::Release);
         member.mode.fetch_and(!HELD, Ordering::AcqRel);
+        conn.mark_join(room, since);
         // Under the room's lock: no broadcast of it comes between.
         for held in conn.take_held() {
             if held.room != room {
                 let _ = conn.hold(&held.room, held.seq, held.message);
             } else if held.seq > since {
-                let _ = conn.send(held.message);
+                let _ = conn.send_numbered(held.message, room, held.seq);
             }
         }
     }
@@ -141,6 +142,9 @@ impl Rooms {
         if joined.len() >= MAX_ROOMS_PER_CONNECTION {
             return Err(RoomError::TooManyRooms);
         }
+        // A tracked session's host checkpoints where it stands in each
+        // room's numbering: every broadcast it takes must carry a number.
+        let mode = if conn.is_tracked() { mode | NUMBERED } else { mode };
         if let Ok(mut all) = self.shard(&conn.plugin, room).write() {
             let rooms = all.entry(conn.plugin.clone()).or_default();
             let member = Member { conn: conn.clone(), since: AtomicU64::new(since), mode: AtomicU8::new(mode) };
@@ -157,6 +161,7 @@ impl Rooms {
         let Ok(all) = self.shard(plugin, room).read() else { return };
         if let Some(member) = all.get(plugin).and_then(|rooms| rooms.get(room)).and_then(|r| r.members.get(id)) {
             member.since.store(since, Ordering::Release);
+            member.conn.mark_join(room, since);
         }
     }
 
@@ -178,6 +183,23 @@ impl Rooms {
                 since
             })
             .collect()
+    }
+
+    /// A connection whose session is checkpointed from now on (see
+    /// `Connection::track`): in the rooms it is already in, it takes only
+    /// numbered broadcasts, marked from its join point.
+    pub fn track(&self, conn: &Connection) {
+        for room in conn.rooms() {
+            let Ok(mut all) = self.shard(&conn.plugin, &room).write() else { continue };
+            let Some(r) = all.get_mut(&conn.plugin).and_then(|rooms| rooms.get_mut(room.as_str())) else { continue };
+            let Some(member) = r.members.get(&conn.id) else { continue };
+            let before = member.mode.fetch_or(NUMBERED, Ordering::AcqRel);
+            let since = member.since.load(Ordering::Acquire);
+            r.numbered += usize::from(before & NUMBERED == 0);
+            if since != JOINING {
+                conn.mark_join(&room, since);
+            }
+        }
     }
 
     /// The move did not happen: the session's broadcasts are queued again
@@ -210,6 +232,7 @@ impl Rooms {
         if let Ok(mut joined) = conn.rooms.lock() {
             joined.retain(|r| r != room);
         }
+        conn.unmark(room);
         self.remove_member(&conn.plugin, room, &conn.id);
         Ok(())
     }
@@ -290,6 +313,24 @@ impl Rooms {
         }
     }
 
+    /// A broadcast this host published that Redis did not take: its
+    /// `NUMBERED` members, which wait for it to come back numbered, get it
+    /// as it is (as everything acts on this host alone while Redis is
+    /// unreachable).
+    pub fn broadcast_unpublished(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) {
+        let Ok(all) = self.shard(plugin, room).read() else { return };
+        let Some(r) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return };
+        if r.numbered == 0 {
+            return;
+        }
+        for (id, member) in &r.members {
+            let mode = member.mode.load(Ordering::Acquire);
+            if mode & NUMBERED != 0 && mode & HELD == 0 && except != Some(&**id) {
+                let _ = member.conn.send(message.clone());
+            }
+        }
+    }
+
     fn deliver(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>, seq: Option<u64>) -> u32 {
         let Ok(all) = self.shard(plugin, room).read() else { return 0 };
         let Some(r) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return 0 };
@@ -332,7 +373,7 @@ impl Rooms {
         if mode & HELD != 0 {
             member.conn.hold(room, seq, message.clone())
         } else {
-            member.conn.send(message.clone()).is_ok()
+            member.conn.send_numbered(message.clone(), room, seq).is_ok()
         }
     }
 

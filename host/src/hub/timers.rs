@@ -192,6 +192,14 @@ impl ConnTimers {
         set.into_iter().map(|t| (t.name.to_string(), t.schedule, t.due.saturating_duration_since(now))).collect()
     }
 
+    /// The timers set, as [`Self::export`] gives them, left in place (a
+    /// session's checkpoint).
+    pub fn list(&self) -> Vec<(String, Schedule, Duration)> {
+        let now = Instant::now();
+        let Ok(set) = self.set.lock() else { return Vec::new() };
+        set.iter().flatten().map(|t| (t.name.to_string(), t.schedule, t.due.saturating_duration_since(now))).collect()
+    }
+
     /// Sets the timers a session brought from another host (at most
     /// `limit`); how many.
     pub fn import(&self, timers: Vec<(String, Schedule, Duration)>, limit: usize) -> usize {

@@ -232,6 +232,18 @@ pub struct ResumeMetrics {
     pub moved_out: Counter,
     /// Sessions taken over from another host.
     pub moved_in: Counter,
+    /// Sessions recovered from their checkpoint after their host crashed.
+    pub recovered: Counter,
+    /// Broadcasts a recovered session got again from room history.
+    pub recovered_broadcasts: Counter,
+    /// At most how many of those its client may have had already (messages
+    /// it received after the checkpoint recovered from).
+    pub recovery_repeats_at_most: Counter,
+    /// Broadcasts a recovered session missed: its room's history no longer
+    /// held them.
+    pub recovery_lost: Counter,
+    /// Checkpoints written to Redis.
+    pub checkpoints_written: Counter,
 }
 
 impl ResumeMetrics {
@@ -470,6 +482,27 @@ impl Metrics {
             m.moved_out.clone(),
         );
         r.register("moved_in", "Sessions taken over from another host", m.moved_in.clone());
+        r.register(
+            "recovered",
+            "Sessions recovered from their checkpoint after their host crashed",
+            m.recovered.clone(),
+        );
+        r.register(
+            "recovered_broadcasts",
+            "Broadcasts recovered sessions got again from room history",
+            m.recovered_broadcasts.clone(),
+        );
+        r.register(
+            "recovery_repeats_at_most",
+            "Upper bound of recovered broadcasts a client may have had already (received after the checkpoint used)",
+            m.recovery_repeats_at_most.clone(),
+        );
+        r.register(
+            "recovery_lost",
+            "Broadcasts recovered sessions missed because their room's history no longer held them",
+            m.recovery_lost.clone(),
+        );
+        r.register("checkpoints_written", "Session checkpoints written to Redis", m.checkpoints_written.clone());
         m
     }
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::common::redis::cluster_host;
+use crate::common::redis::{cluster_host, cluster_host_configured};
 use crate::common::redis_server::{Redis, RedisCluster, RedisTarget};
 use crate::common::*;
 use crate::resume::{blink, hello, open, resume};
@@ -18,7 +18,59 @@ use tokio_tungstenite::tungstenite::Message;
 on_single_and_cluster!(
     a_session_resumed_through_another_host_keeps_everything,
     a_host_told_to_stop_hands_its_sessions_over_and_nothing_is_lost_or_repeated,
+    a_session_whose_host_crashed_is_recovered_from_its_checkpoint_and_the_rooms_history,
 );
+
+/// Room history on, so sessions are checkpointed (`docs/delivery.md`).
+const CHECKPOINTED: &str = "[plugins.testbed]\nhistory_size = 100\n";
+
+async fn a_session_whose_host_crashed_is_recovered_from_its_checkpoint_and_the_rooms_history(redis: impl RedisTarget) {
+    let mut a = cluster_host_configured(&redis, CHECKPOINTED).await;
+    let b = cluster_host_configured(&redis, CHECKPOINTED).await;
+    let (mut x, session) = open(&a, "").await;
+    let id = ask(&mut x, "whoami").await;
+    assert_eq!(ask(&mut x, "join lobby").await, "ok");
+    assert_eq!(ask(&mut x, "set kept through a crash").await, "stored");
+    let mut p = b.connect("/ws/testbed").await;
+    assert_eq!(ask(&mut p, "join lobby").await, "ok");
+    let written = "wasmsocket_sessions_checkpoints_written_total";
+    let before = a.metric_or_zero(written).await;
+    for i in 1..=3 {
+        assert_eq!(ask(&mut p, &format!("bcast lobby m{i}")).await, "delivered 1");
+        assert_eq!(expect_text(&mut x).await, format!("m{i}"));
+    }
+    // Its host writes where it stands once a second at most: a write
+    // begun after m3 has it.
+    eventually("a checkpoint written", async || a.metric_or_zero(written).await, |n| *n > before).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+
+    a.kill().await;
+    drop(x);
+    // Published while the session has no host: the room's history keeps them.
+    for i in 4..=5 {
+        assert!(ask(&mut p, &format!("bcast lobby m{i}")).await.starts_with("delivered"));
+    }
+
+    // A wrong secret learns nothing, and takes nothing.
+    let (_, h) = resume(&b, &format!("{id}.{}", "0".repeat(32)), 6).await;
+    assert_eq!(h.refused.as_deref(), Some("unknown"), "{h:?}");
+
+    // whoami, ok, stored, m1, m2, m3: 6 messages received.
+    let (mut x, h) = resume(&b, &session, 6).await;
+    assert!(h.resumed, "{h:?}");
+    assert_eq!(expect_text(&mut x).await, "m4", "recovered from the history");
+    assert_eq!(expect_text(&mut x).await, "m5");
+    assert_eq!(ask(&mut x, "whoami").await, id, "same id");
+    assert_eq!(ask(&mut x, "get").await, "kept through a crash", "same state");
+    assert_eq!(ask(&mut x, "rooms").await, "lobby", "same rooms");
+    assert_eq!(ask(&mut p, "bcast lobby m6").await, "delivered 1");
+    assert_eq!(expect_text(&mut x).await, "m6", "live again, once");
+    assert_eq!(ask(&mut p, &format!("send {id} direct")).await, "sent");
+    assert_eq!(expect_text(&mut x).await, "direct", "directed sends find it on its new host");
+    assert_eq!(b.metric_or_zero("wasmsocket_sessions_recovered_total").await, 1.0);
+    assert_eq!(b.metric_or_zero("wasmsocket_sessions_recovered_broadcasts_total").await, 2.0);
+    assert_eq!(b.metric_or_zero("wasmsocket_sessions_recovery_lost_total").await, 0.0);
+}
 
 async fn a_session_resumed_through_another_host_keeps_everything(redis: impl RedisTarget) {
     let (a, b) = (cluster_host(&redis, &[]).await, cluster_host(&redis, &[]).await);
