@@ -55,4 +55,4 @@ mod tls;
 mod writer;
 
 pub use config::Config;
-pub use server::{Server, StartError};
+pub use server::{MAPS_PER_INSTANCE, Server, StartError};

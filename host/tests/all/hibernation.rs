@@ -185,6 +185,33 @@ async fn an_exhausted_instance_pool_gives_503_and_1011_not_500() {
     assert_eq!(ask(&mut fresh, "back").await, "back");
 }
 
+/// Memory mappings of process `pid` (lines of `/proc/PID/maps`).
+fn mappings(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).map_or(0, |maps| maps.lines().count())
+}
+
+#[tokio::test]
+async fn live_instances_cost_the_mappings_the_start_up_warning_counts() {
+    // Each connection keeps its instance: N live instances.
+    const N: usize = 200;
+    let host = Host::start(&["--hibernate-after", "never"]).await;
+    let mut warm = testbed_clients(&host, 1).await;
+    assert!(!ask(&mut warm[0], "whoami").await.is_empty());
+    let before = mappings(host.pid());
+    let mut clients = testbed_clients(&host, N).await;
+    for ws in &mut clients {
+        ask(ws, "whoami").await;
+    }
+    assert_eq!(host.metric_or_zero(INSTANCES).await, (N + 1) as f64);
+    let per_instance = (mappings(host.pid()).saturating_sub(before)) as f64 / N as f64;
+    eprintln!("{per_instance:.2} memory mappings per live instance");
+    assert!(
+        per_instance <= wasmsocket::MAPS_PER_INSTANCE as f64,
+        "{per_instance:.2} mappings per live instance, more than the {} the warning counts",
+        wasmsocket::MAPS_PER_INSTANCE
+    );
+}
+
 #[tokio::test]
 async fn a_memory_map_warning_names_max_instances_when_it_is_too_high() {
     let host = Host::start(&["--max-instances", "20000"]).await;
