@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backplane::{Backplane, Checkpoint};
 use crate::config::PluginLimits;
+use crate::handover::pack_timers;
 use crate::resume::{Keyed, Session, Sessions};
 
 /// How often a session's record is written at most: what a crash can lose
@@ -56,14 +57,7 @@ impl Record {
             secret: session.secret().to_string(),
             subprotocol: session.subprotocol.clone(),
             state: conn.state(),
-            timers: conn
-                .timers
-                .list()
-                .into_iter()
-                .map(|(name, schedule, due_in)| {
-                    (name, schedule.encode(), u64::try_from(due_in.as_millis()).unwrap_or(u64::MAX))
-                })
-                .collect(),
+            timers: pack_timers(conn.timers.list()),
             received: session.received.load(std::sync::atomic::Ordering::Acquire),
             rooms: conn.marks().into_iter().map(|m| (m.room, m.join)).collect(),
             marks: marks

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::console::Kind;
 use crate::deadlines::{Deadlines, silence_allowed};
 use crate::dispatch::{Accepted, Dispatcher, Parts};
-use crate::handover::Packed;
+use crate::handover::{Packed, pack_timers};
 use crate::hub::Connection;
 use crate::hub::Outbound;
 use crate::hub::Slot;
@@ -798,10 +798,7 @@ impl ConnectionTask<'_> {
             subprotocol: r.session.subprotocol.clone(),
             state: conn.state(),
             rooms: conn.rooms(),
-            timers: timers
-                .into_iter()
-                .map(|(name, schedule, due_in)| (name, schedule.encode(), due_in.as_millis() as u64))
-                .collect(),
+            timers: pack_timers(timers),
             replay: replay.pack(),
             received: r.received,
         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backplane::{MovingSessions, Offered};
 use crate::hub::Hub;
+use crate::hub::timers::Schedule;
 use crate::resume::{PackedReplay, Sessions, Transfer};
 
 /// How long a session's task may take to pack it.
@@ -30,6 +31,17 @@ pub struct Packed {
     pub replay: PackedReplay,
     /// Messages this host took from its client.
     pub received: u64,
+}
+
+/// A session's timers as they travel: name, schedule (`once:MS` or
+/// `every:MS`), due in ms.
+pub fn pack_timers(timers: Vec<(String, Schedule, Duration)>) -> Vec<(String, String, u64)> {
+    timers
+        .into_iter()
+        .map(|(name, schedule, due_in)| {
+            (name, schedule.encode(), u64::try_from(due_in.as_millis()).unwrap_or(u64::MAX))
+        })
+        .collect()
 }
 
 impl Packed {

@@ -155,11 +155,6 @@ impl History {
         };
         picked.into_iter().map(|(offset, _, message)| Kept { offset: *offset, message: message.clone() }).collect()
     }
-
-    /// The last offset given in `room` (0: none, or all expired).
-    pub fn last(&self, plugin: &str, room: &str) -> u64 {
-        lock(&self.rings).rooms.get(&(Arc::from(plugin), room.to_string())).map_or(0, |ring| ring.last)
-    }
 }
 
 /// Drops `ring`'s expired entries; returns their bytes.

@@ -303,6 +303,9 @@ impl Connection {
 
     /// A tracked connection left `room`.
     pub fn unmark(&self, room: &str) {
+        if !self.is_tracked() {
+            return;
+        }
         if let Ok(mut outbox) = self.outbox.lock() {
             outbox.marks.retain(|m| m.room != room);
         }

@@ -300,17 +300,11 @@ impl Rooms {
     /// `seq`: only its `NUMBERED` members take it (the others had it when
     /// it was published).
     pub fn broadcast_looped(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>, seq: u64) {
-        let Ok(all) = self.shard(plugin, room).read() else { return };
-        let Some(r) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return };
-        if r.numbered == 0 {
-            return;
-        }
-        for (id, member) in &r.members {
-            let mode = member.mode.load(Ordering::Acquire);
-            if mode & NUMBERED != 0 && except != Some(&**id) && Self::after_join(member, mode, seq) {
+        self.each_numbered(plugin, room, except, |member, mode| {
+            if Self::after_join(member, mode, seq) {
                 let _ = Self::give(member, mode, room, seq, message);
             }
-        }
+        });
     }
 
     /// A broadcast this host published that Redis did not take: its
@@ -318,6 +312,16 @@ impl Rooms {
     /// as it is (as everything acts on this host alone while Redis is
     /// unreachable).
     pub fn broadcast_unpublished(&self, plugin: &str, room: &str, message: &Message, except: Option<&str>) {
+        self.each_numbered(plugin, room, except, |member, mode| {
+            if mode & HELD == 0 {
+                let _ = member.conn.send(message.clone());
+            }
+        });
+    }
+
+    /// Calls `f` with each `NUMBERED` member of `room` but `except`, and
+    /// its mode, under the room's lock.
+    fn each_numbered(&self, plugin: &str, room: &str, except: Option<&str>, mut f: impl FnMut(&Member, u8)) {
         let Ok(all) = self.shard(plugin, room).read() else { return };
         let Some(r) = all.get(plugin).and_then(|rooms| rooms.get(room)) else { return };
         if r.numbered == 0 {
@@ -325,8 +329,8 @@ impl Rooms {
         }
         for (id, member) in &r.members {
             let mode = member.mode.load(Ordering::Acquire);
-            if mode & NUMBERED != 0 && mode & HELD == 0 && except != Some(&**id) {
-                let _ = member.conn.send(message.clone());
+            if mode & NUMBERED != 0 && except != Some(&**id) {
+                f(member, mode);
             }
         }
     }

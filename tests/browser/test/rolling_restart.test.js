@@ -135,8 +135,6 @@ const OPTIONS = {
  * its port `arg.urls[I]`; each asks `whoami`, stores `set TAG-I` in its
  * state and joins "lobby". Messages "n K" (broadcasts) and "d K" (directed
  * sends) are collected; any other message answers the oldest pending `ask`.
- * With `arg.rejoin`, a client that opens afresh after its first open asks
- * `whoami` and joins "lobby" again.
  */
 const SETUP = `
   const clients = (window.clients = []);
@@ -175,15 +173,6 @@ const SETUP = `
       if (c.opens === 1 || e.resumed) return;
       // A fresh session: what was asked of the old one gets no answer.
       c.waiting = [];
-      if (arg.rejoin) {
-        c.rejoinedAt = [Date.now()];
-        c.rejoined = (async () => {
-          c.ids.push(await c.ask("whoami"));
-          c.rejoinedAt.push(Date.now());
-          return c.ask("join lobby");
-        })().then((reply) => (c.rejoined = reply), (err) => (c.rejoined = String(err)));
-        c.rejoined.finally(() => c.rejoinedAt.push(Date.now()));
-      }
     });
     ws.connect();
     await next(ws, "open", 90000);
@@ -275,8 +264,6 @@ async function collect(page, { last, ask }) {
         ids: c.ids,
         stored: c.stored,
         joined: c.joined,
-        rejoined: c.rejoined,
-        rejoinedAt: c.rejoinedAt,
         seen: c.seen,
         seenAt: c.seenAt,
         direct: c.direct,
@@ -291,7 +278,7 @@ async function collect(page, { last, ask }) {
 }
 
 /** Sets up the pages and clients; returns them with each client's first id. */
-async function clientsThrough(t, { proxy, cleanup }, { rejoin }) {
+async function clientsThrough(t, { proxy, cleanup }) {
   const pages = [];
   for (let p = 0; p < PAGES; p += 10) {
     const batch = Array.from({ length: Math.min(10, PAGES - p) }, () => openPage(t, browser, `${proxy.http}/blank.html`));
@@ -310,7 +297,7 @@ async function clientsThrough(t, { proxy, cleanup }, { rejoin }) {
   const all = [];
   for (let p = 0; p < PAGES; p += 10) {
     const batch = pages.slice(p, p + 10).map((page, q) => {
-      const arg = { urls: proxy.ports.map((_, i) => proxy.wsAt(i)), n: PER_PAGE, tag: `p${p + q}`, rejoin };
+      const arg = { urls: proxy.ports.map((_, i) => proxy.wsAt(i)), n: PER_PAGE, tag: `p${p + q}` };
       return runInPage(page, SETUP, arg, { ...OPTIONS, timeout: 90000 });
     });
     all.push(...(await Promise.all(batch)).flat());
@@ -478,16 +465,25 @@ function offenders(clients, ok, sentAt, t0) {
   return bad.length ? `\n${bad.slice(0, 5).map((c) => detail(c, sentAt, t0)).join("\n")}` : "";
 }
 
-test("SIGTERM: every client moves to the other host and misses nothing", { timeout: 300000 }, async (t) => {
+/**
+ * Both hosts and the proxy (see `cluster`), and every client through it;
+ * the clients' first ids, by the host that gave them out.
+ */
+async function spreadOverTwoHosts(t) {
   const t0 = Date.now();
   const env = await cluster(t);
   const { a, b } = env;
-  const { pages, ids, logged } = await clientsThrough(t, env, { rejoin: false });
+  const { pages, ids, logged } = await clientsThrough(t, env);
   const onA = ids.filter((id) => id.startsWith(`${a.id}-`));
   const onB = ids.filter((id) => id.startsWith(`${b.id}-`));
   assert.equal(onA.length + onB.length, CLIENTS, "every id names host A or B");
   assert.ok(onA.length >= CLIENTS / 4 && onB.length >= CLIENTS / 4, `the proxy spread the clients (A ${onA.length}, B ${onB.length})`);
   t.diagnostic(`${CLIENTS} clients joined (${onA.length} on A, ${onB.length} on B) after ${since(t0)}`);
+  return { a, b, pages, logged, onA, onB };
+}
+
+test("SIGTERM: every client moves to the other host and misses nothing", { timeout: 300000 }, async (t) => {
+  const { a, b, pages, logged, onA, onB } = await spreadOverTwoHosts(t);
   // Directed sends go to a few clients of each host, one in turn per broadcast.
   const targets = [...onA.slice(0, DIRECTED_PER_HOST), ...onB.slice(0, DIRECTED_PER_HOST)];
   const stream = await publisher(t, b, targets);
@@ -603,15 +599,7 @@ test("SIGTERM: every client moves to the other host and misses nothing", { timeo
 });
 
 test("SIGKILL: A's sessions are recovered on B from their checkpoints and the room's history", { timeout: 300000 }, async (t) => {
-  const t0 = Date.now();
-  const env = await cluster(t);
-  const { a, b } = env;
-  const { pages, ids, logged } = await clientsThrough(t, env, { rejoin: true });
-  const onA = ids.filter((id) => id.startsWith(`${a.id}-`));
-  const onB = ids.filter((id) => id.startsWith(`${b.id}-`));
-  assert.equal(onA.length + onB.length, CLIENTS, "every id names host A or B");
-  assert.ok(onA.length >= CLIENTS / 4 && onB.length >= CLIENTS / 4, `the proxy spread the clients (A ${onA.length}, B ${onB.length})`);
-  t.diagnostic(`${CLIENTS} clients joined (${onA.length} on A, ${onB.length} on B) after ${since(t0)}`);
+  const { a, b, pages, logged, onA, onB } = await spreadOverTwoHosts(t);
   const stream = await publisher(t, b, []);
   await stream.flowing(BEFORE_STOP);
   // Long enough for A to have written every session's checkpoint since it joined.
