@@ -30,6 +30,11 @@
 //!   and kept until acknowledged by a ping's pong).
 //! - Away sessions (`--away N`): N resumable sessions whose sockets dropped,
 //!   waiting for their clients; the host's resident memory per session.
+//! - Waking (`--wake 50`): the same load with a fresh instance for every
+//!   message (`--hibernate-after 0s`), so every event finds its instance
+//!   hibernated, beside the default (instances stay), and with
+//!   `keep_resident = 0` (every ended instance's pages given back); the
+//!   server's CPU per message, and what a wake adds to it.
 
 mod common;
 
@@ -66,6 +71,8 @@ struct Options {
     resume: bool,
     /// Counts of away sessions to measure the memory of.
     away: Vec<usize>,
+    /// Connections for the wake table.
+    wake: Vec<usize>,
 }
 
 fn options() -> Options {
@@ -81,6 +88,7 @@ fn options() -> Options {
         against: None,
         resume: false,
         away: Vec::new(),
+        wake: vec![50],
     };
     let list = |v: Option<String>| -> Option<Vec<usize>> {
         v.map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
@@ -98,6 +106,7 @@ fn options() -> Options {
             "--hold" => o.hold = args.next().and_then(|v| v.parse().ok()),
             "--resume" => o.resume = true,
             "--away" => o.away = list(args.next()).unwrap_or(o.away),
+            "--wake" => o.wake = list(args.next()).unwrap_or(o.wake),
             "--accepts" => o.accepts = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.accepts),
             _ => {} // cargo passes --bench; ignore what we do not know
         }
@@ -203,6 +212,8 @@ async fn start_with_testbed(binary: Option<&std::path::Path>) -> (Server, std::p
 struct Load {
     latencies: Vec<u64>,
     seconds: f64,
+    /// The server's CPU time over the measured seconds, when asked for.
+    cpu_ms: f64,
 }
 
 impl Load {
@@ -210,6 +221,7 @@ impl Load {
         self.latencies.extend(other.latencies);
         self.latencies.sort_unstable();
         self.seconds += other.seconds;
+        self.cpu_ms += other.cpu_ms;
     }
 
     fn messages(&self) -> usize {
@@ -226,6 +238,12 @@ impl Load {
 /// `connections` clients, each with one message in flight, for `seconds`;
 /// with `resume`, clients that asked for resumable sessions.
 async fn drive(addr: SocketAddr, connections: usize, seconds: f64, resume: bool) -> Load {
+    drive_watching(addr, connections, seconds, resume, None).await
+}
+
+/// `drive`, also taking the CPU time process `pid` spends over the
+/// measured seconds.
+async fn drive_watching(addr: SocketAddr, connections: usize, seconds: f64, resume: bool, pid: Option<u32>) -> Load {
     let url = format!("ws://{addr}/ws{}", if resume { "?resume=new" } else { "" });
     let mut sockets = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -239,6 +257,14 @@ async fn drive(addr: SocketAddr, connections: usize, seconds: f64, resume: bool)
     let warmup = Duration::from_millis(500);
     let start = Instant::now() + warmup;
     let end = start + Duration::from_secs_f64(seconds);
+    let cpu = pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let before = common::cpu_ms(pid);
+            tokio::time::sleep_until(end.into()).await;
+            common::cpu_ms(pid) - before
+        })
+    });
     let tasks: Vec<_> = sockets
         .into_iter()
         .enumerate()
@@ -277,7 +303,11 @@ async fn drive(addr: SocketAddr, connections: usize, seconds: f64, resume: bool)
         all.extend(t.await.expect("client task"));
     }
     all.sort_unstable();
-    Load { latencies: all, seconds }
+    let cpu_ms = match cpu {
+        Some(task) => task.await.unwrap_or(0.0),
+        None => 0.0,
+    };
+    Load { latencies: all, seconds, cpu_ms }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -288,6 +318,44 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// `c` connections echo on wasmsocket with instances kept, with a fresh
+/// instance per message, and with a fresh one whose slot kept nothing:
+/// throughput, latency, and the server's CPU per message.
+async fn wake_table(c: usize, o: &Options) {
+    println!("\n{c} connections, every message waking its instance or not ({} rounds of {}s):", o.rounds, o.seconds);
+    println!("{:>34} {:>10} {:>10} {:>14} {:>14}", "wasmsocket", "msg/s", "p50 µs", "CPU µs/msg", "wake adds µs");
+    let keep_nothing = std::env::temp_dir().join(format!("wasmsocket-echo-wake-{}.toml", std::process::id()));
+    std::fs::write(&keep_nothing, "keep_resident = 0\n").expect("config");
+    let runs: [(&str, &[&str]); 3] = [
+        ("instances kept", &[]),
+        ("fresh instance per message", &["--hibernate-after", "0s"]),
+        ("fresh, slot keeps nothing", &["--hibernate-after", "0s", "--config", keep_nothing.to_str().expect("utf-8")]),
+    ];
+    let mut rows: Vec<Load> = runs.iter().map(|_| Load::default()).collect();
+    for round in 0..o.rounds {
+        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
+        for i in order {
+            let mut cmd = common::wasmsocket();
+            cmd.args(["--log", "warn"]).args(runs[i].1);
+            let server = start("wasmsocket", cmd).await;
+            let pid = server.child.id();
+            rows[i].merge(drive_watching(server.addr, c, o.seconds, false, pid).await);
+        }
+    }
+    let _ = std::fs::remove_file(&keep_nothing);
+    let per_message = |l: &Load| l.cpu_ms * 1000.0 / l.messages().max(1) as f64;
+    let kept = per_message(&rows[0]);
+    for ((label, _), row) in runs.iter().zip(&rows) {
+        let cpu = per_message(row);
+        let adds = if cpu > kept { format!("{:.1}", cpu - kept) } else { String::new() };
+        println!(
+            "{label:>34} {:>10.0} {:>10.1} {cpu:>14.1} {adds:>14}",
+            row.messages() as f64 / row.seconds,
+            row.p(0.5)
+        );
+    }
 }
 
 /// Resident memory each of `n` connections costs the server, in KiB. Each
@@ -492,6 +560,9 @@ async fn run(o: Options) {
                 l.p(0.99) / n.p(0.99)
             );
         }
+    }
+    for &c in &o.wake {
+        wake_table(c, &o).await;
     }
     for &loops in &o.loops {
         println!("\n50 connections echo while {loops} plugin calls loop (2 cores), {}s:", o.seconds);

@@ -32,6 +32,8 @@ pub fn check(bytes: &[u8]) -> Result<Report, LoadError> {
         max_instances: 16,
         max_memory: crate::config::PluginLimits::default().memory.as_u64(),
         cache_dir: None,
+        // One instance at most: nothing to keep for the next.
+        keep_resident: 0,
     })
     .map_err(|e| LoadError::Compile(format!("cannot start the engine: {e:#}")))?;
     let hash = hex::encode(Sha256::digest(bytes));

@@ -67,6 +67,11 @@ pub struct Config {
     /// Idle connections hold none (see `limits.hibernate_after`); when every
     /// one is busy, an event waits for one, within its deadline.
     pub max_instances: u32,
+    /// Bytes at the start of each plugin memory that an ended instance
+    /// leaves resident for the next instance in its slot, its dirty pages
+    /// reset in place (Linux 6.7 and later); past them, pages go back to the
+    /// system. 0 gives every page back.
+    pub keep_resident: ByteSize,
     /// Bearer token for the publish API (`POST /api/rooms/...`,
     /// `POST /api/connections/...`). None: that API is off.
     pub api_token: Option<String>,
@@ -485,6 +490,7 @@ impl Default for Config {
             reload: ReloadMode::Live,
             api_token: None,
             max_instances: 1024,
+            keep_resident: ByteSize::kib(1280),
             http: HttpConfig::default(),
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
@@ -558,6 +564,8 @@ const MIN_BUFFER: u64 = 256;
 const MAX_BUFFER: u64 = 16 << 20;
 const MAX_MESSAGE: u64 = 1 << 30;
 const MAX_MEMORY: u64 = 4 << 30;
+/// Past this, warm slots would hold more than most plugins ever touch.
+const MAX_KEEP_RESIDENT: u64 = 64 << 20;
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 
 impl Config {
@@ -694,6 +702,7 @@ impl Config {
         if self.max_instances == 0 || self.max_instances > 100_000 {
             return Err(invalid("max_instances", format!("must be from 1 to 100000, got {}", self.max_instances)));
         }
+        check_range("keep_resident", self.keep_resident.as_u64(), 0, MAX_KEEP_RESIDENT)?;
         let http = &self.http;
         for (field, value) in [("http.header_timeout", http.header_timeout), ("http.idle_timeout", http.idle_timeout)] {
             if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
@@ -1062,6 +1071,10 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("store.max_bytes"));
         let c = Config::from_toml("max_instances = 0\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("max_instances"));
+        let c = Config::from_toml("keep_resident = \"1GiB\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("keep_resident"));
+        let c = Config::from_toml("keep_resident = 0\n").unwrap();
+        assert_eq!(c.keep_resident.as_u64(), 0, "0 gives every page back");
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl Server {
             max_instances: config.max_instances,
             max_memory: config.largest_memory(),
             cache_dir: config.compile_cache_dir(),
+            keep_resident: config.keep_resident.as_u64(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
         heap_trim::spawn(pool_metrics.live.clone());

@@ -65,6 +65,35 @@ async fn zero_means_a_fresh_instance_for_every_event() {
     never.kill().await;
 }
 
+/// What one instance left in its linear memory (here, 64 KiB of its stack)
+/// is gone for the next in its slot, whether the slot gave its pages back
+/// or kept them resident and reset them in place (`keep_resident`).
+#[tokio::test]
+async fn a_fresh_instance_sees_nothing_the_last_left_in_its_memory() {
+    async fn left_over(host: &Host) -> (String, String) {
+        let mut ws = host.connect("/ws/testbed").await;
+        let scribbled = ask(&mut ws, "scribble").await;
+        let addr: usize = scribbled.strip_prefix("scribbled ").and_then(|a| a.parse().ok()).expect("an address");
+        // The deeper half of the buffer: nothing of the next call's own
+        // frames reaches it.
+        let seen = ask(&mut ws, &format!("peek {addr} {}", 32 << 10)).await;
+        (scribbled, seen)
+    }
+    // The same instance sees its own bytes (but a few its later calls
+    // wrote): the probe can see them.
+    let kept = Host::start(&["--hibernate-after", "never"]).await;
+    let seen = left_over(&kept).await.1;
+    let nonzero: usize = seen.strip_prefix("nonzero ").and_then(|n| n.parse().ok()).expect("a count");
+    assert!(nonzero > 16 << 10, "the instance does not see its own bytes: {seen}");
+    for config in ["", "keep_resident = 0\n"] {
+        let host = Host::start_with_config(config, &["--hibernate-after", "0s"]).await;
+        for _ in 0..3 {
+            let (scribbled, seen) = left_over(&host).await;
+            assert_eq!(seen, "nonzero 0", "config {config:?}: a fresh instance read what another left ({scribbled})");
+        }
+    }
+}
+
 #[tokio::test]
 async fn on_close_runs_exactly_once_on_a_hibernated_connection() {
     let host = Host::start(&["--hibernate-after", "0s"]).await;

@@ -36,6 +36,10 @@
 //! - `kvfill COUNT BYTES [TTL_MS]`: set COUNT keys of BYTES each; replies `filled N ERROR`.
 //! - `global`: increments a global of the instance and replies it (globals do
 //!   not outlive an instance).
+//! - `scribble`: fills 64 KiB of its stack with a pattern; replies
+//!   `scribbled ADDR` (the buffer's address in linear memory).
+//! - `peek ADDR LEN`: reads LEN bytes of linear memory at ADDR, whatever is
+//!   there; replies `nonzero N` (what an earlier instance left would show).
 //!
 //! On open, the query string chooses: `reject=STATUS` refuses the connection;
 //! `watch=ID` makes `on-close` report `closed ID CODE REASON` to connection ID
@@ -331,6 +335,16 @@ impl Guest for Testbed {
                 }
                 reply(&id, Message::Text(format!("filled {filled} {error}")));
             }
+            "scribble" => reply(&id, Message::Text(format!("scribbled {}", scribble()))),
+            "peek" => {
+                let mut args = rest.split(' ').map(|v| v.parse::<usize>().unwrap_or(0));
+                let (addr, len) = (args.next().unwrap_or(0), args.next().unwrap_or(0));
+                // SAFETY: linear memory is one flat array; a read past its
+                // end traps, and the test asks only for bytes inside it.
+                let nonzero =
+                    (addr..addr + len).filter(|&a| unsafe { std::ptr::read_volatile(a as *const u8) } != 0).count();
+                reply(&id, Message::Text(format!("nonzero {nonzero}")));
+            }
             "global" => {
                 let n = GLOBAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 reply(&id, Message::Text(format!("global {n}")));
@@ -434,6 +448,17 @@ fn outcome(result: Result<(), wasmsocket::plugin::types::HostError>) -> String {
         Ok(()) => "ok".into(),
         Err(e) => format!("error {e:?}"),
     }
+}
+
+/// Fills 64 KiB of stack below the caller's frame with a pattern and
+/// returns its address: a frame of its own, so the caller's later frames
+/// and locals do not land in its lower half.
+#[inline(never)]
+fn scribble() -> usize {
+    let mut buffer = [0xa5u8; 64 << 10];
+    // Written for real, not optimised away.
+    std::hint::black_box(&mut buffer);
+    buffer.as_ptr() as usize
 }
 
 fn reply(id: &ConnectionId, message: Message) {
