@@ -193,8 +193,12 @@ async fn start_tungstenite() -> Server {
 }
 
 async fn start_wasmsocket() -> Server {
+    start_wasmsocket_with(&[]).await
+}
+
+async fn start_wasmsocket_with(args: &[&str]) -> Server {
     let mut cmd = common::wasmsocket();
-    cmd.args(["--log", "warn"]);
+    cmd.args(["--log", "warn"]).args(args);
     start("wasmsocket", cmd).await
 }
 
@@ -326,25 +330,20 @@ fn rss_kib(pid: u32) -> u64 {
 async fn wake_table(c: usize, o: &Options) {
     println!("\n{c} connections, every message waking its instance or not ({} rounds of {}s):", o.rounds, o.seconds);
     println!("{:>34} {:>10} {:>10} {:>14} {:>14}", "wasmsocket", "msg/s", "p50 µs", "CPU µs/msg", "wake adds µs");
-    let keep_nothing = std::env::temp_dir().join(format!("wasmsocket-echo-wake-{}.toml", std::process::id()));
-    std::fs::write(&keep_nothing, "keep_resident = 0\n").expect("config");
     let runs: [(&str, &[&str]); 3] = [
         ("instances kept", &[]),
         ("fresh instance per message", &["--hibernate-after", "0s"]),
-        ("fresh, slot keeps nothing", &["--hibernate-after", "0s", "--config", keep_nothing.to_str().expect("utf-8")]),
+        ("fresh, slot keeps nothing", &["--hibernate-after", "0s", "--keep-resident", "0"]),
     ];
     let mut rows: Vec<Load> = runs.iter().map(|_| Load::default()).collect();
     for round in 0..o.rounds {
         let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
         for i in order {
-            let mut cmd = common::wasmsocket();
-            cmd.args(["--log", "warn"]).args(runs[i].1);
-            let server = start("wasmsocket", cmd).await;
+            let server = start_wasmsocket_with(runs[i].1).await;
             let pid = server.child.id();
             rows[i].merge(drive_watching(server.addr, c, o.seconds, false, pid).await);
         }
     }
-    let _ = std::fs::remove_file(&keep_nothing);
     let per_message = |l: &Load| l.cpu_ms * 1000.0 / l.messages().max(1) as f64;
     let kept = per_message(&rows[0]);
     for ((label, _), row) in runs.iter().zip(&rows) {
@@ -594,13 +593,21 @@ async fn run(o: Options) {
     }
     if !o.idle.is_empty() {
         println!("\nidle connections (each echoed once), server resident memory per connection, KiB");
-        println!("{:>8} {:>14} {:>24} {:>12}", "conns", "native warp", "tokio-tungstenite 4 KiB", "wasmsocket");
+        println!(
+            "{:>8} {:>14} {:>24} {:>12} {:>20}",
+            "conns", "native warp", "tokio-tungstenite 4 KiB", "wasmsocket", "keep_resident = 0"
+        );
         for &n in &o.idle {
             let mut row = Vec::new();
-            for server in [start_native().await, start_tungstenite().await, start_wasmsocket().await] {
+            for server in [
+                start_native().await,
+                start_tungstenite().await,
+                start_wasmsocket().await,
+                start_wasmsocket_with(&["--keep-resident", "0"]).await,
+            ] {
                 row.push(memory_per_connection(&server, n, false).await);
             }
-            println!("{n:>8} {:>14.1} {:>24.1} {:>12.1}", row[0], row[1], row[2]);
+            println!("{n:>8} {:>14.1} {:>24.1} {:>12.1} {:>20.1}", row[0], row[1], row[2], row[3]);
         }
     }
     if !o.away.is_empty() {

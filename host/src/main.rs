@@ -143,6 +143,10 @@ struct Serve {
     /// Plugin instances alive at once, across all connections [default: 1024].
     #[arg(long, value_name = "N")]
     max_instances: Option<u32>,
+    /// Bytes at the start of each plugin memory an ended instance leaves
+    /// resident for the next; "0": give every page back [default: 1280KiB].
+    #[arg(long, value_name = "SIZE")]
+    keep_resident: Option<ByteSize>,
     /// Drop an idle connection's instance after this long; "0s": a fresh
     /// instance per event; "never": keep it [default: 10s].
     #[arg(long, value_name = "DURATION")]
@@ -218,6 +222,7 @@ impl Serve {
             c.tls.key = self.tls_key;
         }
         set(&mut c.max_instances, self.max_instances);
+        set(&mut c.keep_resident, self.keep_resident);
         set(&mut c.limits.hibernate_after, self.hibernate_after);
         set(&mut c.limits.deadline, self.deadline);
         set(&mut c.limits.memory, self.memory_limit);
