@@ -1203,15 +1203,16 @@ fn model(costs: &Costs, push: Option<PushCost>, sim: &Simulated) {
         "(Redis cores: the masters' CPU at this machine's speed; shards: at {SHARD_CPU} core each. The one-channel \
          design cannot shard its deliveries: they all leave the Redis that holds the channel)"
     );
-    // The host's own estimate of memory mappings per live instance (server.rs).
+    // The host's own bound on memory mappings per live instance, the one
+    // its start-up warning counts (measured: 4 for Rust plugins).
     let instances = PER_HOST * sim.instance_share;
     println!(
         "host memory: {:.1} KiB per connection as measured in the simulation, where {:.0}% of connections held an \
-         instance: {instances:.0} instances per host, about {:.0} memory mappings (vm.max_map_count is 65,530 by \
+         instance: {instances:.0} instances per host, at most {:.0} memory mappings (vm.max_map_count is 65,530 by \
          default: raise it, or shorten limits.hibernate_after)",
         sim.kib_per_conn,
         sim.instance_share * 100.0,
-        instances * 12.0
+        instances * wasmsocket::MAPS_PER_INSTANCE as f64
     );
     if push.is_none() {
         println!("(without part 1 and --baseline-bin, Redis CPU is the simulation's per broadcast, whatever the span)");
