@@ -270,10 +270,14 @@ impl Host {
         };
         let config = dir.join(format!("host{}.toml", CONFIGS.fetch_add(1, Ordering::Relaxed)));
         let redis = backplane.toml();
+        // The testbed is a compiled plugin: its hosts keep its slots'
+        // pages, as docs/performance.md advises for such hosts (an older
+        // build knows no such key).
+        let keep = if bin.is_none() { "keep_resident = \"1280KiB\"\n" } else { "" };
         std::fs::write(
             &config,
             format!(
-                "max_instances = 5000\n[redis]\nprefix = \"{prefix}\"\n{redis}[limits]\ndeadline = \"1s\"\n{limits}"
+                "max_instances = 5000\n{keep}[redis]\nprefix = \"{prefix}\"\n{redis}[limits]\ndeadline = \"1s\"\n{limits}"
             ),
         )
         .expect("write config");

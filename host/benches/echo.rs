@@ -33,8 +33,9 @@
 //! - Waking (`--wake 50`): the same load with a fresh instance for every
 //!   message (`--hibernate-after 0s`), so every event finds its instance
 //!   hibernated, beside the default (instances stay), and with
-//!   `keep_resident = 0` (every ended instance's pages given back); the
-//!   server's CPU per message, and what a wake adds to it.
+//!   `--keep-resident 1280KiB` (slots keep what their instances dirtied,
+//!   reset in place); the server's CPU per message, and what a wake adds.
+//!   The idle table has a column with `--keep-resident 1280KiB` too.
 
 mod common;
 
@@ -325,7 +326,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// `c` connections echo on wasmsocket with instances kept, with a fresh
-/// instance per message, and with a fresh one whose slot kept nothing:
+/// instance per message, and with a fresh one whose slot kept its pages:
 /// throughput, latency, and the server's CPU per message.
 async fn wake_table(c: usize, o: &Options) {
     println!("\n{c} connections, every message waking its instance or not ({} rounds of {}s):", o.rounds, o.seconds);
@@ -333,7 +334,7 @@ async fn wake_table(c: usize, o: &Options) {
     let runs: [(&str, &[&str]); 3] = [
         ("instances kept", &[]),
         ("fresh instance per message", &["--hibernate-after", "0s"]),
-        ("fresh, slot keeps nothing", &["--hibernate-after", "0s", "--keep-resident", "0"]),
+        ("fresh, slot keeps 1280 KiB", &["--hibernate-after", "0s", "--keep-resident", "1280KiB"]),
     ];
     let mut rows: Vec<Load> = runs.iter().map(|_| Load::default()).collect();
     for round in 0..o.rounds {
@@ -595,7 +596,7 @@ async fn run(o: Options) {
         println!("\nidle connections (each echoed once), server resident memory per connection, KiB");
         println!(
             "{:>8} {:>14} {:>24} {:>12} {:>20}",
-            "conns", "native warp", "tokio-tungstenite 4 KiB", "wasmsocket", "keep_resident = 0"
+            "conns", "native warp", "tokio-tungstenite 4 KiB", "wasmsocket", "keep 1280 KiB"
         );
         for &n in &o.idle {
             let mut row = Vec::new();
@@ -603,7 +604,7 @@ async fn run(o: Options) {
                 start_native().await,
                 start_tungstenite().await,
                 start_wasmsocket().await,
-                start_wasmsocket_with(&["--keep-resident", "0"]).await,
+                start_wasmsocket_with(&["--keep-resident", "1280KiB"]).await,
             ] {
                 row.push(memory_per_connection(&server, n, false).await);
             }

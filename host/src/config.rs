@@ -70,7 +70,8 @@ pub struct Config {
     /// Bytes at the start of each plugin memory that an ended instance
     /// leaves resident for the next instance in its slot, its dirty pages
     /// reset in place (Linux 6.7 and later); past them, pages go back to the
-    /// system. 0 gives every page back.
+    /// system. 0 (the default) gives every page back: a slot of a
+    /// JavaScript or Python plugin would keep megabytes.
     pub keep_resident: ByteSize,
     /// Bearer token for the publish API (`POST /api/rooms/...`,
     /// `POST /api/connections/...`). None: that API is off.
@@ -490,7 +491,7 @@ impl Default for Config {
             reload: ReloadMode::Live,
             api_token: None,
             max_instances: 1024,
-            keep_resident: ByteSize::kib(1280),
+            keep_resident: ByteSize::b(0),
             http: HttpConfig::default(),
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
@@ -1073,8 +1074,9 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("max_instances"));
         let c = Config::from_toml("keep_resident = \"1GiB\"\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("keep_resident"));
-        let c = Config::from_toml("keep_resident = 0\n").unwrap();
-        assert_eq!(c.keep_resident.as_u64(), 0, "0 gives every page back");
+        let c = Config::from_toml("keep_resident = \"1280KiB\"\n").unwrap();
+        assert_eq!(c.keep_resident.as_u64(), 1280 << 10);
+        assert_eq!(Config::default().keep_resident.as_u64(), 0, "every page goes back unless asked");
     }
 
     #[test]

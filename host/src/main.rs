@@ -144,7 +144,8 @@ struct Serve {
     #[arg(long, value_name = "N")]
     max_instances: Option<u32>,
     /// Bytes at the start of each plugin memory an ended instance leaves
-    /// resident for the next; "0": give every page back [default: 1280KiB].
+    /// resident for the next (a faster wake; "1280KiB" suits compiled
+    /// plugins); "0": give every page back [default: 0].
     #[arg(long, value_name = "SIZE")]
     keep_resident: Option<ByteSize>,
     /// Drop an idle connection's instance after this long; "0s": a fresh

@@ -85,7 +85,7 @@ async fn a_fresh_instance_sees_nothing_the_last_left_in_its_memory() {
     let seen = left_over(&kept).await.1;
     let nonzero: usize = seen.strip_prefix("nonzero ").and_then(|n| n.parse().ok()).expect("a count");
     assert!(nonzero > 16 << 10, "the instance does not see its own bytes: {seen}");
-    for config in ["", "keep_resident = 0\n"] {
+    for config in ["", "keep_resident = \"1280KiB\"\n"] {
         let host = Host::start_with_config(config, &["--hibernate-after", "0s"]).await;
         for _ in 0..3 {
             let (scribbled, seen) = left_over(&host).await;
