@@ -78,7 +78,6 @@ impl Server {
         let pool_metrics = metrics.register_pool();
         let resume_metrics = metrics.register_resume();
         let history_metrics = metrics.register_history();
-        let metrics = Arc::new(metrics);
         let open_files = fd_limit::raise_open_file_limit();
         if let Some(limit) = open_files {
             tracing::info!("open-file limit: {limit}");
@@ -96,6 +95,13 @@ impl Server {
             keep_resident: config.keep_resident.as_u64(),
         })
         .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let pool_engine = engine.clone();
+        metrics.register_sampled(
+            "pool_kept_bytes",
+            "Bytes the instance pool's free slots keep resident for their next instances (keep_resident)",
+            move || i64::try_from(pool_engine.kept_bytes()).unwrap_or(i64::MAX),
+        );
+        let metrics = Arc::new(metrics);
         heap_trim::spawn(pool_metrics.live.clone());
         let pool = InstancePool::new(engine.instances(), pool_metrics);
         warn_if_too_few_memory_maps(config.max_instances);

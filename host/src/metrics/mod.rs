@@ -256,6 +256,28 @@ impl ResumeMetrics {
     }
 }
 
+/// A gauge whose value is read when scraped (`Metrics::register_sampled`).
+struct Sampled {
+    name: &'static str,
+    help: &'static str,
+    read: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Sampled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampled").field("name", &self.name).finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for Sampled {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new((self.read)());
+        let metric = encoder.encode_descriptor(self.name, self.help, None, gauge.metric_type())?;
+        gauge.encode(metric)
+    }
+}
+
 /// What the instance pool reports.
 #[derive(Clone, Default)]
 pub struct PoolMetrics {
@@ -552,6 +574,17 @@ impl Metrics {
 
     pub fn store_gauges(&self) -> StoreGauges {
         self.store.clone()
+    }
+
+    /// A gauge read from `read` at each scrape, for a figure another part
+    /// already keeps (so nothing has to copy it into a gauge).
+    pub fn register_sampled(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> i64 + Send + Sync + 'static,
+    ) {
+        self.registry.register_collector(Box::new(Sampled { name, help, read: Box::new(read) }));
     }
 
     /// The Prometheus text exposition of every metric.

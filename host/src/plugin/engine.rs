@@ -177,6 +177,14 @@ impl PluginEngine {
         self.instances
     }
 
+    /// Bytes the pool's free slots keep resident for their next instances
+    /// (memories and tables, see `keep_resident`).
+    pub fn kept_bytes(&self) -> u64 {
+        self.engine.pooling_allocator_metrics().map_or(0, |m| {
+            u64::try_from(m.unused_memory_bytes_resident() + m.unused_table_bytes_resident()).unwrap_or(u64::MAX)
+        })
+    }
+
     pub fn clock(&self) -> &Arc<EpochClock> {
         &self.clock
     }

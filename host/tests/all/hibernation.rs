@@ -91,6 +91,14 @@ async fn a_fresh_instance_sees_nothing_the_last_left_in_its_memory() {
             let (scribbled, seen) = left_over(&host).await;
             assert_eq!(seen, "nonzero 0", "config {config:?}: a fresh instance read what another left ({scribbled})");
         }
+        // What the ended instances' slots kept is there for operators to see.
+        eventually("instances ended", async || host.metric_or_zero(INSTANCES).await, |n| *n == 0.0).await;
+        let kept = host.metric_or_zero("wasmsocket_pool_kept_bytes").await;
+        if config.is_empty() {
+            assert_eq!(kept, 0.0, "slots keep nothing by default");
+        } else {
+            assert!(kept >= 4096.0 && kept <= 4.0 * (1280 << 10) as f64, "kept {kept} bytes");
+        }
     }
 }
 
