@@ -18,6 +18,7 @@
 //! the second with `hibernate_after = "never"`), taking turns; 100 of each.
 //! Both pay what idleness costs the machine (on a virtual machine, waking
 //! an idle CPU takes milliseconds); the difference is the wake-up.
+//! `--keep-resident SIZE` passes that setting to every host.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ struct Row {
     wake: (f64, f64, f64, f64),
 }
 
-async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
+async fn measure(file: &Path, seconds: f64, message: &'static str, keep_resident: Option<&str>) -> Row {
     let dir = std::env::temp_dir().join(format!("wasmsocket-lang-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -68,6 +69,9 @@ async fn measure(file: &Path, seconds: f64, message: &'static str) -> Row {
         .arg(dir.join("host.toml"))
         .arg("--plugins")
         .arg(&dir);
+    if let Some(keep) = keep_resident {
+        cmd.args(["--keep-resident", keep]);
+    }
     let server = common::start(cmd, true).await;
     let (addr, log) = (server.addr, server.log.clone());
     // The log line may still be on its way through the pipe.
@@ -197,11 +201,13 @@ fn compile_time(log: &str, name: &str) -> f64 {
 fn main() {
     let mut dir = std::env::var_os("WASMSOCKET_EXAMPLES_DIR").map(PathBuf::from).unwrap_or("out/examples".into());
     let mut seconds = 5.0;
+    let mut keep_resident = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--dir" => dir = args.next().map(PathBuf::from).unwrap_or(dir),
             "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(seconds),
+            "--keep-resident" => keep_resident = args.next(),
             _ => {}
         }
     }
@@ -234,7 +240,7 @@ fn main() {
                 println!("{stem:<26} (no {}: run scripts/build-examples.sh)", file.display());
                 continue;
             }
-            let row = measure(&file, seconds, message).await;
+            let row = measure(&file, seconds, message, keep_resident.as_deref()).await;
             let base = *echo_rate.get_or_insert(row.rate);
             println!(
                 "{:<26} {:>10} {:>12.1} {:>12.2} {:>10.0} {:>9.0} {:>9.0} {:>10.2} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
