@@ -114,15 +114,17 @@ impl PluginEngine {
         // pages in place avoids both; the kernel's PAGEMAP_SCAN (Linux 6.7)
         // tells which pages are dirty. Without it wasmtime would reset the
         // whole range with `memset` at every teardown, so nothing is kept.
-        if settings.keep_resident > 0 && PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(wasmtime::Enabled::Yes)
-                .linear_memory_keep_resident(usize::try_from(settings.keep_resident).unwrap_or(usize::MAX))
-                .table_keep_resident(TABLE_KEEP_RESIDENT);
-        } else if settings.keep_resident > 0 {
-            tracing::info!(
-                "this kernel has no PAGEMAP_SCAN (Linux 6.7): ended instances give all their pages back, and \
-                 waking a connection costs more (keep_resident is ignored)"
-            );
+        if settings.keep_resident > 0 {
+            if PoolingAllocationConfig::is_pagemap_scan_available() {
+                pool.pagemap_scan(wasmtime::Enabled::Yes)
+                    .linear_memory_keep_resident(usize::try_from(settings.keep_resident).unwrap_or(usize::MAX))
+                    .table_keep_resident(TABLE_KEEP_RESIDENT);
+            } else {
+                tracing::info!(
+                    "this kernel has no PAGEMAP_SCAN (Linux 6.7): ended instances give all their pages back, and \
+                     waking a connection costs more (keep_resident is ignored)"
+                );
+            }
         }
 
         let mut config = Config::new();
